@@ -1,0 +1,1 @@
+from latentgeo._version import __version__

@@ -1,0 +1,3 @@
+from latentgeo.cli import main
+
+main()

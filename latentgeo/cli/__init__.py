@@ -1,0 +1,85 @@
+"""The ``latentgeo`` command line.
+
+Each capability registers its commands from its own module ``latentgeo/cli/_<area>.py`` through
+``register(app, train_app)``, so that areas never edit each other's files. Heavy imports happen inside the
+command functions, which keeps ``latentgeo --help`` fast.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Optional
+
+import typer
+
+from latentgeo._version import __version__
+from latentgeo.errors import LatentgeoError
+
+app = typer.Typer(
+    name="latentgeo",
+    help="Geometry of latent diffusion models: GPE encoders, Fisher diagnostics of diffusability, spacetime geodesics.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+train_app = typer.Typer(help="Train models (diffusion denoisers, autoencoders).", no_args_is_help=True)
+app.add_typer(train_app, name="train")
+
+_DEBUG = {"on": False}
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        typer.echo(f"latentgeo {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Optional[bool] = typer.Option(None, "--version", callback=_version_callback, is_eager=True,
+                                           help="Print the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+) -> None:
+    _DEBUG["on"] = debug or bool(os.environ.get("LATENTGEO_DEBUG"))
+
+
+from latentgeo.cli import _data, _diffusion, _gpe, _fisher, _spacetime, _tps, _demo  # noqa: E402
+
+for _mod in (_data, _diffusion, _gpe, _fisher, _spacetime, _tps, _demo):
+    _mod.register(app, train_app)
+
+
+def main(argv: Optional[list] = None) -> None:
+    """Console entry point: user errors become one line ``error: ...`` and exit code 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except LatentgeoError as exc:
+        if _DEBUG["on"]:
+            raise
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
+        if _DEBUG["on"]:
+            raise
+        typer.echo(f"error: cannot read '{exc.filename}': {exc.strerror}; check the path", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted; checkpoints already written are kept (use --resume to continue)", err=True)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        sys.exit(1)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.exceptions.ClickException):
+            if _DEBUG["on"]:
+                raise
+            typer.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    main()
