@@ -4,8 +4,16 @@
 #   - CPU torch 2.13.0 (set LATENTGEO_TORCH to another pip spec, e.g. a CUDA build, if you want one),
 #   - latentgeo with its extras (never torchvision),
 #   - the Fashion-MNIST IDX files via apt where apt is usable.
+#   - with --test: also Debian's chromium, for the test that renders the HTML report in a headless browser.
 # Idempotent: a second run only checks that everything is in place.
 set -euo pipefail
+WITH_TEST=0
+for a in "$@"; do
+  case "$a" in
+    --test) WITH_TEST=1 ;;
+    *) echo "error: unknown option '$a'; use --test or nothing" >&2; exit 2 ;;
+  esac
+done
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
@@ -24,14 +32,18 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   fi
   echo "$want" > "$stamp"
 fi
+SUDO=""; [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
+apt_install() {  # apt_install PKG: quiet, tolerant of a stale package list; returns non-zero if it cannot
+  command -v apt-get >/dev/null 2>&1 || return 1
+  $SUDO apt-get install -y -q "$1" >/dev/null 2>&1 \
+    || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q "$1" >/dev/null 2>&1; }
+}
 # Fashion-MNIST (optional; the embedded default dataset, scikit-learn digits, needs nothing).
 if [ ! -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] && [ -z "${LATENTGEO_DATA:-}" ]; then
-  if command -v apt-get >/dev/null 2>&1; then
-    SUDO=""; [ "$(id -u)" != 0 ] && command -v sudo >/dev/null 2>&1 && SUDO="sudo -n"
-    ( $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 \
-      || { $SUDO apt-get update -q >/dev/null 2>&1 && $SUDO apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1; } ) \
-      || echo "note: could not install Fashion-MNIST with apt; run 'sudo apt-get install -y dataset-fashion-mnist' or point LATENTGEO_DATA at a folder with its IDX files." >&2
-  else
-    echo "note: Fashion-MNIST not found; install Debian's dataset-fashion-mnist or point LATENTGEO_DATA at its IDX files." >&2
-  fi
+  apt_install dataset-fashion-mnist \
+    || echo "note: could not install Fashion-MNIST with apt; run 'sudo apt-get install -y dataset-fashion-mnist' or point LATENTGEO_DATA at a folder with its IDX files (the default dataset, digits, needs nothing)." >&2
+fi
+if [ "$WITH_TEST" = 1 ] && ! command -v chromium >/dev/null 2>&1; then
+  apt_install chromium \
+    || echo "note: could not install chromium with apt; the browser test of the HTML report will be skipped." >&2
 fi

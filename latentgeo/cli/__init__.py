@@ -70,16 +70,17 @@ def main(argv: Optional[list] = None) -> None:
         sys.exit(exc.exit_code)
     except typer.Abort:
         sys.exit(1)
-    except Exception as exc:  # click usage errors and the like
-        import click
-
-        if isinstance(exc, click.exceptions.ClickException):
+    except Exception as exc:  # click usage errors (typer vendors its own click, so duck-type them)
+        if type(exc).__name__ == "NoArgsIsHelpError" and getattr(exc, "ctx", None) is not None:
+            typer.echo(exc.ctx.get_help())
+            sys.exit(0)
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):
             if _DEBUG["on"]:
                 raise
-            typer.echo(f"error: {exc.format_message()}", err=True)
+            msg = " ".join(exc.format_message().split()).rstrip(".")
+            typer.echo(f"error: {msg}; see 'latentgeo --help'", err=True)
             sys.exit(2)
         raise
-
 
 if __name__ == "__main__":
     main()
