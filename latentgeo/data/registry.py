@@ -1,0 +1,200 @@
+"""One entry point for every data set: :func:`load` by name or by path, plus :data:`DATASETS` and summaries."""
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+import numpy as np
+import torch
+
+from latentgeo.data import images as _img
+from latentgeo.data import synthetic as _syn
+from latentgeo.errors import LatentgeoError
+
+__all__ = ["DATASETS", "DEFAULT_N", "load", "is_image", "content_hash", "describe", "split_seed"]
+
+#: Names accepted by :func:`load` with a one-line description each (any .npy/.npz file or PNG folder works too).
+DATASETS: Dict[str, str] = {
+    "digits": "scikit-learn 8x8 digits [N,1,8,8] in [-1,1]; 1,438 train / 359 test (seeded split); no download",
+    "fashion-mnist": "Fashion-MNIST [N,1,28,28] (32x32 with pad) in [-1,1]; 60k train / 10k test IDX files",
+    "gmm": "GPE §8.1 mixture: 8 Gaussians on a circle in the first 2 of 10 coordinates, N(0,0.05^2) elsewhere [N,10]",
+    "gmm2d": "the same 8-component Gaussian mixture in R^2 [N,2]",
+    "embedded": "y ~ N(0,I_2) embedded isometrically as the first two coordinates of R^16 [N,16]",
+    "anisotropic": "N(0,I_2) mapped by diag(sqrt(1+d0), sqrt(1-d0)), d0 = 0.5 [N,2]",
+    "ripple": "N(0,I_2) mapped to (x1, x2, eps0 sin(omega x1)), eps0 = 0.1, omega = 5 [N,3]",
+    "moons": "two interleaved half circles, noise 0.1 [N,2]",
+    "rings": "three concentric rings of radii 1/3, 2/3, 1, noise 0.05 [N,2]",
+    "checkerboard": "uniform on the dark squares of a 4x4 checkerboard on [-2,2]^2 [N,2]",
+    "alanine": "alanine dipeptide energy table, rows (phi, psi, U) on the 89x89 grid, from latentgeo.molecules [7921,3]",
+}
+
+_ALIASES = {"fashion_mnist": "fashion-mnist", "fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
+            "mnist-fashion": "fashion-mnist", "two_moons": "moons", "two-moons": "moons"}
+
+#: Samples drawn from a synthetic data set when ``n`` is not given.
+DEFAULT_N = 10_000
+
+# Offset that makes the "test" split of a synthetic set an independent stream from its "train" split.
+_TEST_SEED_OFFSET = 1_000_003
+
+
+def split_seed(seed: int, split: str) -> int:
+    """Seed actually used by synthetic sets: ``seed`` for ``"train"``, ``seed + 1_000_003`` for ``"test"``."""
+    if split not in ("train", "test"):
+        raise LatentgeoError(f"unknown split '{split}'; choose one of: train, test")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise LatentgeoError(f"seed must be an integer, got {seed!r}")
+    return seed if split == "train" else seed + _TEST_SEED_OFFSET
+
+
+def _synthetic(name: str, n: int, seed: int, options: Dict[str, Any]) -> torch.Tensor:
+    fns = {
+        "gmm": lambda: _syn.gaussian_mixture_subspace(n, seed=seed, **options),
+        "gmm2d": lambda: _syn.gaussian_mixture_subspace(n, **{"dim": 2, **options}, seed=seed),
+        "embedded": lambda: _syn.embedded_gaussian(n, seed=seed, **options),
+        "anisotropic": lambda: _syn.anisotropic_gaussian(n, seed=seed, **options),
+        "ripple": lambda: _syn.ripple(n, seed=seed, **options),
+        "moons": lambda: _syn.two_moons(n, seed=seed, **options),
+        "rings": lambda: _syn.rings(n, seed=seed, **options),
+        "checkerboard": lambda: _syn.checkerboard(n, seed=seed, **options),
+    }
+    try:
+        return fns[name]()
+    except TypeError as exc:
+        raise LatentgeoError(f"bad option for data set '{name}' ({exc}); see help(latentgeo.data.{name})") from None
+
+
+def _as_table(obj: Any) -> torch.Tensor:
+    """Turn what ``load_alanine_table()`` returns into a float32 ``[rows, columns]`` tensor."""
+    if isinstance(obj, dict):
+        obj = list(obj.values())
+    if isinstance(obj, (tuple, list)):
+        arrays = [np.asarray(c, dtype=np.float64) for c in obj]
+        if (len(arrays) == 3 and arrays[0].ndim == 1 and arrays[1].ndim == 1
+                and arrays[2].shape == (arrays[0].size, arrays[1].size)):
+            # (phi [P], psi [Q], U [P, Q]) grid -> rows (phi_i, psi_j, U_ij), phi slowest
+            a, b = np.meshgrid(arrays[0], arrays[1], indexing="ij")
+            rows = np.stack([a.reshape(-1), b.reshape(-1), arrays[2].reshape(-1)], axis=1)
+            return torch.as_tensor(rows, dtype=torch.float32)
+        if all(a.ndim == 1 for a in arrays) and len({a.shape[0] for a in arrays}) == 1:
+            return torch.as_tensor(np.stack(arrays, axis=1), dtype=torch.float32)  # columns
+        obj = arrays[0]  # e.g. (table, metadata): the table comes first
+    return torch.as_tensor(np.asarray(obj), dtype=torch.float32)
+
+
+def _alanine() -> torch.Tensor:
+    try:
+        from latentgeo.molecules import load_alanine_table
+    except ImportError:
+        raise LatentgeoError(
+            "the alanine table loader (latentgeo.molecules.load_alanine_table) is not available in this version; "
+            "update latentgeo or use another data set"
+        ) from None
+    return _as_table(load_alanine_table())
+
+
+def _pad28(x: torch.Tensor, source: str) -> torch.Tensor:
+    if not is_image(x) or tuple(x.shape[-2:]) != (28, 28):
+        raise LatentgeoError(
+            f"pad turns 28x28 images into 32x32, but {source} has shape {tuple(x.shape)}; drop --pad"
+        )
+    return torch.nn.functional.pad(x, (2, 2, 2, 2), value=-1.0)
+
+
+def _looks_like_path(s: str) -> bool:
+    return os.sep in s or "/" in s or s.startswith(".") or s.startswith("~") or Path(s).suffix.lower() in (".npy", ".npz")
+
+
+def load(
+    name_or_path: Union[str, os.PathLike],
+    split: str = "train",
+    n: Optional[int] = None,
+    seed: int = 0,
+    path: Optional[Union[str, os.PathLike]] = None,
+    pad: bool = False,
+    **options: Any,
+) -> torch.Tensor:
+    """Load a data set by name (see :data:`DATASETS`) or from a ``.npy``/``.npz`` file or PNG folder.
+
+    Returns a float32 tensor: ``[N, D]`` for point clouds, ``[N, C, H, W]`` in [-1, 1] for images.
+
+    * ``split``: ``"train"`` or ``"test"``. Synthetic sets draw ``test`` from an independent seed
+      (:func:`split_seed`); digits uses a seeded permutation; Fashion-MNIST its own files; files and PNG folders
+      have no split and are returned whole.
+    * ``n``: number of samples (synthetic default :data:`DEFAULT_N`; for real data the first ``n`` of the split).
+    * ``seed``: sampling seed (synthetic) or split seed (digits).
+    * ``path``: the folder holding the Fashion-MNIST IDX files (else ``$LATENTGEO_DATA``, else
+      ``/usr/share/datasets/fashion-mnist/``).
+    * ``pad``: pad 28x28 images to 32x32 with the background value -1.
+    * ``options``: extra keyword arguments for the synthetic sampler (e.g. ``dim=32``, ``delta0=0.3``).
+
+    Every user-fixable problem (unknown name, missing file, NaN/inf, wrong rank, empty or corrupt file) raises
+    :class:`~latentgeo.errors.LatentgeoError` with a one-line fix.
+    """
+    if not isinstance(name_or_path, (str, os.PathLike)):
+        raise LatentgeoError(f"data set must be a name or a path, got {type(name_or_path).__name__}")
+    raw = os.fspath(name_or_path)
+    key = raw.strip().lower()
+    key = _ALIASES.get(key, key)
+    if key in DATASETS and not (Path(raw).exists() and _looks_like_path(raw)):
+        if split not in ("train", "test"):
+            raise LatentgeoError(f"unknown split '{split}'; choose one of: train, test")
+        if key == "fashion-mnist":
+            x = _img.fashion_mnist(split=split, path=path, n=n, **options)
+        elif key == "digits":
+            x = _img.digits(split=split, seed=seed, n=n, **options)
+        elif key == "alanine":
+            x = _alanine()
+            if n is not None:
+                x = x[: _img._check_take(n, x.shape[0], "alanine")]
+        else:
+            n_draw = DEFAULT_N if n is None else n
+            x = _synthetic(key, n_draw, split_seed(seed, split), options)
+    else:
+        p = Path(raw).expanduser()
+        if p.is_dir():
+            x = _img.load_png_folder(p, n=n)
+        elif p.suffix.lower() in (".npy", ".npz"):
+            x = _img.load_array(p, **options)
+            if n is not None:
+                x = x[: _img._check_take(n, x.shape[0], f"'{p}'")]
+        elif p.exists():
+            raise LatentgeoError(f"'{p}' is neither a .npy/.npz file nor a folder of PNGs; convert it or pass a data set name")
+        elif _looks_like_path(raw):
+            raise LatentgeoError(f"no such file or folder '{p}'; check the path")
+        else:
+            raise LatentgeoError(
+                f"unknown data set '{raw}'; choose one of: {', '.join(DATASETS)} (see `latentgeo data list`), "
+                "or pass a path to a .npy/.npz file or a PNG folder"
+            )
+    if pad:
+        x = _pad28(x, f"'{raw}'")
+    return x
+
+
+def is_image(x: Any) -> bool:
+    """True for image batches ``[N, C, H, W]`` (rank 4), False for point clouds ``[N, D]``."""
+    return hasattr(x, "ndim") and x.ndim == 4
+
+
+def content_hash(x: torch.Tensor) -> str:
+    """First 16 hex digits of the sha256 of the tensor's float32 bytes (C order, native little-endian)."""
+    a = x.detach().to("cpu", torch.float32).contiguous().numpy()
+    return hashlib.sha256(a.astype("<f4", copy=False).tobytes()).hexdigest()[:16]
+
+
+def describe(x: torch.Tensor) -> Dict[str, Any]:
+    """Summary of a data tensor: size, shape, dtype, min/max, mean/std (over all entries) and content hash."""
+    xf = x.detach().to(torch.float64)
+    return {
+        "size": int(x.shape[0]) if x.ndim else 1,
+        "shape": list(x.shape),
+        "dtype": str(x.dtype).replace("torch.", ""),
+        "min": float(xf.min()) if x.numel() else float("nan"),
+        "max": float(xf.max()) if x.numel() else float("nan"),
+        "mean": float(xf.mean()) if x.numel() else float("nan"),
+        "std": float(xf.std(unbiased=False)) if x.numel() else float("nan"),
+        "hash": content_hash(x),
+    }
