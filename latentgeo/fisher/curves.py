@@ -1,0 +1,329 @@
+"""Fisher information (FI), Fisher information rate (FIR) and MMSE curves estimated from a denoiser.
+
+For a data law ``mu`` in R^n and VE noise ``x = x0 + sigma * n`` (noise variance ``tau = sigma^2``), with score
+``s = (D - x) / tau`` and score Hessian ``H`` (REFERENCE.md §2):
+
+- ``I(tau) = E|s|^2``                                (FI; cross-check ``(n tau - mmse) / tau^2``)
+- ``R(tau) = dI/dtau = -E|H|_F^2 = -E|J_D v - v|^2 / tau^2``   (FIR, Hutchinson over probes ``v``)
+- ``mmse(tau) = E|D - x0|^2``
+- ``mmse'(tau) = E|J_D|_F^2 = E|J_D v|^2``           (MMSE rate, estimated directly: the identity
+  ``n - 2 tau I - tau^2 R`` cancels catastrophically at small tau)
+
+Each Jacobian-vector product is one ``torch.func.jvp``; the probes are stacked into the batch (sample ``i`` appears
+``n_probes`` times with different probes), so any denoiser that accepts a batch works, and the JVP's primal output
+gives ``D(x)`` for the FI at no extra cost. Rows are processed in chunks of ``batch_size`` to bound memory.
+
+Numerics at small sigma: ``J_D v - v = tau * (J_s v)`` is a difference of two O(1) vectors when the data are
+full-rank. When the denoiser exposes a score directly (``denoiser.score(x, sigma)``, or the exact mixture oracle's
+``denoiser.mixture``), the FIR is taken from the score-space JVP instead, which has no cancellation. The generic path
+divides by ``sigma^2`` before squaring (never forms ``1/sigma^4`` on its own), so nothing overflows from sigma = 0.002
+to 80; use ``dtype=torch.float64`` for the best conditioning.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Sequence, Union
+
+import torch
+
+from latentgeo.errors import LatentgeoError, check_finite, check_nonempty
+
+__all__ = ["FisherCurves", "FisherDeviation", "fisher_curves", "fir_deviation", "default_sigmas"]
+
+_FIELDS = ("sigma", "fi", "fir", "mmse", "mmse_rate", "fi_se", "fir_se", "mmse_se", "mmse_rate_se", "fi_mmse")
+
+
+def default_sigmas(n: int = 24, sigma_min: float = 0.01, sigma_max: float = 80.0) -> torch.Tensor:
+    """Log-spaced noise levels (float64, shape [n]) from ``sigma_min`` to ``sigma_max``."""
+    if not (0 < sigma_min < sigma_max):
+        raise LatentgeoError(f"need 0 < sigma_min < sigma_max, got {sigma_min} and {sigma_max}; fix the range")
+    return torch.logspace(math.log10(sigma_min), math.log10(sigma_max), int(n), dtype=torch.float64)
+
+
+@dataclass
+class FisherCurves:
+    """Estimated curves at each noise level. All fields are 1-D float64 tensors of shape [S] (S noise levels).
+
+    ``sigma`` noise std; ``fi`` Fisher information ``E|s|^2``; ``fir`` its tau-derivative (<= 0); ``mmse``;
+    ``mmse_rate`` = d mmse / d tau; ``*_se`` Monte-Carlo standard errors (over samples, each sample's value averaged
+    over its probes); ``fi_mmse`` = ``(n tau - mmse) / tau^2``, an FI cross-check that is noisy at small tau.
+    ``n`` is the data dimension, ``n_samples`` and ``n_probes`` the Monte-Carlo sizes.
+    """
+
+    sigma: torch.Tensor
+    fi: torch.Tensor
+    fir: torch.Tensor
+    mmse: torch.Tensor
+    mmse_rate: torch.Tensor
+    fi_se: torch.Tensor
+    fir_se: torch.Tensor
+    mmse_se: torch.Tensor
+    mmse_rate_se: torch.Tensor
+    fi_mmse: torch.Tensor
+    n: int
+    n_samples: int = 0
+    n_probes: int = 0
+    label: str = ""
+    meta: Dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def tau(self) -> torch.Tensor:
+        """Noise variance ``sigma^2``, shape [S]."""
+        return self.sigma ** 2
+
+    def to_dict(self) -> Dict[str, Any]:
+        """JSON-ready dict (lists of floats)."""
+        d: Dict[str, Any] = {k: [float(v) for v in getattr(self, k)] for k in _FIELDS}
+        d.update(n=int(self.n), n_samples=int(self.n_samples), n_probes=int(self.n_probes), label=self.label,
+                 meta=self.meta)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "FisherCurves":
+        try:
+            kw = {k: torch.tensor(d[k], dtype=torch.float64) for k in _FIELDS}
+            return cls(**kw, n=int(d["n"]), n_samples=int(d.get("n_samples", 0)),
+                       n_probes=int(d.get("n_probes", 0)), label=str(d.get("label", "")), meta=dict(d.get("meta", {})))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LatentgeoError(f"not a FisherCurves record (missing or bad field: {exc}); pass a file written by "
+                                 "FisherCurves.save") from None
+
+    def save(self, path: Union[str, Path]) -> None:
+        """Write the curves as JSON (atomically)."""
+        from latentgeo.checkpoint import atomic_write_json
+
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def load(cls, path: Union[str, Path]) -> "FisherCurves":
+        try:
+            d = json.loads(Path(path).read_text())
+        except json.JSONDecodeError:
+            raise LatentgeoError(f"{path} is not valid JSON; re-create it with FisherCurves.save") from None
+        return cls.from_dict(d)
+
+    def plot(self, path: Optional[Union[str, Path]] = None, axes=None, label: Optional[str] = None, **kw):
+        """Plot I(sigma) and -R(sigma) on log-log axes (two panels). Returns the axes; writes ``path`` if given."""
+        return plot_curves([self], path=path, axes=axes, labels=[label or self.label or "curve"], **kw)
+
+
+def plot_curves(curves: Sequence[FisherCurves], path=None, axes=None, labels=None, title: str = ""):
+    """Plot FI and |FIR| of several curves side by side (log-log), with +-2 SE bands."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig = None
+    if axes is None:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    labels = labels or [c.label or f"curve {i}" for i, c in enumerate(curves)]
+    for c, lab in zip(curves, labels):
+        s = c.sigma.numpy()
+        for ax, y, se in ((axes[0], c.fi, c.fi_se), (axes[1], -c.fir, c.fir_se)):
+            y = y.numpy()
+            se = se.numpy()
+            (line,) = ax.loglog(s, y, label=lab)
+            ax.fill_between(s, (y - 2 * se).clip(min=y * 1e-3), y + 2 * se, color=line.get_color(), alpha=0.2)
+    axes[0].set(xlabel="sigma", ylabel="I(tau)  (Fisher information)")
+    axes[1].set(xlabel="sigma", ylabel="-R(tau)  (minus Fisher information rate)")
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    if title and fig is not None:
+        fig.suptitle(title)
+    if path is not None:
+        _save_fig(axes[0].figure, path)
+    return axes
+
+
+def _save_fig(fig, path) -> None:
+    import io
+
+    from latentgeo.checkpoint import atomic_write_bytes
+
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format=Path(path).suffix.lstrip(".") or "png", dpi=110)
+    atomic_write_bytes(path, buf.getvalue())
+    import matplotlib.pyplot as plt
+
+    plt.close(fig)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def _score_fn(denoiser) -> Optional[Callable]:
+    """A direct score function ``s(x, sigma)`` if the denoiser exposes one (better conditioned at small sigma)."""
+    fn = getattr(denoiser, "score", None)
+    if callable(fn):
+        return fn
+    mix = getattr(denoiser, "mixture", None)
+    if mix is not None and callable(getattr(mix, "score", None)):
+        def s(x, sigma):
+            shape = x.shape
+            return mix.score(x.reshape(shape[0], -1), sigma).reshape(shape)
+        return s
+    return None
+
+
+def _probes(shape, kind: str, generator, dtype, device) -> torch.Tensor:
+    if kind == "rademacher":
+        v = torch.randint(0, 2, shape, generator=generator, device=device).to(dtype)
+        return 2 * v - 1
+    return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+
+
+def _mean_se(per_sample: torch.Tensor):
+    m = per_sample.mean()
+    se = per_sample.std(correction=1) / math.sqrt(per_sample.shape[0])
+    return float(m), float(se)
+
+
+def fisher_curves(denoiser: Callable, x0: torch.Tensor, sigmas: Union[Sequence[float], torch.Tensor],
+                  n_probes: int = 8, generator: Optional[torch.Generator] = None, batch_size: Optional[int] = None,
+                  dtype: Optional[torch.dtype] = None, probe: str = "rademacher", use_score: Union[str, bool] = "auto",
+                  label: str = "") -> FisherCurves:
+    """Estimate FI, FIR, MMSE and MMSE-rate curves of the data ``x0`` under a denoiser.
+
+    Args:
+        denoiser: callable ``D(x, sigma) -> E[x0 | x]``, ``x`` [B, ...], ``sigma`` [B]. Modules are put in eval mode
+            (on a copy when ``dtype`` changes them).
+        x0: clean samples [N, ...] (N >= 2); ``n = prod(...)``.
+        sigmas: noise levels, [S] positive.
+        n_probes: Hutchinson probes per sample (one JVP each).
+        generator: torch.Generator for the noise and the probes (reproducible curves).
+        batch_size: maximum rows (sample-probe pairs) per denoiser call; default 4096.
+        dtype: compute dtype (e.g. ``torch.float64``); default the dtype of ``x0``.
+        probe: ``"rademacher"`` (lower variance) or ``"gaussian"``.
+        use_score: ``"auto"`` uses ``denoiser.score`` for the FI/FIR when it exists; ``False`` never does.
+
+    Returns:
+        :class:`FisherCurves`. The same noise draw ``n`` is used at every sigma (common random numbers), which makes
+        the curves and differences between them smooth in sigma.
+    """
+    x0 = torch.as_tensor(x0)
+    if x0.ndim < 2:
+        raise LatentgeoError(f"x0 has shape {tuple(x0.shape)}; pass a batch of samples [N, ...] (N >= 2)")
+    check_nonempty(x0, "x0")
+    if x0.shape[0] < 2:
+        raise LatentgeoError("x0 holds one sample; pass at least 2 so that a standard error can be computed")
+    check_finite(x0, "x0")
+    if not x0.is_floating_point():
+        x0 = x0.float()
+    sig = torch.as_tensor(sigmas, dtype=torch.float64).reshape(-1)
+    if sig.numel() == 0 or not torch.isfinite(sig).all() or (sig <= 0).any():
+        raise LatentgeoError("sigmas must be a non-empty list of positive finite noise levels, e.g. 0.002 ... 80")
+    if int(n_probes) < 1:
+        raise LatentgeoError(f"n_probes must be >= 1, got {n_probes}")
+    if probe not in ("rademacher", "gaussian"):
+        raise LatentgeoError(f"unknown probe '{probe}'; choose rademacher or gaussian")
+    P = int(n_probes)
+    dtype = dtype or x0.dtype
+    x0 = x0.to(dtype)
+    device = x0.device
+    if isinstance(denoiser, torch.nn.Module):
+        p = next(iter(denoiser.parameters()), None)
+        if p is not None and p.dtype != dtype:
+            denoiser = copy.deepcopy(denoiser).to(dtype)
+        denoiser = denoiser.eval()
+    score = _score_fn(denoiser) if use_score in ("auto", True) else None
+    if use_score is True and score is None:
+        raise LatentgeoError("use_score=True but the denoiser has no .score(x, sigma); pass use_score='auto'")
+
+    N = x0.shape[0]
+    n = x0[0].numel()
+    rows = int(batch_size or 4096)
+    if rows < 1:
+        raise LatentgeoError(f"batch_size must be >= 1, got {batch_size}")
+    noise = torch.randn(x0.shape, generator=generator, dtype=dtype, device=device)
+    red = tuple(range(1, x0.ndim))
+
+    out = {k: [] for k in _FIELDS}
+    for s in sig.tolist():
+        tau = s * s
+        fi_i = torch.zeros(N, dtype=torch.float64)
+        fir_i = torch.zeros(N, dtype=torch.float64)
+        mr_i = torch.zeros(N, dtype=torch.float64)
+        mse_i = torch.zeros(N, dtype=torch.float64)
+        # rows enumerate (probe, sample) pairs; probe-major so that each chunk covers whole probes when it can
+        for start in range(0, N * P, rows):
+            idx = torch.arange(start, min(start + rows, N * P), device=device)
+            si = idx % N
+            first = idx < N  # the first probe of each sample also supplies D(x) for the FI / MMSE
+            xb = x0[si] + s * noise[si]
+            sb = torch.full((xb.shape[0],), s, dtype=dtype, device=device)
+            v = _probes(xb.shape, probe, generator, dtype, device)
+            with torch.no_grad():
+                if score is None:
+                    Dx, JDv = torch.func.jvp(lambda y: denoiser(y, sb), (xb,), (v,))
+                    # (J_D v - v) / sigma^2 = J_s v: divide before squaring so 1/sigma^4 is never formed alone
+                    Hv = (JDv - v) / tau
+                    sx = (Dx - xb) / tau
+                else:
+                    (Dx, sx), (JDv, Hv) = torch.func.jvp(lambda y: (denoiser(y, sb), score(y, sb)), (xb,), (v,))
+            Dx, sx, JDv, Hv = (t.to(torch.float64) for t in (Dx, sx, JDv, Hv))
+            fir_i.index_add_(0, si.cpu(), -(Hv ** 2).sum(red).cpu())
+            mr_i.index_add_(0, si.cpu(), (JDv ** 2).sum(red).cpu())
+            if first.any():
+                f = first
+                fi_i.index_add_(0, si[f].cpu(), (sx[f] ** 2).sum(red).cpu())
+                mse_i.index_add_(0, si[f].cpu(), ((Dx[f] - x0[si[f]].to(torch.float64)) ** 2).sum(red).cpu())
+        fir_i /= P  # Hutchinson: average over the probes of each sample
+        mr_i /= P
+        for key, arr in (("fi", fi_i), ("fir", fir_i), ("mmse", mse_i), ("mmse_rate", mr_i)):
+            m, se = _mean_se(arr)
+            out[key].append(m)
+            out[key + "_se"].append(se)
+        out["fi_mmse"].append((n * tau - out["mmse"][-1]) / tau ** 2)
+        out["sigma"].append(s)
+    res = {k: torch.tensor(v, dtype=torch.float64) for k, v in out.items()}
+    for k in ("fi", "fir", "mmse", "mmse_rate"):
+        if not torch.isfinite(res[k]).all():
+            raise LatentgeoError(f"the {k} estimate is not finite at some sigma; the denoiser returned NaN/inf there "
+                                 "(check it at those noise levels, or pass dtype=torch.float64)")
+    return FisherCurves(**res, n=n, n_samples=N, n_probes=P, label=label,
+                        meta={"probe": probe, "dtype": str(dtype).replace("torch.", ""),
+                              "score_space_jvp": score is not None})
+
+
+# ---------------------------------------------------------------------------------------------------------------
+@dataclass
+class FisherDeviation:
+    """Relative deviation of latent-space curves from data-space curves, per sigma (all [S] float64).
+
+    ``d_r = |R_data - R_latent| / |R_data|`` (raw FIR, no per-dimension normalisation), ``d_i`` the FI analogue,
+    with first-order propagated standard errors.
+    """
+
+    sigma: torch.Tensor
+    d_r: torch.Tensor
+    d_i: torch.Tensor
+    d_r_se: torch.Tensor
+    d_i_se: torch.Tensor
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {k: [float(v) for v in getattr(self, k)] for k in ("sigma", "d_r", "d_i", "d_r_se", "d_i_se")}
+
+
+def _rel_dev(a, a_se, b, b_se):
+    d = (a - b).abs() / a.abs()
+    # delta method for |a - b| / |a| with independent a and b
+    se = torch.sqrt((b / a ** 2) ** 2 * a_se ** 2 + b_se ** 2 / a ** 2)
+    return d, se
+
+
+def fir_deviation(data_curves: FisherCurves, latent_curves: FisherCurves) -> FisherDeviation:
+    """``D_R = |R_data - R_latent| / |R_data|`` and ``D_I = |I_data - I_latent| / |I_data|`` at each sigma.
+
+    Both curves must share the sigma grid (compute them with the same ``sigmas``).
+    """
+    a, b = data_curves, latent_curves
+    if a.sigma.shape != b.sigma.shape or not torch.allclose(a.sigma, b.sigma, rtol=1e-9, atol=0):
+        raise LatentgeoError("the two curves use different sigma grids; compute both with the same sigmas")
+    d_r, d_r_se = _rel_dev(a.fir, a.fir_se, b.fir, b.fir_se)
+    d_i, d_i_se = _rel_dev(a.fi, a.fi_se, b.fi, b.fi_se)
+    return FisherDeviation(sigma=a.sigma.clone(), d_r=d_r, d_i=d_i, d_r_se=d_r_se, d_i_se=d_i_se)
