@@ -1,0 +1,259 @@
+"""Transition path sampling through a diffusion model's spacetime (REFERENCE §3).
+
+Pipeline of :func:`transition_paths`:
+
+1. Boltzmann data: batched overdamped Langevin on the smooth potential from uniform starts (counted gradients).
+2. A denoiser of that data: an EDM-preconditioned MLP with a periodic (sin, cos) input embedding for angles
+   (``denoiser="mlp"``), or the exact denoiser of a Gaussian KDE of the data (``denoiser="kde"``, training-free),
+   or any callable ``D(x, sigma)``.
+3. The spacetime geodesic between ``(start, sigma_end)`` and ``(end, sigma_end)`` at high SNR
+   (``log-SNR = -2 log sigma``, 4 by default), optionally with the low-SNR penalty or a region-avoidance term.
+4. Annealed Langevin along the geodesic: at every curve point ``n`` the ``P`` paths take ``K`` Euler-Maruyama
+   steps (kT = 1) on ``U(x) + |x - x_n|^2 / (2 sigma_n^2)``, starting from where point ``n - 1`` left them, and the
+   state after the ``K`` steps is the path's ``n``-th frame. Paths: ``[P, N, 2]``.
+5. Score: the maximum over frames of the potential's scoring energy (the TABLE, nearest grid point with wrapped
+   angles, for alanine).
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from latentgeo.errors import LatentgeoError, check_choice, check_positive
+from latentgeo.molecules.langevin import boltzmann_samples
+
+__all__ = ["TPSResult", "annealed_langevin", "max_energy", "fit_tps_denoiser", "tps_geodesic", "transition_paths"]
+
+
+@dataclass
+class TPSResult:
+    """Output of :func:`transition_paths`.
+
+    Attributes:
+        paths: ``[P, N, 2]`` frames (unwrapped coordinates; ``potential.wrap`` maps angles to ``[-pi, pi)``).
+        max_energy: ``[P]`` MaxEnergy of every path (scoring energy: the table for alanine).
+        geodesic_xs: ``[N, 2]`` and geodesic_sigmas ``[N]``: the spacetime curve the paths followed.
+        evals: gradient evaluations ``{"data": ..., "sampling": ..., "total": ...}``.
+        seconds: wall time per stage.
+        samples: the training data ``[M, 2]``.
+        info: extra numbers (geodesic energy, seconds per geodesic step, ...).
+    """
+
+    paths: np.ndarray
+    max_energy: np.ndarray
+    geodesic_xs: np.ndarray
+    geodesic_sigmas: np.ndarray
+    evals: Dict[str, int]
+    seconds: Dict[str, float]
+    samples: np.ndarray
+    info: Dict[str, Any] = field(default_factory=dict)
+    denoiser: Any = None
+
+
+def max_energy(potential, paths) -> np.ndarray:
+    """MaxEnergy of each path ``[P, T, 2]`` -> ``[P]``, on the potential's scoring energy (table for alanine)."""
+    p = np.asarray(paths.detach().cpu() if isinstance(paths, torch.Tensor) else paths, dtype=np.float64)
+    if p.ndim != 3 or p.shape[-1] != 2:
+        raise LatentgeoError(f"paths have shape {p.shape}; pass [P, T, 2]")
+    return potential.score_energy(p).max(axis=1)
+
+
+def annealed_langevin(
+    potential,
+    xs: torch.Tensor,
+    sigmas: torch.Tensor,
+    n_paths: int,
+    k_steps: int = 64,
+    step: float = 4e-4,
+    kT: float = 1.0,
+    generator: Optional[torch.Generator] = None,
+) -> torch.Tensor:
+    """Annealed Langevin along a spacetime curve.
+
+    Args:
+        potential: smooth energy with counted ``grad`` (``n_paths * N * k_steps`` evaluations).
+        xs: ``[N, 2]`` curve positions; sigmas: ``[N]`` curve noise levels (tether widths).
+        n_paths: P; k_steps: K steps per curve point; step: Euler-Maruyama ``dt``; kT: temperature.
+
+    Returns:
+        paths ``[P, N, 2]`` (float64, unwrapped). Frame 0 is the state after K tethered steps at ``xs[0]``.
+    """
+    xs = torch.as_tensor(xs, dtype=torch.float64).detach()
+    sg = torch.as_tensor(sigmas, dtype=torch.float64).detach().reshape(-1)
+    if xs.ndim != 2 or xs.shape[0] != sg.shape[0]:
+        raise LatentgeoError(f"curve shapes disagree: xs {tuple(xs.shape)}, sigmas {tuple(sg.shape)}; pass [N, 2], [N]")
+    check_positive(step, "step")
+    inv_var = 1.0 / sg ** 2
+    # stability of explicit Euler on the tether alone needs dt / sigma^2 < 2
+    if float(step * inv_var.max()) >= 1.0:
+        raise LatentgeoError(f"step {step} is too large for the smallest sigma {float(sg.min()):.3g} "
+                             f"(need step < sigma^2); lower --step or raise the endpoint sigma")
+    x = xs[0].expand(n_paths, 2).clone()
+    noise = math.sqrt(2.0 * kT * step)
+    frames = torch.empty((n_paths, xs.shape[0], 2), dtype=torch.float64)
+    for n in range(xs.shape[0]):
+        c, iv = xs[n], float(inv_var[n])
+        for _ in range(k_steps):
+            g = potential.grad(x) + iv * (x - c)
+            x = x - step * g + noise * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+        frames[:, n] = x
+    if not torch.isfinite(frames).all():
+        raise LatentgeoError(f"annealed Langevin diverged (step={step}); use a smaller step")
+    return frames
+
+
+def fit_tps_denoiser(samples: torch.Tensor, kind: str = "mlp", periodic: bool = True, steps: int = 3000,
+                     seed: int = 0, bandwidth: float = 0.05, **fit_kwargs):
+    """Denoiser of the Boltzmann samples ``[M, 2]``.
+
+    ``kind="mlp"``: :func:`latentgeo.diffusion.fit_denoiser` with an MLP (periodic sin/cos embedding for angles).
+    ``kind="kde"``: :class:`~latentgeo.molecules.kde.KDEDenoiser` (exact posterior mean of a Gaussian KDE; with
+    periodic images for angles), no training.
+    """
+    check_choice(kind, ("mlp", "kde"), "denoiser")
+    if kind == "kde":
+        from latentgeo.molecules.kde import KDEDenoiser
+
+        return KDEDenoiser(samples, bandwidth=bandwidth, period=2 * math.pi if periodic else None)
+    try:
+        from latentgeo.diffusion import fit_denoiser
+    except ImportError as exc:  # pragma: no cover - depends on the diffusion area
+        raise LatentgeoError(f"latentgeo.diffusion.fit_denoiser is unavailable ({exc}); use denoiser='kde'")
+    torch.manual_seed(seed)
+    net_kwargs = dict(fit_kwargs.pop("net_kwargs", {}) or {})
+    net_kwargs.setdefault("periodic", bool(periodic))
+    return fit_denoiser(samples.to(torch.float32), net="mlp", steps=steps, net_kwargs=net_kwargs, seed=seed,
+                        **fit_kwargs)
+
+
+def tps_geodesic(denoiser, start, end, sigma_end: float, n_points: int = 128, n_nodes: int = 10,
+                 steps: int = 1000, lr: float = 0.1, snr_penalty: float = 0.0, avoid: Optional[Tuple] = None,
+                 avoid_weight: float = 1.0, seed: int = 0):
+    """Spacetime geodesic between ``(start, sigma_end)`` and ``(end, sigma_end)``.
+
+    Args:
+        snr_penalty: final weight of the low-SNR penalty ``mean_n softplus_10(3 - lambda_n)`` (ramped up from 0;
+            REFERENCE uses 100); 0 disables it.
+        avoid: ``((x*, y*), sigma*)``: a forbidden spacetime state; the curve is pushed away by maximising the KL
+            from it (weight ``avoid_weight``).
+
+    Returns:
+        ``(xs [N, 2], sigmas [N], info)`` as float64 tensors, ``info`` with the geodesic ``energy``, ``length`` and
+        ``seconds_per_step``.
+    """
+    from latentgeo.spacetime import geodesic
+
+    kw: Dict[str, Any] = {}
+    pens = []
+    if snr_penalty > 0:
+        from latentgeo.spacetime import SNRPenalty
+
+        pens.append(SNRPenalty(weight=snr_penalty))
+    if avoid is not None:
+        from latentgeo.spacetime import AvoidState
+
+        (px, sg) = avoid
+        pens.append(AvoidState(torch.as_tensor(px, dtype=torch.float64), float(sg), weight=avoid_weight))
+    if pens:
+        kw["penalty"] = pens if len(pens) > 1 else pens[0]
+    a = torch.as_tensor(start, dtype=torch.float64)
+    b = torch.as_tensor(end, dtype=torch.float64)
+    t0 = time.perf_counter()
+    res = geodesic(denoiser, start=(a, sigma_end), end=(b, sigma_end), n_points=n_points, n_nodes=n_nodes,
+                   steps=steps, lr=lr, seed=seed, **kw)
+    dt = time.perf_counter() - t0
+    xs = torch.as_tensor(res.xs, dtype=torch.float64).detach().reshape(n_points, -1)
+    sg = torch.as_tensor(res.sigmas, dtype=torch.float64).detach().reshape(-1)
+    info = {"energy": float(res.energy), "length": float(res.length), "seconds": dt,
+            "seconds_per_step": dt / max(steps, 1)}
+    return xs, sg, info
+
+
+def transition_paths(
+    potential,
+    start: Sequence[float],
+    end: Sequence[float],
+    n_paths: int = 1000,
+    *,
+    denoiser: Any = "mlp",
+    n_chains: int = 2000,
+    data_steps: int = 1000,
+    data_step: float = 1e-3,
+    data_kT: float = 1.0,
+    train_steps: int = 3000,
+    log_snr: float = 4.0,
+    n_points: int = 128,
+    n_nodes: int = 10,
+    geo_steps: int = 1000,
+    geo_lr: float = 0.1,
+    k_steps: int = 64,
+    step: float = 4e-4,
+    kT: float = 1.0,
+    snr_penalty: float = 0.0,
+    avoid: Optional[Tuple] = None,
+    avoid_weight: float = 1.0,
+    seed: int = 0,
+    progress: Optional[Callable[[str], None]] = None,
+) -> TPSResult:
+    """Sample ``n_paths`` transition paths from ``start`` to ``end`` (see the module docstring for the stages).
+
+    Args:
+        potential: :class:`~latentgeo.molecules.AlanineTable`, :class:`~latentgeo.molecules.MuellerBrown` or any
+            :class:`~latentgeo.molecules.Potential` (gradients are counted on it).
+        denoiser: ``"mlp"`` (trained here), ``"kde"`` (training-free) or a callable ``D(x, sigma)``.
+        n_chains, data_steps, data_step, data_kT: Boltzmann data generation (``n_chains * data_steps`` evaluations).
+        train_steps: optimiser steps of the MLP denoiser.
+        log_snr: endpoint log-SNR of the geodesic (``sigma = exp(-log_snr / 2)``).
+        n_points (N), n_nodes, geo_steps, geo_lr: geodesic discretisation and Adam optimisation.
+        k_steps (K), step, kT: annealed Langevin (``n_paths * N * K`` evaluations).
+        snr_penalty, avoid, avoid_weight: optional constraints on the geodesic (see :func:`tps_geodesic`).
+    """
+    say = progress or (lambda s: None)
+    if not (isinstance(n_paths, int) and n_paths > 0):
+        raise LatentgeoError(f"n_paths must be a positive integer, got {n_paths!r}")
+    periodic = potential.period is not None
+    seconds: Dict[str, float] = {}
+    potential.reset_counter()
+
+    t0 = time.perf_counter()
+    say(f"Boltzmann data: {n_chains} chains x {data_steps} Langevin steps")
+    samples = boltzmann_samples(potential, n_chains=n_chains, n_steps=data_steps, step=data_step, kT=data_kT,
+                                keep_last=min(data_steps, max(data_steps // 2, 1)),
+                                thin=max(data_steps // 20, 1), seed=seed)
+    n_data = potential.reset_counter()
+    seconds["data"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    if isinstance(denoiser, str):
+        say(f"denoiser: {denoiser}")
+        den = fit_tps_denoiser(samples, denoiser, periodic=periodic, steps=train_steps, seed=seed)
+    else:
+        den = denoiser
+    seconds["train"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    sigma_end = math.exp(-log_snr / 2)
+    say(f"geodesic: N={n_points}, {geo_steps} steps")
+    xs, sgs, ginfo = tps_geodesic(den, start, end, sigma_end, n_points=n_points, n_nodes=n_nodes, steps=geo_steps,
+                                  lr=geo_lr, snr_penalty=snr_penalty, avoid=avoid, avoid_weight=avoid_weight,
+                                  seed=seed)
+    seconds["geodesic"] = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    say(f"annealed Langevin: {n_paths} paths x {n_points} points x {k_steps} steps")
+    gen = torch.Generator().manual_seed(seed + 1)
+    paths = annealed_langevin(potential, xs, sgs, n_paths, k_steps=k_steps, step=step, kT=kT, generator=gen)
+    n_sampling = potential.reset_counter()
+    seconds["sampling"] = time.perf_counter() - t0
+    me = max_energy(potential, paths)
+    seconds["total"] = sum(seconds.values())
+    return TPSResult(
+        paths=paths.numpy(), max_energy=me, geodesic_xs=xs.numpy(), geodesic_sigmas=sgs.numpy(),
+        evals={"data": int(n_data), "sampling": int(n_sampling), "total": int(n_data + n_sampling)},
+        seconds=seconds, samples=samples.numpy(), info={"geodesic": ginfo, "sigma_end": sigma_end}, denoiser=den,
+    )
