@@ -262,7 +262,7 @@ def digits(
 
 
 def _validate(x: torch.Tensor, source: str) -> torch.Tensor:
-    if x.ndim == 0 or x.shape[0] == 0 or x.numel() == 0:
+    if x.numel() == 0:
         raise LatentgeoError(f"{source} is empty (shape {tuple(x.shape)}); pass a file with at least one sample")
     if x.ndim not in (2, 3, 4):
         raise LatentgeoError(
@@ -330,7 +330,7 @@ def load_array(
     was_uint8 = arr.dtype == np.uint8
     if arr.dtype.kind == "b":
         arr = arr.astype(np.uint8)
-    x = torch.as_tensor(np.ascontiguousarray(arr))
+    x = torch.as_tensor(arr if arr.flags.c_contiguous else arr.copy(order="C"))
     if x.ndim == 4 and x.shape[-1] in (1, 3, 4) and x.shape[1] not in (1, 3, 4) and min(x.shape[1:3]) > 4:
         x = x.permute(0, 3, 1, 2)
     if x.ndim == 3:
