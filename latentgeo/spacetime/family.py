@@ -1,0 +1,302 @@
+"""The denoising posteriors ``p(x0 | x, sigma)`` as an exponential family, and simulation-free curve energy/length.
+
+REFERENCE.md §3 (Karczewski et al., ICLR 2026). In VE form ``p(x0 | x) ∝ p(x0) exp(x.x0/sigma^2 - |x0|^2/(2 sigma^2))``,
+an exponential family in ``x0`` with
+
+- sufficient statistic ``T(x0) = (x0, |x0|^2)``,
+- natural parameter ``eta(x, sigma) = (x / sigma^2, -1 / (2 sigma^2))``,
+- expectation parameter ``mu(x, sigma) = (D, sigma^2 div_x D + |D|^2)`` with ``D = E[x0|x]``
+  (because ``Cov[x0|x] = sigma^2 dD/dx``, so ``E|x0|^2 = tr Cov + |D|^2``).
+
+For two members, ``(eta_1 - eta_0) . (mu_1 - mu_0) = KL(p_0||p_1) + KL(p_1||p_0)`` exactly, so a discretised curve
+``z_0..z_{N-1}`` (uniform in its parameter s in [0, 1]) has
+
+    energy  E ~ (N-1)/2 * sum_n (eta_{n+1} - eta_n) . (mu_{n+1} - mu_n)
+    length  L ~ sum_n sqrt((eta_{n+1} - eta_n) . (mu_{n+1} - mu_n))
+
+with no simulation and no log-partition function.
+
+Conventions: ``x`` is [B, ...] and ``sigma`` is [B] (a float is broadcast). ``eta`` and ``mu`` are returned as pairs
+``(vector part [B, ...], scalar part [B])``. Curves are ``xs`` [N, ...] with ``sigmas`` [N]; batched curves are
+``xs`` [P, N, ...] with ``sigmas`` [P, N] (P independent curves).
+
+Divergences use vector-Jacobian products (one batched forward + one backward for all probes at once); they are
+differentiable in ``x``, ``sigma`` (and the denoiser's parameters) when the inputs require gradients, which is what the
+geodesic optimisation needs (a double backward through the denoiser). The denoiser must treat batch rows independently
+(no train-mode batch norm).
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Tuple, Union
+
+import torch
+
+from latentgeo.errors import LatentgeoError
+
+__all__ = ["eta", "mu", "divergence", "rademacher_probes", "segment_terms", "curve_energy", "curve_length",
+           "kl_from_state", "lambda_of_sigma", "sigma_of_lambda"]
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Pair = Tuple[torch.Tensor, torch.Tensor]
+
+
+def lambda_of_sigma(sigma: torch.Tensor) -> torch.Tensor:
+    """Log-SNR ``lambda = -2 log sigma`` (the time coordinate of geodesics)."""
+    return -2.0 * torch.log(sigma)
+
+
+def sigma_of_lambda(lam: torch.Tensor) -> torch.Tensor:
+    """Inverse of :func:`lambda_of_sigma`: ``sigma = exp(-lambda / 2)``."""
+    return torch.exp(-0.5 * lam)
+
+
+def _sigma_vec(sigma: Union[float, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
+    if s.ndim == 0:
+        s = s.expand(x.shape[0])
+    if s.ndim != 1 or s.shape[0] != x.shape[0]:
+        raise LatentgeoError(f"sigma has shape {tuple(s.shape)} but x has batch {x.shape[0]}; "
+                             "pass sigma of shape [B] or a scalar")
+    return s
+
+
+def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape a [B] vector so that it broadcasts against [B, ...]."""
+    return v.reshape(v.shape + (1,) * (like.ndim - v.ndim))
+
+
+def eta(x: torch.Tensor, sigma: Union[float, torch.Tensor]) -> Pair:
+    """Natural parameter of ``p(x0 | x, sigma)``: ``(x / sigma^2 [B, ...], -1/(2 sigma^2) [B])``."""
+    s = _sigma_vec(sigma, x)
+    inv = 1.0 / (s * s)
+    return x * _bcast(inv, x), -0.5 * inv
+
+
+def rademacher_probes(n_probes: int, shape: torch.Size, dtype: torch.dtype, device: torch.device,
+                      generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """Rademacher (+-1) probes of shape [n_probes, *shape] (drawn on the generator's device, then moved)."""
+    gdev = generator.device if generator is not None else device
+    v = torch.randint(0, 2, (n_probes, *shape), generator=generator, device=gdev)
+    return (2 * v - 1).to(dtype=dtype, device=device)
+
+
+def _basis_probes(x: torch.Tensor) -> torch.Tensor:
+    """Coordinate basis as probes: [n, B, ...] with probe i = e_i for every row (exact trace by summation)."""
+    B = x.shape[0]
+    n = x[0].numel()
+    eye = torch.eye(n, dtype=x.dtype, device=x.device)  # [n, n]
+    return eye[:, None, :].expand(n, B, n).reshape(n, *x.shape)
+
+
+def _denoise_and_quad(denoiser: Denoiser, x: torch.Tensor, s: torch.Tensor, probes: torch.Tensor,
+                      create_graph: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``D(x, s)`` [B, ...] and the quadratic forms ``v^T (dD/dx) v`` [M, B] for probes [M, B, ...].
+
+    One forward pass on the M-fold replicated batch and one vector-Jacobian product give all M*B quadratic forms;
+    ``D`` is read off the first replica, so no extra forward pass is spent on it.
+    """
+    M, B = probes.shape[0], x.shape[0]
+    with torch.enable_grad():
+        xr = x.unsqueeze(0).expand(M, *x.shape).reshape(M * B, *x.shape[1:])
+        if not xr.requires_grad:
+            xr = xr.detach().requires_grad_(True)
+        sr = s.repeat(M)
+        out = denoiser(xr, sr)
+        if out.shape != xr.shape:
+            raise LatentgeoError(f"the denoiser returned shape {tuple(out.shape)} for input {tuple(xr.shape)}; "
+                                 "it must return E[x0|x] with the shape of x")
+        v = probes.reshape(xr.shape)
+        (g,) = torch.autograd.grad(out, xr, grad_outputs=v, create_graph=create_graph)
+    q = (g * v).reshape(M, B, -1).sum(-1)
+    D = out[:B]
+    if not create_graph:
+        D, q = D.detach(), q.detach()
+    return D, q
+
+
+def _needs_graph(*ts: torch.Tensor) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in ts)
+
+
+def divergence(denoiser: Denoiser, x: torch.Tensor, sigma: Union[float, torch.Tensor],
+               n_probes: Optional[int] = 1, generator: Optional[torch.Generator] = None,
+               probes: Optional[torch.Tensor] = None, return_samples: bool = False,
+               create_graph: Optional[bool] = None):
+    """``div_x D(x, sigma)`` per row, shape [B].
+
+    ``n_probes=None`` sums over the coordinate basis (exact; costs ``n`` replicas of the batch, for small ``n``);
+    an integer uses that many Rademacher probes (Hutchinson, unbiased). ``probes`` [M, B, ...] overrides both.
+    ``return_samples=True`` returns ``(div [B], per-probe values [M, B])`` (for standard errors).
+    """
+    s = _sigma_vec(sigma, x)
+    if create_graph is None:
+        create_graph = _needs_graph(x, s)
+    exact = probes is None and n_probes is None
+    if probes is None:
+        probes = _basis_probes(x) if exact else rademacher_probes(int(n_probes), x.shape, x.dtype, x.device, generator)
+    _, q = _denoise_and_quad(denoiser, x, s, probes, create_graph)
+    div = q.sum(0) if exact else q.mean(0)
+    return (div, q) if return_samples else div
+
+
+def mu(denoiser: Denoiser, x: torch.Tensor, sigma: Union[float, torch.Tensor], n_probes: Optional[int] = 1,
+       generator: Optional[torch.Generator] = None, probes: Optional[torch.Tensor] = None,
+       create_graph: Optional[bool] = None) -> Pair:
+    """Expectation parameter ``(D [B, ...], sigma^2 div D + |D|^2 [B])`` of ``p(x0 | x, sigma)``.
+
+    Args:
+        denoiser: ``D(x, sigma) -> E[x0|x]``.
+        x: [B, ...] noisy points; sigma: [B] or a float (noise std).
+        n_probes: ``None`` for the exact divergence (loop-free sum over the coordinate basis, small dimensions);
+            an integer for Hutchinson with that many Rademacher probes per row.
+        generator: RNG for the probes.
+        probes: explicit probes [M, B, ...] (averaged), e.g. shared along a curve to reduce variance.
+        create_graph: keep the graph for differentiating ``mu`` (default: when ``x`` or ``sigma`` requires grad).
+    """
+    s = _sigma_vec(sigma, x)
+    if create_graph is None:
+        create_graph = _needs_graph(x, s)
+    exact = probes is None and n_probes is None
+    if probes is None:
+        if exact:
+            probes = _basis_probes(x)
+        else:
+            if int(n_probes) < 1:
+                raise LatentgeoError(f"n_probes must be >= 1 or None (exact), got {n_probes}")
+            probes = rademacher_probes(int(n_probes), x.shape, x.dtype, x.device, generator)
+    D, q = _denoise_and_quad(denoiser, x, s, probes, create_graph)
+    div = q.sum(0) if exact else q.mean(0)
+    sq = (D * D).reshape(D.shape[0], -1).sum(-1)
+    return D, s * s * div + sq
+
+
+# ---------------------------------------------------------------------- curves
+
+def _curve_shapes(xs: torch.Tensor, sigmas: torch.Tensor, batched: Optional[bool] = None):
+    """Normalise a curve to [P, N, ...] / [P, N]; returns (xs, sigmas, was_batched)."""
+    sigmas = torch.as_tensor(sigmas, dtype=xs.dtype, device=xs.device)
+    if batched is None:
+        batched = sigmas.ndim == 2
+    if not batched:
+        if sigmas.ndim != 1 or xs.shape[0] != sigmas.shape[0]:
+            raise LatentgeoError(f"a curve needs xs [N, ...] and sigmas [N]; got {tuple(xs.shape)} and "
+                                 f"{tuple(sigmas.shape)}")
+        xs, sigmas = xs.unsqueeze(0), sigmas.unsqueeze(0)
+    if sigmas.ndim != 2 or xs.shape[:2] != sigmas.shape:
+        raise LatentgeoError(f"batched curves need xs [P, N, ...] and sigmas [P, N]; got {tuple(xs.shape)} and "
+                             f"{tuple(sigmas.shape)}")
+    if xs.shape[1] < 2:
+        raise LatentgeoError("a curve needs at least 2 points; pass n_points >= 2")
+    return xs, sigmas, batched
+
+
+def _shared_probes(n_probes: Optional[int], xs: torch.Tensor, generator: Optional[torch.Generator]):
+    """Probes [M, P*N, ...]: the same Rademacher vectors at every point of a curve (common random numbers).
+
+    Sharing keeps each segment's estimate unbiased while the noise of neighbouring points cancels in the
+    differences, so a constant curve has exactly zero energy and short segments are not swamped by probe noise.
+    """
+    if n_probes is None:
+        return None
+    P, N = xs.shape[:2]
+    v = rademacher_probes(int(n_probes), (P, 1, *xs.shape[2:]), xs.dtype, xs.device, generator)
+    return v.expand(int(n_probes), P, N, *xs.shape[2:]).reshape(int(n_probes), P * N, *xs.shape[2:])
+
+
+def _curve_mu(denoiser: Denoiser, xs: torch.Tensor, sigmas: torch.Tensor, n_probes: Optional[int],
+              generator: Optional[torch.Generator], shared_probes: bool, chunk_size: Optional[int] = None):
+    """mu at all points of [P, N, ...] curves, evaluated in chunks of rows; returns ([P, N, ...], [P, N])."""
+    P, N = xs.shape[:2]
+    xf, sf = xs.reshape(P * N, *xs.shape[2:]), sigmas.reshape(P * N)
+    probes = _shared_probes(n_probes, xs, generator) if shared_probes else None
+    chunk = P * N if not chunk_size else int(chunk_size)
+    mx, ms = [], []
+    for i in range(0, P * N, chunk):
+        pr = None if probes is None else probes[:, i:i + chunk]
+        a, b = mu(denoiser, xf[i:i + chunk], sf[i:i + chunk], n_probes=n_probes, generator=generator, probes=pr)
+        mx.append(a)
+        ms.append(b)
+    return torch.cat(mx).reshape(xs.shape), torch.cat(ms).reshape(P, N)
+
+
+def _segment_dots(ex, es, mx, ms):
+    """(eta_{n+1}-eta_n).(mu_{n+1}-mu_n) for [P, N, ...] / [P, N] parts -> [P, N-1]."""
+    P, N = es.shape
+    dx = ((ex[:, 1:] - ex[:, :-1]) * (mx[:, 1:] - mx[:, :-1])).reshape(P, N - 1, -1).sum(-1)
+    return dx + (es[:, 1:] - es[:, :-1]) * (ms[:, 1:] - ms[:, :-1])
+
+
+def segment_terms(denoiser: Denoiser, xs: torch.Tensor, sigmas: torch.Tensor, n_probes: Optional[int] = 1,
+                  generator: Optional[torch.Generator] = None, shared_probes: bool = True,
+                  chunk_size: Optional[int] = None) -> torch.Tensor:
+    """Per-segment ``(eta_{n+1}-eta_n).(mu_{n+1}-mu_n)`` = symmetrised KL between neighbours.
+
+    Shapes: ``xs`` [N, ...], ``sigmas`` [N] -> [N-1]; batched ``xs`` [P, N, ...], ``sigmas`` [P, N] -> [P, N-1].
+    """
+    xs3, s2, batched = _curve_shapes(xs, sigmas)
+    ex, es = eta(xs3.reshape(-1, *xs3.shape[2:]), s2.reshape(-1))
+    ex, es = ex.reshape(xs3.shape), es.reshape(s2.shape)
+    mx, ms = _curve_mu(denoiser, xs3, s2, n_probes, generator, shared_probes, chunk_size)
+    d = _segment_dots(ex, es, mx, ms)
+    return d if batched else d[0]
+
+
+def curve_energy(denoiser: Denoiser, xs: torch.Tensor, sigmas: torch.Tensor, n_probes: Optional[int] = 1,
+                 generator: Optional[torch.Generator] = None, shared_probes: bool = True,
+                 chunk_size: Optional[int] = None) -> torch.Tensor:
+    """Discretised Fisher-Rao energy ``(N-1)/2 sum_n (eta_{n+1}-eta_n).(mu_{n+1}-mu_n)``.
+
+    The curve is taken as uniformly parametrised on s in [0, 1]. Returns a scalar ([P] for batched curves).
+    Differentiable in ``xs`` and ``sigmas``.
+    """
+    d = segment_terms(denoiser, xs, sigmas, n_probes, generator, shared_probes, chunk_size)
+    return 0.5 * (d.shape[-1]) * d.sum(-1)
+
+
+def curve_length(denoiser: Denoiser, xs: torch.Tensor, sigmas: torch.Tensor, n_probes: Optional[int] = 1,
+                 generator: Optional[torch.Generator] = None, shared_probes: bool = True,
+                 chunk_size: Optional[int] = None) -> torch.Tensor:
+    """Discretised Fisher-Rao length ``sum_n sqrt((eta_{n+1}-eta_n).(mu_{n+1}-mu_n))`` (parametrisation-free).
+
+    Negative segment estimates (possible with Hutchinson probes) are clamped to 0. Scalar, or [P] when batched.
+    """
+    d = segment_terms(denoiser, xs, sigmas, n_probes, generator, shared_probes, chunk_size)
+    return d.clamp_min(0).sqrt().sum(-1)
+
+
+def kl_from_state(denoiser: Denoiser, x_star: torch.Tensor, sigma_star: float, xs: torch.Tensor,
+                  sigmas: torch.Tensor, n_bridge: int = 64, n_probes: Optional[int] = 1,
+                  generator: Optional[torch.Generator] = None) -> torch.Tensor:
+    """``KL(p_{z*} || p_{gamma_n})`` for every point of a curve, without the log-partition function.
+
+    Along any path u -> gamma_u, ``d/du KL(z*||gamma_u) = (d eta/du) . (mu(gamma_u) - mu(z*))`` (REFERENCE.md §3).
+    Integrating (trapezoid) first along a straight bridge in (log-SNR, x) from ``z*`` (where the KL is 0) to the
+    curve's first point, then along the curve, gives absolute values. Accuracy is that of the trapezoid rule
+    (refine ``n_bridge`` / the curve's points).
+
+    Shapes: ``x_star`` [...] (one point), ``xs`` [N, ...], ``sigmas`` [N] -> [N]; batched [P, N, ...] -> [P, N].
+    Differentiable in ``xs``/``sigmas`` (usable inside a geodesic penalty).
+    """
+    xs3, s2, batched = _curve_shapes(xs, sigmas)
+    P, N = s2.shape
+    xstar = torch.as_tensor(x_star, dtype=xs3.dtype, device=xs3.device).reshape(1, *xs3.shape[2:])
+    sstar = torch.as_tensor(float(sigma_star), dtype=xs3.dtype, device=xs3.device).reshape(1)
+    # bridge from z* to gamma_0 of every curve: [P, n_bridge, ...]
+    t = torch.linspace(0, 1, n_bridge, dtype=xs3.dtype, device=xs3.device)
+    tb = t.reshape(1, -1, *([1] * (xs3.ndim - 2)))
+    bx = (1 - tb) * xstar.unsqueeze(0) + tb * xs3[:, :1]
+    lam = (1 - t)[None] * lambda_of_sigma(sstar)[None] + t[None] * lambda_of_sigma(s2[:, :1])
+    bs = sigma_of_lambda(lam)
+    full_x = torch.cat([bx, xs3[:, 1:]], dim=1)
+    full_s = torch.cat([bs, s2[:, 1:]], dim=1)
+    M = full_s.shape[1]
+    mx, ms = _curve_mu(denoiser, full_x, full_s, n_probes, generator, shared_probes=True)
+    ex, es = eta(full_x.reshape(P * M, *xs3.shape[2:]), full_s.reshape(-1))
+    ex, es = ex.reshape(full_x.shape), es.reshape(full_s.shape)
+    # mu(z*) is the first bridge point's mu (same probes: shared along the bridge)
+    rx, rs = mx - mx[:, :1], ms - ms[:, :1]
+    avg_x = 0.5 * (rx[:, 1:] + rx[:, :-1])
+    avg_s = 0.5 * (rs[:, 1:] + rs[:, :-1])
+    inc = ((ex[:, 1:] - ex[:, :-1]) * avg_x).reshape(P, M - 1, -1).sum(-1) + (es[:, 1:] - es[:, :-1]) * avg_s
+    kl = torch.cat([torch.zeros_like(inc[:, :1]), torch.cumsum(inc, dim=1)], dim=1)[:, n_bridge - 1:]
+    return kl if batched else kl[0]

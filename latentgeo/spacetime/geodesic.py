@@ -1,0 +1,267 @@
+"""Spacetime geodesics: minimise the simulation-free Fisher-Rao energy over spline curves with Adam.
+
+The curve is a straight line in (log-SNR ``lambda = -2 log sigma``, x) plus a C2 cubic spline that vanishes at both
+endpoints (:class:`~latentgeo.spacetime.spline.SplineCurve`), initialised at zero. Each Adam step evaluates the
+discretised energy ``(N-1)/2 sum (eta_{n+1}-eta_n).(mu_{n+1}-mu_n)`` at all N points in one batched call (a double
+backward through the denoiser gives the gradient). Many endpoint pairs are optimised at once (batched geodesics).
+
+For images, ``chunk_size`` bounds memory: since the energy is bilinear in ``eta`` and ``mu``, ``dE/dmu`` depends only
+on the (cheap) ``eta`` values and can be computed before any denoiser call, so each chunk of points computes its
+``mu`` with a graph, back-propagates immediately with that known upstream gradient and frees its graph; the
+``dE/deta`` half is done at the end from the stored (detached) ``mu`` values. The gradient is identical to the
+unchunked one.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple, Union
+
+import torch
+
+from latentgeo.errors import LatentgeoError, check_finite
+from latentgeo.spacetime.family import (_curve_shapes, _segment_dots, _shared_probes, eta, lambda_of_sigma, mu,
+                                        rademacher_probes)
+from latentgeo.spacetime.spline import SplineCurve
+
+__all__ = ["Geodesic", "geodesic", "energy_and_grad"]
+
+Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Penalty = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+_SAME = "same"
+
+
+@dataclass
+class Geodesic:
+    """Result of :func:`geodesic`.
+
+    Attributes (single geodesic; batched geodesics have a leading pair axis P everywhere):
+        xs: [N, ...] points in data space.  sigmas: [N] noise levels.  lambdas: [N] log-SNR.
+        energy: discretised energy of the final curve (float, or [P] tensor).  length: its length (same).
+        history: per logged step, ``step``, ``energy`` (summed over pairs), ``penalty``, ``seconds``.
+        nodes: final spline knot values [P, K, 1 + n] (warm-start another run with ``init_nodes=``).
+        curve: the :class:`SplineCurve` (``curve.evaluate(n_points, nodes)`` re-samples the geodesic).
+    """
+
+    xs: torch.Tensor
+    sigmas: torch.Tensor
+    energy: Union[float, torch.Tensor]
+    length: Union[float, torch.Tensor]
+    history: Dict[str, List[float]] = field(default_factory=dict)
+    nodes: Optional[torch.Tensor] = None
+    curve: Optional[SplineCurve] = None
+    batched: bool = False
+    seconds_per_step: float = float("nan")
+
+    @property
+    def lambdas(self) -> torch.Tensor:
+        return lambda_of_sigma(self.sigmas)
+
+    def resample(self, n_points: int) -> Tuple[torch.Tensor, torch.Tensor]:
+        """The optimised curve at ``n_points`` equispaced parameter values: (xs, sigmas)."""
+        with torch.no_grad():
+            xs, s = self.curve.evaluate(n_points, self.nodes)
+        return (xs, s) if self.batched else (xs[0], s[0])
+
+
+def _pad_diff(d: torch.Tensor) -> torch.Tensor:
+    """For differences d_n = a_{n+1} - a_n ([P, N-1, ...]) return d_{n-1} - d_n with zero padding ([P, N, ...])."""
+    z = torch.zeros_like(d[:, :1])
+    return torch.cat([z, d], 1) - torch.cat([d, z], 1)
+
+
+def energy_and_grad(denoiser: Denoiser, xs: torch.Tensor, sigmas: torch.Tensor, params: List[torch.Tensor],
+                    n_probes: Optional[int] = 1, generator: Optional[torch.Generator] = None,
+                    chunk_size: Optional[int] = None, penalty: Optional[Penalty] = None,
+                    batched: bool = True):
+    """Energies of [P, N, ...] curves and the gradient of ``sum energy + penalty`` w.r.t. ``params``.
+
+    ``xs``/``sigmas`` must be differentiable functions of ``params``. Probes are shared along each curve.
+    ``chunk_size`` (rows of the flattened P*N points) bounds memory (see the module docstring).
+    Returns ``(energy [P] detached, penalty float, grads)``.
+    """
+    P, N = sigmas.shape
+    c = 0.5 * (N - 1)
+    probes = _shared_probes(n_probes, xs, generator)
+    flat = P * N
+    pen_val = 0.0
+    if not chunk_size or chunk_size >= flat:
+        xf, sf = xs.reshape(flat, *xs.shape[2:]), sigmas.reshape(flat)
+        mx, ms = mu(denoiser, xf, sf, n_probes=n_probes, probes=probes, create_graph=True)
+        ex, es = eta(xf, sf)
+        d = _segment_dots(ex.reshape(xs.shape), es.reshape(P, N), mx.reshape(xs.shape), ms.reshape(P, N))
+        E = c * d.sum(-1)
+        loss = E.sum()
+        if penalty is not None:
+            pen = penalty(xs if batched else xs[0], sigmas if batched else sigmas[0])
+            loss = loss + pen
+            pen_val = float(pen.detach())
+        grads = torch.autograd.grad(loss, params, allow_unused=True)
+        return E.detach(), pen_val, grads
+    # chunked: dE/dmu from eta alone, per-chunk backward of mu, then the eta half from detached mu values
+    xd = xs.detach().reshape(flat, *xs.shape[2:]).requires_grad_(True)
+    sd = sigmas.detach().reshape(flat).requires_grad_(True)
+    ex, es = eta(xd, sd)
+    with torch.no_grad():
+        gmx = c * _pad_diff(ex.reshape(xs.shape).diff(dim=1)).reshape(ex.shape)
+        gms = c * _pad_diff(es.reshape(P, N).diff(dim=1)).reshape(flat)
+    gx = torch.zeros_like(xd)
+    gs = torch.zeros_like(sd)
+    mxs, mss = [], []
+    for i in range(0, flat, int(chunk_size)):
+        j = min(i + int(chunk_size), flat)
+        xc = xd[i:j].detach().requires_grad_(True)
+        sc = sd[i:j].detach().requires_grad_(True)
+        pr = None if probes is None else probes[:, i:j]
+        a, b = mu(denoiser, xc, sc, n_probes=n_probes, probes=pr, create_graph=True)
+        ga, gb = torch.autograd.grad((a, b), (xc, sc), grad_outputs=(gmx[i:j], gms[i:j]))
+        gx[i:j] += ga
+        gs[i:j] += gb
+        mxs.append(a.detach())
+        mss.append(b.detach())
+    mx = torch.cat(mxs).reshape(xs.shape)
+    ms = torch.cat(mss).reshape(P, N)
+    d = _segment_dots(ex.reshape(xs.shape), es.reshape(P, N), mx, ms)
+    E = c * d.sum(-1)
+    ga, gb = torch.autograd.grad(E.sum(), (xd, sd))
+    gx += ga
+    gs += gb
+    outs, gouts = [xs, sigmas], [gx.reshape(xs.shape), gs.reshape(P, N)]
+    if penalty is not None:
+        pen = penalty(xs if batched else xs[0], sigmas if batched else sigmas[0])
+        outs.append(pen)
+        gouts.append(torch.ones_like(pen))
+        pen_val = float(pen.detach())
+    grads = torch.autograd.grad(outs, params, grad_outputs=gouts, allow_unused=True)
+    return E.detach(), pen_val, grads
+
+
+def _as_endpoint(pt, name: str, batched: Optional[bool]):
+    if not (isinstance(pt, (tuple, list)) and len(pt) == 2):
+        raise LatentgeoError(f"{name} must be a pair (x, sigma); got {type(pt).__name__}")
+    x, s = pt
+    x = torch.as_tensor(x)
+    if not x.is_floating_point():
+        x = x.double()
+    s = torch.as_tensor(s, dtype=x.dtype, device=x.device)
+    return x, s
+
+
+def geodesic(denoiser: Denoiser, start, end, n_points: int = 64, n_nodes: int = 8, steps: int = 500,
+             lr: float = 0.1, n_probes: Optional[int] = 1, penalty: Optional[Penalty] = None,
+             generator: Optional[torch.Generator] = None, progress: bool = False, *,
+             chunk_size: Optional[int] = None, batched: Optional[bool] = None,
+             init_nodes: Optional[torch.Tensor] = None, eval_probes: Union[int, None, str] = _SAME,
+             log_every: int = 1, callback: Optional[Callable[[int, float], None]] = None) -> Geodesic:
+    """Spacetime geodesic between ``start = (x_a, sigma_a)`` and ``end = (x_b, sigma_b)``.
+
+    Args:
+        denoiser: ``D(x, sigma) -> E[x0|x]`` (x [B, ...], sigma [B]); rows must be processed independently.
+        start, end: ``(x, sigma)``. One geodesic: x of the data shape [...] and sigma a float/0-d tensor.
+            Batched geodesics: x [P, ...] and sigma [P] (or a float with ``batched=True``).
+        n_points: N, points on the discretised curve (endpoints included).
+        n_nodes: K, free interior knots of the spline offset.
+        steps, lr: Adam iterations and learning rate (anchor: lr 0.1).
+        n_probes: Rademacher probes per point for the divergence (shared along each curve, fresh every step);
+            ``None`` for the exact divergence (small dimensions).
+        penalty: optional ``penalty(xs, sigmas) -> scalar`` added to the energy (shapes as the result's xs/sigmas,
+            i.e. [N, ...]/[N], or [P, N, ...]/[P, N] when batched). If it has ``set_step(step, steps)``, that is called
+            before every step (weight ramps, see :mod:`latentgeo.spacetime.penalties`).
+        generator: RNG for the probes.
+        progress: show a progress bar.
+        chunk_size: evaluate the denoiser on at most this many curve points at a time (bounded memory, same
+            gradient); ``None`` = all at once.
+        init_nodes: warm start, knot values [P, K, 1 + n] (e.g. ``previous.nodes`` with a different ``n_points``).
+        eval_probes: probes for the final energy/length (default: ``n_probes``).
+        log_every: record history every this many steps.
+        callback: ``callback(step, energy)`` after every step.
+    Returns:
+        :class:`Geodesic` with ``xs``, ``sigmas``, ``energy``, ``length``, ``history``, ``nodes``.
+    """
+    xa, sa = _as_endpoint(start, "start", batched)
+    xb, sb = _as_endpoint(end, "end", batched)
+    xb, sb = xb.to(dtype=xa.dtype, device=xa.device), sb.to(dtype=xa.dtype, device=xa.device)
+    if batched is None:
+        batched = sa.ndim == 1 or sb.ndim == 1
+    if batched:
+        if xa.ndim < 1 or xa.shape != xb.shape:
+            raise LatentgeoError(f"batched endpoints need x_a and x_b of the same shape [P, ...]; got "
+                                 f"{tuple(xa.shape)} and {tuple(xb.shape)}")
+        P = xa.shape[0]
+        sa, sb = sa.reshape(-1).expand(P) if sa.numel() == 1 else sa, sb.reshape(-1).expand(P) if sb.numel() == 1 else sb
+        if sa.shape != (P,) or sb.shape != (P,):
+            raise LatentgeoError(f"batched endpoints need sigma of shape [P] = [{P}] or a float; got "
+                                 f"{tuple(sa.shape)} and {tuple(sb.shape)}")
+    else:
+        if xa.shape != xb.shape:
+            raise LatentgeoError(f"x_a and x_b have different shapes {tuple(xa.shape)} and {tuple(xb.shape)}; "
+                                 "pass points of the same data shape")
+        if sa.numel() != 1 or sb.numel() != 1:
+            raise LatentgeoError("for one geodesic sigma must be a float; for many pass x [P, ...], sigma [P]")
+        xa, xb = xa.unsqueeze(0), xb.unsqueeze(0)
+        sa, sb = sa.reshape(1), sb.reshape(1)
+    for t, nm in ((xa, "x_a"), (xb, "x_b"), (sa, "sigma_a"), (sb, "sigma_b")):
+        check_finite(t, nm)
+    if (sa <= 0).any() or (sb <= 0).any():
+        raise LatentgeoError("endpoint sigmas must be > 0 (the family degenerates at sigma = 0); use a small "
+                             "sigma_min such as 0.01-0.1")
+    if n_points < 2:
+        raise LatentgeoError(f"n_points must be >= 2, got {n_points}")
+    if steps < 0:
+        raise LatentgeoError(f"steps must be >= 0, got {steps}")
+
+    curve = SplineCurve(xa, sa, xb, sb, n_nodes, nodes=init_nodes)
+    opt = torch.optim.Adam([curve.nodes], lr=lr)
+    history: Dict[str, List[float]] = {"step": [], "energy": [], "penalty": [], "seconds": []}
+    iterator = range(steps)
+    bar = None
+    if progress and steps > 0:
+        from rich.progress import Progress
+
+        bar = Progress(transient=True)
+        bar.start()
+        task = bar.add_task("geodesic", total=steps)
+    t0 = time.perf_counter()
+    try:
+        for step in iterator:
+            if penalty is not None and hasattr(penalty, "set_step"):
+                penalty.set_step(step, steps)
+            xs, sig = curve.evaluate(n_points)
+            E, pen, (g,) = energy_and_grad(denoiser, xs, sig, [curve.nodes], n_probes=n_probes,
+                                           generator=generator, chunk_size=chunk_size, penalty=penalty,
+                                           batched=batched)
+            if g is None:
+                g = torch.zeros_like(curve.nodes)
+            curve.nodes.grad = g
+            opt.step()
+            if step % log_every == 0 or step == steps - 1:
+                e = float(E.sum())
+                if not math.isfinite(e):
+                    raise LatentgeoError(f"the geodesic energy became {e} at step {step}; lower lr, raise sigma_min "
+                                         "or use more n_points")
+                history["step"].append(step)
+                history["energy"].append(e)
+                history["penalty"].append(pen)
+                history["seconds"].append(time.perf_counter() - t0)
+            if callback is not None:
+                callback(step, float(E.sum()))
+            if bar is not None:
+                bar.update(task, advance=1)
+    finally:
+        if bar is not None:
+            bar.stop()
+    sec = (time.perf_counter() - t0) / max(steps, 1)
+    ep = n_probes if eval_probes == _SAME else eval_probes
+    from latentgeo.spacetime.family import segment_terms
+
+    with torch.no_grad():
+        xs, sig = curve.evaluate(n_points)
+    d = segment_terms(denoiser, xs, sig, n_probes=ep, generator=generator, chunk_size=chunk_size)
+    d = d.detach()
+    energy = 0.5 * (n_points - 1) * d.sum(-1)
+    length = d.clamp_min(0).sqrt().sum(-1)
+    nodes = curve.nodes.detach().clone()
+    if not batched:
+        return Geodesic(xs[0], sig[0], float(energy[0]), float(length[0]), history, nodes, curve, False, sec)
+    return Geodesic(xs, sig, energy, length, history, nodes, curve, True, sec)
