@@ -1,0 +1,388 @@
+"""The generic training loop (see the package docstring of :mod:`latentgeo.train` for the API)."""
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+from torch import nn
+
+from latentgeo import checkpoint as ckpt
+from latentgeo.errors import LatentgeoError
+
+__all__ = ["train_loop", "TrainResult", "resolve_device", "dist_info"]
+
+_STATE = "state.safetensors"
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train_loop` returns. ``model`` holds the raw (last-step) weights, ``ema`` the averaged copy."""
+
+    model: nn.Module
+    ema: Optional[nn.Module]
+    step: int
+    metrics: List[Dict[str, Any]] = field(default_factory=list)
+    out: Optional[Path] = None
+
+    @property
+    def best_model(self) -> nn.Module:
+        """The EMA model if EMA was used, else the raw model."""
+        return self.ema if self.ema is not None else self.model
+
+
+def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.device:
+    """``"auto"`` -> CUDA (the local rank's GPU under torchrun) if available, else CPU."""
+    if device is None or str(device) == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+        return torch.device("cpu")
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise LatentgeoError(f"device '{device}' was requested but CUDA is not available; use --device cpu")
+    return dev
+
+
+def dist_info() -> Tuple[int, int]:
+    """``(rank, world_size)``; ``(0, 1)`` outside torch.distributed."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _maybe_init_dist(device: torch.device) -> bool:
+    """Initialise torch.distributed from torchrun's env (WORLD_SIZE > 1); True if we created the group."""
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return False
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    dist.init_process_group(backend=backend)
+    return True
+
+
+def _seed_for(seed: int, step: int, stream: int) -> int:
+    # Counter-based seeding: every step's randomness is a pure function of (seed, step, stream), so resuming at
+    # any step reproduces the uninterrupted run without storing generator states. Stream 0 = data indices
+    # (shared by all ranks), 1 + rank = the rank's loss noise, 1_000_003 + rank = torch's global RNG (dropout).
+    return (int(seed) * 1_000_003_339 + int(step) * 7_919 + int(stream) * 104_729) % (2 ** 63 - 1)
+
+
+class _Data:
+    """Uniform access to a tensor / tuple of tensors / callable data source; draws GLOBAL batches."""
+
+    def __init__(self, data: Any, device: torch.device, dtype: torch.dtype):
+        self.fn = None
+        if callable(data) and not isinstance(data, (torch.Tensor, np.ndarray)):
+            self.fn = data
+            self.arrays = None
+            return
+        arrays = list(data) if isinstance(data, (tuple, list)) else [data]
+        out = []
+        for a in arrays:
+            t = torch.as_tensor(a)
+            if t.is_floating_point():
+                if not bool(torch.isfinite(t).all()):
+                    raise LatentgeoError("training data contains NaN or inf values; clean the data before training")
+                t = t.to(dtype)
+            # Keep the data on the accelerator when it is small enough: indexing there avoids a host copy per step.
+            if device.type != "cpu" and t.numel() * t.element_size() < 2 ** 30:
+                t = t.to(device)
+            out.append(t)
+        if not out or out[0].ndim == 0 or out[0].shape[0] == 0:
+            raise LatentgeoError("training data is empty; pass at least one sample")
+        n = out[0].shape[0]
+        if any(t.shape[0] != n for t in out):
+            raise LatentgeoError("all training arrays must have the same number of samples (first dimension)")
+        self.arrays = out
+        self.n = n
+        self.single = not isinstance(data, (tuple, list))
+
+    def batch(self, batch_size: int, gen: torch.Generator, rank: int, world: int, device: torch.device):
+        bl = batch_size // world
+        if self.fn is not None:
+            b = self.fn(batch_size, gen)
+            return _slice_to(b, rank * bl, (rank + 1) * bl, device)
+        idx = torch.randint(self.n, (batch_size,), generator=gen)[rank * bl:(rank + 1) * bl]
+        parts = [t[idx.to(t.device)].to(device, non_blocking=True) for t in self.arrays]
+        return parts[0] if self.single else tuple(parts)
+
+
+def _slice_to(b: Any, lo: int, hi: int, device: torch.device) -> Any:
+    if isinstance(b, torch.Tensor):
+        return b[lo:hi].to(device)
+    if isinstance(b, (tuple, list)):
+        return type(b)(_slice_to(v, lo, hi, device) for v in b)
+    if isinstance(b, dict):
+        return {k: _slice_to(v, lo, hi, device) for k, v in b.items()}
+    return b
+
+
+def _allreduce_grads(params: Sequence[nn.Parameter], world: int) -> None:
+    """Average gradients over ranks (what DDP does), with one flat all-reduce."""
+    import torch.distributed as dist
+
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.reshape(-1) for g in grads])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= world
+    off = 0
+    for p, g in zip(params, grads):
+        n = g.numel()
+        p.grad = flat[off:off + n].view_as(p).clone()
+        off += n
+
+
+def _broadcast_module(model: nn.Module) -> None:
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for t in list(model.parameters()) + list(model.buffers()):
+            dist.broadcast(t.data, src=0)
+
+
+def _save_weights(module: nn.Module, path: Path, extra: Dict[str, Any]) -> None:
+    try:
+        cfg = ckpt.module_config(module)
+    except LatentgeoError:
+        cfg = {}  # unregistered user module: weights still saved; rebuilding needs the class registered
+    ckpt.save(module, path, config=cfg, extra=extra)
+
+
+def _jsonable(d: Dict[str, Any]) -> Dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            v = v.item()
+        if isinstance(v, (np.floating, np.integer)):
+            v = v.item()
+        out[k] = v
+    return out
+
+
+def train_loop(model: nn.Module, loss_fn: Callable, data: Any, *, steps: int, batch_size: int = 256,
+               lr: float = 1e-3, out: Union[str, os.PathLike, None] = None, resume: bool = False, seed: int = 0,
+               grad_clip: Optional[float] = 1.0, ema_decay: Optional[float] = 0.999, weight_decay: float = 0.0,
+               betas: Tuple[float, float] = (0.9, 0.999), warmup_steps: int = 0, log_every: int = 100,
+               ckpt_every: int = 1000, progress: bool = True, device: Union[str, torch.device, None] = "auto",
+               config: Optional[Dict[str, Any]] = None, save_extra: Optional[Dict[str, Any]] = None,
+               optimizer: Optional[Callable[[Sequence[nn.Parameter]], torch.optim.Optimizer]] = None,
+               description: str = "train") -> TrainResult:
+    """Train ``model`` by minimising ``loss_fn(model, batch, generator)``; see :mod:`latentgeo.train`."""
+    if not (isinstance(steps, int) and steps >= 0):
+        raise LatentgeoError(f"steps must be a non-negative integer, got {steps!r}")
+    if not (isinstance(batch_size, int) and batch_size > 0):
+        raise LatentgeoError(f"batch size must be a positive integer, got {batch_size!r}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise LatentgeoError(f"learning rate must be positive and finite, got {lr!r}")
+    dev = resolve_device(device)
+    created = _maybe_init_dist(dev)
+    rank, world = dist_info()
+    if batch_size % world:
+        raise LatentgeoError(f"batch size {batch_size} is not divisible by the {world} processes; "
+                             f"use a multiple of {world}")
+    try:
+        return _run(model, loss_fn, data, steps, batch_size, lr, out, resume, seed, grad_clip, ema_decay,
+                    weight_decay, betas, warmup_steps, max(1, int(log_every)), max(1, int(ckpt_every)), progress,
+                    dev, config, save_extra, optimizer, description, rank, world)
+    finally:
+        if created:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _run(model, loss_fn, data, steps, batch_size, lr, out, resume, seed, grad_clip, ema_decay, weight_decay,
+         betas, warmup_steps, log_every, ckpt_every, progress, dev, config, save_extra, optimizer, description,
+         rank, world) -> TrainResult:
+    from latentgeo.diffusion.ema import EMA
+
+    model.to(dev).train()
+    p0 = next(model.parameters(), None)
+    if p0 is None:
+        raise LatentgeoError("the model has no parameters to train")
+    src = _Data(data, dev, p0.dtype)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = optimizer(params) if optimizer is not None else torch.optim.Adam(
+        params, lr=lr, betas=tuple(betas), weight_decay=weight_decay)
+    ema = EMA(model, ema_decay) if ema_decay else None
+    out_p = Path(out) if out is not None else None
+    start = 0
+    metrics: List[Dict[str, Any]] = []
+    run_cfg = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "grad_clip": grad_clip,
+               "ema_decay": ema_decay, "weight_decay": weight_decay, "betas": list(betas),
+               "warmup_steps": warmup_steps, "log_every": log_every, "ckpt_every": ckpt_every,
+               "world_size": world, "device": str(dev), "model_class": type(model).__qualname__,
+               "user": config or {}}
+    if out_p is not None:
+        state_file = out_p / _STATE
+        if state_file.exists() and not resume:
+            raise LatentgeoError(f"'{out_p}' already holds a training run; pass --resume (resume=True) to continue "
+                                 "it or choose a new output folder")
+        if resume and state_file.exists():
+            st = ckpt.load_state(state_file)
+            try:
+                model.load_state_dict(st["model"])
+                opt.load_state_dict(st["optimizer"])
+                if ema is not None and st.get("ema") is not None:
+                    ema.load_state_dict(st["ema"])
+            except (RuntimeError, KeyError, ValueError) as exc:
+                raise LatentgeoError(f"cannot resume from '{state_file}': it was written for a different model or "
+                                     f"optimiser ({str(exc).splitlines()[0]}); use a new output folder") from exc
+            start = int(st["step"])
+            mfile = out_p / "metrics.jsonl"
+            if mfile.exists():  # drop lines logged after the checkpoint: they will be logged again
+                for line in mfile.read_text().splitlines():
+                    if line.strip():
+                        rec = json.loads(line)
+                        if rec.get("step", 0) <= start:
+                            metrics.append(rec)
+        if rank == 0:
+            ckpt.atomic_write_json(out_p / "config.json", run_cfg)
+    if world > 1:
+        _broadcast_module(model)
+        if ema is not None:
+            _broadcast_module(ema.module)
+
+    data_gen = torch.Generator("cpu")
+    noise_gen = torch.Generator(dev)
+    t0 = time.perf_counter()
+    t_last, s_last = t0, start
+    acc_loss = torch.zeros((), device=dev, dtype=torch.float64)
+    acc_extra: Dict[str, float] = {}
+    n_acc = 0
+    bar = _Bar(progress and rank == 0, description, steps, start)
+
+    def checkpoint(step: int) -> None:
+        if out_p is None or rank != 0:
+            return
+        extra = dict(save_extra or {}, step=step)
+        ckpt.save_state(out_p / _STATE, {
+            "step": step, "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "optimizer": opt.state_dict(), "ema": ema.state_dict() if ema is not None else None})
+        _save_weights(model, out_p / "model.safetensors", extra)
+        if ema is not None:
+            _save_weights(ema.module, out_p / "ema.safetensors", extra)
+
+    def write_metrics() -> None:
+        if out_p is not None and rank == 0:
+            text = "".join(json.dumps(m) + "\n" for m in metrics)
+            ckpt.atomic_write_bytes(out_p / "metrics.jsonl", text.encode())
+
+    with bar:
+        for step in range(start, steps):
+            data_gen.manual_seed(_seed_for(seed, step, 0))
+            noise_gen.manual_seed(_seed_for(seed, step, 1 + rank))
+            torch.manual_seed(_seed_for(seed, step, 1_000_003 + rank))
+            factor = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+            for g in opt.param_groups:
+                g["lr"] = lr * factor
+            batch = src.batch(batch_size, data_gen, rank, world, dev)
+            if world > 1 and any(True for _ in model.buffers()):
+                _broadcast_buffers(model)
+            res = loss_fn(model, batch, noise_gen)
+            loss, extra = (res if isinstance(res, tuple) else (res, {}))
+            if not isinstance(loss, torch.Tensor) or loss.ndim != 0:
+                raise LatentgeoError("loss_fn must return a scalar tensor (or (scalar, dict)); reduce it with .mean()")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            if world > 1:
+                _allreduce_grads(params, world)
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(params, grad_clip)
+            opt.step()
+            if ema is not None:
+                ema.update(model)
+            acc_loss += loss.detach().double()
+            for k, v in extra.items():
+                acc_extra[k] = acc_extra.get(k, 0.0) + float(v)
+            n_acc += 1
+            done = step + 1
+            if done % log_every == 0 or done == steps:
+                tot = acc_loss.clone()
+                if world > 1:
+                    import torch.distributed as dist
+
+                    dist.all_reduce(tot)
+                    tot /= world
+                mean_loss = float(tot) / n_acc
+                if not math.isfinite(mean_loss):
+                    raise LatentgeoError(f"training loss became {mean_loss} by step {done}; lower the learning rate, "
+                                         "check the data for outliers, or use gradient clipping")
+                now = time.perf_counter()
+                rec = {"step": done, "loss": mean_loss, "lr": lr * factor,
+                       "it_per_s": (done - s_last) / max(now - t_last, 1e-9), "time_s": now - t0}
+                rec.update(_jsonable({k: v / n_acc for k, v in acc_extra.items()}))
+                metrics.append(rec)
+                write_metrics()
+                bar.set_loss(mean_loss)
+                acc_loss.zero_()
+                acc_extra.clear()
+                n_acc = 0
+                t_last, s_last = now, done
+            if done % ckpt_every == 0 or done == steps:
+                checkpoint(done)
+            bar.advance()
+    if steps <= start and out_p is not None and rank == 0 and not (out_p / _STATE).exists():
+        checkpoint(start)
+    model.eval()
+    return TrainResult(model=model, ema=ema.module.eval() if ema is not None else None, step=max(start, steps),
+                       metrics=metrics, out=out_p)
+
+
+def _broadcast_buffers(model: nn.Module) -> None:
+    import torch.distributed as dist
+
+    with torch.no_grad():
+        for b in model.buffers():
+            dist.broadcast(b.data, src=0)
+
+
+class _Bar:
+    """A rich progress bar (loss, it/s, ETA), or nothing."""
+
+    def __init__(self, enabled: bool, description: str, total: int, start: int):
+        self.enabled = enabled
+        if enabled:
+            from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                       TimeRemainingColumn)
+
+            self.p = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                              TextColumn("loss {task.fields[loss]}"),
+                              TextColumn("{task.fields[its]} it/s"), TimeElapsedColumn(), TextColumn("ETA"),
+                              TimeRemainingColumn(), transient=False)
+            self.task = self.p.add_task(description, total=total, completed=start, loss="-", its="-")
+            self._t = time.perf_counter()
+            self._n = 0
+
+    def __enter__(self):
+        if self.enabled:
+            self.p.__enter__()
+        return self
+
+    def __exit__(self, *a):
+        if self.enabled:
+            self.p.__exit__(*a)
+
+    def advance(self) -> None:
+        if self.enabled:
+            self._n += 1
+            now = time.perf_counter()
+            if now - self._t > 0.5:
+                self.p.update(self.task, its=f"{self._n / (now - self._t):.1f}")
+                self._t, self._n = now, 0
+            self.p.advance(self.task)
+
+    def set_loss(self, v: float) -> None:
+        if self.enabled:
+            self.p.update(self.task, loss=f"{v:.4g}")
