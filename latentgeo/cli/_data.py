@@ -27,12 +27,18 @@ def check(
     n: Optional[int] = typer.Option(None, "--n", help="Number of samples (synthetic default 10000; else all)."),
     seed: int = typer.Option(0, "--seed", help="Sampling / split seed."),
     pad: bool = typer.Option(False, "--pad", help="Pad 28x28 images to 32x32 with the background value -1."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
 ) -> None:
     """Load a data set and print its size, shape, dtype, range, mean/std and a content hash."""
     from latentgeo.data import describe, is_image, load
 
     x = load(name, split=split, n=n, seed=seed, path=path, pad=pad)
     info = describe(x)
+    if as_json:
+        import json
+
+        typer.echo(json.dumps({"dataset": name, "split": split, "image": is_image(x), **info}))
+        return
     kind = "images [N, C, H, W]" if is_image(x) else "points [N, D]" if x.ndim == 2 else f"rank-{x.ndim} array"
     typer.echo(f"dataset: {name}")
     typer.echo(f"split:   {split}")

@@ -168,9 +168,11 @@ def fashion_mnist(
         if img_file is not None:
             break
     if img_file is None:
-        where = folders[0]
+        where = f"'{folders[0]}'"
+        if path is None and os.environ.get("LATENTGEO_DATA"):
+            where += " (from LATENTGEO_DATA)"
         raise LatentgeoError(
-            f"Fashion-MNIST {split} images not found in '{where}' (looked for {prefix}-images-idx3-ubyte[.gz]); "
+            f"Fashion-MNIST {split} images not found in {where} (looked for {prefix}-images-idx3-ubyte[.gz]); "
             f"install them with `{APT_HINT}` or pass --path DIR (or set LATENTGEO_DATA) to a folder holding the IDX files"
         )
     images = read_idx(img_file)
@@ -275,6 +277,22 @@ def _validate(x: torch.Tensor, source: str) -> torch.Tensor:
     return x
 
 
+def _read_npy_or_npz(fh, path: Path, suffix: str, key: Optional[str]) -> np.ndarray:
+    if suffix == ".npy":
+        return np.load(fh, allow_pickle=False)
+    with np.load(fh, allow_pickle=False) as z:
+        names = list(z.files)
+        if not names:
+            raise LatentgeoError(f"'{path}' holds no arrays; save at least one array into it")
+        if key is not None:
+            if key not in names:
+                raise LatentgeoError(f"'{path}' has no array '{key}'; choose one of: {', '.join(names)}")
+            name = key
+        else:
+            name = "x" if "x" in names else names[0]
+        return z[name]
+
+
 def load_array(
     path: Union[str, os.PathLike],
     key: Optional[str] = None,
@@ -301,29 +319,18 @@ def load_array(
     if suffix not in (".npy", ".npz"):
         raise LatentgeoError(f"'{path}' is not a .npy or .npz file; convert it with numpy.save / numpy.savez")
     try:
-        if suffix == ".npy":
-            arr = np.load(path, allow_pickle=False)
-        else:
-            with np.load(path, allow_pickle=False) as z:
-                names = list(z.files)
-                if not names:
-                    raise LatentgeoError(f"'{path}' holds no arrays; save at least one array into it")
-                if key is not None:
-                    if key not in names:
-                        raise LatentgeoError(f"'{path}' has no array '{key}'; choose one of: {', '.join(names)}")
-                    name = key
-                else:
-                    name = "x" if "x" in names else names[0]
-                arr = z[name]
+        # Open the file ourselves: np.load(path) leaks the handle when the zip is corrupt.
+        with open(path, "rb") as fh:
+            arr = _read_npy_or_npz(fh, path, suffix, key)
     except LatentgeoError:
         raise
+    except IsADirectoryError:
+        raise LatentgeoError(f"'{path}' is a folder, not a .npy/.npz file; pass the file itself") from None
     except ValueError as exc:
         # numpy raises ValueError for object arrays (pickles) and for malformed headers.
         msg = "holds Python objects (pickled)" if "pickle" in str(exc).lower() else f"is corrupt ({exc})"
         raise LatentgeoError(f"'{path}' {msg}; save a plain numeric array with numpy.save") from None
-    except (OSError, EOFError, zlib.error, KeyError) as exc:
-        raise LatentgeoError(f"'{path}' is unreadable or corrupt ({type(exc).__name__}); re-create it with numpy.save") from None
-    except Exception as exc:  # zipfile.BadZipFile and friends
+    except Exception as exc:  # OSError, EOFError, zipfile.BadZipFile, zlib.error, KeyError, ...
         raise LatentgeoError(f"'{path}' is unreadable or corrupt ({type(exc).__name__}); re-create it with numpy.save") from None
     if arr.dtype.kind not in "biuf":
         raise LatentgeoError(f"'{path}' has dtype {arr.dtype}, not numeric; save a numeric (int/float) array")

@@ -1,4 +1,5 @@
 """`latentgeo data ...` run as a subprocess: output fields, exit code 2 and one-line errors."""
+import json
 import os
 import subprocess
 import sys
@@ -58,9 +59,12 @@ def test_data_check_digits_matches_library():
 
 
 def test_data_check_synthetic_and_fashion_path(tmp_path):
-    r = _run("data", "check", "ripple", "--n", "64", "--seed", "5")
+    r = _run("data", "check", "ripple", "--n", "64", "--seed", "5", "--json")
     assert r.returncode == 0, r.stderr
-    assert _fields(r.stdout)["hash"].split()[0] == D.content_hash(D.load("ripple", n=64, seed=5))
+    info = json.loads(r.stdout)
+    x = D.load("ripple", n=64, seed=5)
+    assert info["hash"] == D.content_hash(x) and info["shape"] == [64, 3] and info["image"] is False
+    assert info["max"] == pytest.approx(float(x.max()))
     # Fashion-MNIST from a generated folder, via --path and via LATENTGEO_DATA, padded.
     _write_fashion_images(tmp_path, n=4)
     r = _run("data", "check", "fashion-mnist", "--path", str(tmp_path), "--pad")
@@ -82,26 +86,45 @@ def _bad_files(tmp_path):
     (tmp_path / "pngs" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
 
 
-@pytest.mark.parametrize("args,needle", [
-    (["fashion-mnist", "--path", "{tmp}/nothing"], "sudo apt-get install -y dataset-fashion-mnist"),
-    (["fashion-mnist", "--path", "{tmp}/nothing"], "--path"),
-    (["{tmp}/nan.npy"], "NaN or inf"),
-    (["{tmp}/inf.npy"], "NaN or inf"),
-    (["{tmp}/rank1.npy"], "1 dimensions"),
-    (["{tmp}/empty.npy"], "empty"),
-    (["{tmp}/corrupt.npy"], "corrupt"),
-    (["{tmp}/corrupt.npz"], "corrupt"),
-    (["{tmp}/pngs"], "not a readable PNG"),
-    (["{tmp}/missing.npy"], "no such file"),
-    (["nosuchset"], "unknown data set 'nosuchset'"),
-    (["moons", "--split", "valid"], "unknown split"),
-    (["digits", "--pad"], "drop --pad"),
+def _check_one_line_error(code, stderr, needle):
+    assert code == 2, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert needle in lines[0]
+    assert "Traceback" not in stderr
+
+
+# A real process for each kind of failure the issue lists (missing data set, NaN/inf, wrong rank, empty array,
+# unknown name, corrupt file); the remaining variants go through the same entry point in-process (cheaper).
+@pytest.mark.parametrize("args,needles", [
+    (["fashion-mnist", "--path", "{tmp}/nothing"], ["sudo apt-get install -y dataset-fashion-mnist", "--path"]),
+    (["{tmp}/nan.npy"], ["NaN or inf"]),
+    (["{tmp}/rank1.npy"], ["1 dimensions", "reshape"]),
+    (["{tmp}/empty.npy"], ["empty"]),
+    (["{tmp}/corrupt.npz"], ["corrupt"]),
+    (["nosuchset"], ["unknown data set 'nosuchset'", "latentgeo data list"]),
 ])
-def test_data_check_errors(tmp_path, args, needle):
+def test_data_check_errors_subprocess(tmp_path, args, needles):
     _bad_files(tmp_path)
     r = _run("data", "check", *[a.format(tmp=tmp_path) for a in args])
-    assert r.returncode == 2, (r.stdout, r.stderr)
-    lines = r.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    assert needle in lines[0]
-    assert "Traceback" not in r.stderr
+    for needle in needles:
+        _check_one_line_error(r.returncode, r.stderr, needle)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["{tmp}/inf.npy"], "NaN or inf"),
+    (["{tmp}/corrupt.npy"], "corrupt"),
+    (["{tmp}/pngs"], "not a readable PNG"),
+    (["{tmp}/missing.npy"], "no such file"),
+    (["moons", "--split", "valid"], "unknown split"),
+    (["moons", "--n", "0"], "positive integer"),
+    (["digits", "--pad"], "drop --pad"),
+])
+def test_data_check_errors_in_process(tmp_path, capsys, monkeypatch, args, needle):
+    from latentgeo.cli import main
+
+    monkeypatch.delenv("LATENTGEO_DEBUG", raising=False)
+    _bad_files(tmp_path)
+    with pytest.raises(SystemExit) as info:
+        main(["data", "check", *[a.format(tmp=tmp_path) for a in args]])
+    _check_one_line_error(info.value.code, capsys.readouterr().err, needle)

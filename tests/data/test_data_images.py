@@ -128,7 +128,7 @@ def test_fashion_mnist_missing_names_apt_and_path(tmp_path, monkeypatch):
         D.fashion_mnist()
     msg = str(info.value)
     assert "sudo apt-get install -y dataset-fashion-mnist" in msg and "--path" in msg and "\n" not in msg
-    assert str(tmp_path / "empty") in msg
+    assert str(tmp_path / "empty") in msg and "LATENTGEO_DATA" in msg
 
 
 def test_fashion_mnist_corrupt_file(tmp_path):
