@@ -1,0 +1,10 @@
+"""Conditional flow matching (independent or minibatch-OT coupling) and ODE sampling, for latent generation.
+
+- :class:`FlowModel` — velocity field ``v(x, t)`` around any net (``forward(x, t)``).
+- :func:`cfm_loss` (``model, z1, generator, coupling``), :func:`ot_pair` (exact minibatch OT with POT).
+- :func:`flow_sample` (``model, z0, steps, method``: heun / euler / dopri5 / rk4 via torchdiffeq).
+- :func:`fit_flow` — in-memory trainer on :func:`latentgeo.train.train_loop`.
+"""
+from latentgeo.flows.cfm import FLOW_METHODS, FlowModel, cfm_loss, fit_flow, flow_sample, ot_pair
+
+__all__ = ["FlowModel", "cfm_loss", "ot_pair", "flow_sample", "fit_flow", "FLOW_METHODS"]
