@@ -1,0 +1,235 @@
+"""Encoder / decoder architectures shared by GPE and every baseline (same nets for all methods).
+
+- Vectors ``[D]``: fully connected nets (the paper's 4-layer MLP for the Gaussian-mixture experiment).
+- Images ``[C, H, W]`` (8, 28 or 32 px): strided conv encoder (k5 s2 blocks with BatchNorm and LeakyReLU 0.2, then a
+  linear head) and a LEAN transposed-conv decoder (linear -> ``H/4`` feature map -> two k4 s2 upsampling layers ->
+  3x3 conv). The decoder is deliberately small: the authors' decoder costs ~0.39 s/iteration on a 2-core CPU and
+  dominates training time (REFERENCE.md section 1).
+
+:class:`Encoder` wraps a body and stores the latent normalisation ``z = C (T(x) - m)`` as buffers, so it travels
+with the checkpoint. :class:`Decoder` takes NORMALISED latents; for jointly trained baselines (whose decoder learnt
+on raw ``T(x)``) the inverse normalisation is folded into the decoder's input buffers.
+"""
+from __future__ import annotations
+
+import math
+from typing import List, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from latentgeo.checkpoint import register_module
+from latentgeo.errors import LatentgeoError
+
+__all__ = ["Encoder", "Decoder", "MLPEncoderNet", "ConvEncoderNet", "MLPDecoderNet", "ConvDecoderNet",
+           "normalise_shape"]
+
+Shape = Union[int, Sequence[int]]
+
+
+def normalise_shape(shape: Shape) -> List[int]:
+    """``784`` or ``[1, 28, 28]`` -> list of positive ints; raises LatentgeoError otherwise."""
+    if isinstance(shape, int):
+        shape = [shape]
+    try:
+        out = [int(s) for s in shape]
+    except (TypeError, ValueError):
+        raise LatentgeoError(f"data shape {shape!r} is not a list of integers; pass e.g. [1, 28, 28] or 784") from None
+    if not out or any(s <= 0 for s in out) or len(out) not in (1, 3):
+        raise LatentgeoError(f"data shape {out} is not supported; use a vector [D] or an image [C, H, W]")
+    return out
+
+
+def _resolve_arch(arch: str, shape: List[int]) -> str:
+    if arch == "auto":
+        return "conv" if len(shape) == 3 and shape[1] >= 8 and shape[1] % 4 == 0 and shape[2] % 4 == 0 else "mlp"
+    if arch not in ("mlp", "conv"):
+        raise LatentgeoError(f"unknown architecture '{arch}'; choose one of: auto, mlp, conv")
+    if arch == "conv" and (len(shape) != 3 or shape[1] % 4 or shape[2] % 4 or shape[1] < 8):
+        raise LatentgeoError(f"the conv nets need images [C, H, W] with H, W multiples of 4 and >= 8, got {shape}; "
+                             "pad the images (e.g. 28 -> 32) or use --arch mlp")
+    return arch
+
+
+@register_module
+class MLPEncoderNet(nn.Module):
+    """``[B, D] -> [B, out_dim]``: ``depth`` hidden layers of ``width`` units with LeakyReLU(0.2)."""
+
+    def __init__(self, in_dim: int, out_dim: int, width: int = 128, depth: int = 3):
+        super().__init__()
+        layers: List[nn.Module] = []
+        d = in_dim
+        for _ in range(depth):
+            layers += [nn.Linear(d, width), nn.LeakyReLU(0.2)]
+            d = width
+        layers.append(nn.Linear(d, out_dim))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.reshape(x.shape[0], -1))
+
+
+@register_module
+class ConvEncoderNet(nn.Module):
+    """``[B, C, H, W] -> [B, out_dim]``: k5 s2 conv blocks (BatchNorm, LeakyReLU 0.2) until the map is <= 4 px,
+    channels ``width * 2^k``, then a linear head."""
+
+    def __init__(self, in_shape: List[int], out_dim: int, width: int = 32):
+        super().__init__()
+        c, h, w = in_shape
+        layers: List[nn.Module] = []
+        ch = width
+        while True:
+            layers += [nn.Conv2d(c, ch, 5, 2, 2), nn.BatchNorm2d(ch), nn.LeakyReLU(0.2)]
+            h, w, c = (h + 1) // 2, (w + 1) // 2, ch
+            if h <= 4:
+                break
+            ch *= 2
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(c * h * w, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).flatten(1))
+
+
+@register_module
+class MLPDecoderNet(nn.Module):
+    """``[B, d] -> [B, *out_shape]`` fully connected."""
+
+    def __init__(self, latent_dim: int, out_shape: List[int], width: int = 128, depth: int = 3):
+        super().__init__()
+        self.out_shape = list(out_shape)
+        layers: List[nn.Module] = []
+        d = latent_dim
+        for _ in range(depth):
+            layers += [nn.Linear(d, width), nn.LeakyReLU(0.2)]
+            d = width
+        layers.append(nn.Linear(d, math.prod(out_shape)))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z).reshape(z.shape[0], *self.out_shape)
+
+
+@register_module
+class ConvDecoderNet(nn.Module):
+    """``[B, d] -> [B, C, H, W]``: linear to a ``4*width x H/4 x W/4`` map, two k4 s2 transposed convs
+    (BatchNorm, ReLU) halving the channels, then a 3x3 conv to ``C`` channels (linear output)."""
+
+    def __init__(self, latent_dim: int, out_shape: List[int], width: int = 16):
+        super().__init__()
+        c, h, w = out_shape
+        self.c0, self.h0, self.w0 = 4 * width, h // 4, w // 4
+        self.fc = nn.Linear(latent_dim, self.c0 * self.h0 * self.w0)
+        self.up = nn.Sequential(
+            nn.BatchNorm2d(self.c0), nn.ReLU(),
+            nn.ConvTranspose2d(self.c0, 2 * width, 4, 2, 1), nn.BatchNorm2d(2 * width), nn.ReLU(),
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.BatchNorm2d(width), nn.ReLU(),
+            nn.Conv2d(width, c, 3, 1, 1),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.up(self.fc(z).reshape(z.shape[0], self.c0, self.h0, self.w0))
+
+
+@register_module
+class Encoder(nn.Module):
+    """Encoder ``T`` with its latent normalisation: ``forward(x) = scale * (T(x) - shift)``.
+
+    Args:
+        in_shape: data shape without the batch axis (``[D]`` or ``[C, H, W]``).
+        latent_dim: ``d`` (must not exceed the data dimension).
+        arch: ``auto`` (conv for images with sides multiple of 4, else MLP), ``mlp`` or ``conv``.
+        width: channel/unit width (default 32 for conv, 128 for MLP).
+        variational: the body outputs a mean and a log-variance (VAE); ``T(x)`` is then the mean.
+    Buffers ``shift`` [d] (``m``) and ``scale`` [] (``C``) start at 0 and 1 (no normalisation) until
+    :meth:`fit_normalisation` is called.
+    """
+
+    def __init__(self, in_shape: Shape, latent_dim: int = 30, arch: str = "auto", width: int = 0,
+                 variational: bool = False):
+        super().__init__()
+        shape = normalise_shape(in_shape)
+        if not (isinstance(latent_dim, int) and latent_dim > 0):
+            raise LatentgeoError(f"latent dimension must be a positive integer, got {latent_dim!r}")
+        if latent_dim > math.prod(shape):
+            raise LatentgeoError(f"latent dimension {latent_dim} is larger than the data dimension "
+                                 f"{math.prod(shape)}; choose --latent-dim <= {math.prod(shape)}")
+        self.in_shape, self.latent_dim, self.variational = shape, latent_dim, bool(variational)
+        self.arch = _resolve_arch(arch, shape)
+        out = latent_dim * (2 if variational else 1)
+        if self.arch == "conv":
+            self.body = ConvEncoderNet(shape, out, width or 32)
+        else:
+            self.body = MLPEncoderNet(math.prod(shape), out, width or 128)
+        self.register_buffer("shift", torch.zeros(latent_dim))
+        self.register_buffer("scale", torch.ones(()))
+
+    def _check(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[1:]) != tuple(self.in_shape):
+            if x[0].numel() == math.prod(self.in_shape):
+                return x.reshape(x.shape[0], *self.in_shape)
+            raise LatentgeoError(f"encoder expects samples of shape {self.in_shape}, got {list(x.shape[1:])}; "
+                                 "use the data the encoder was trained on")
+        return x
+
+    def mean_logvar(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Raw ``(mean, logvar)`` ([B, d] each); ``logvar`` is None for a deterministic encoder."""
+        h = self.body(self._check(x))
+        if self.variational:
+            mean, logvar = h.chunk(2, dim=1)
+            return mean, logvar.clamp(-30.0, 20.0)
+        return h, None
+
+    def raw(self, x: torch.Tensor) -> torch.Tensor:
+        """Unnormalised ``T(x)`` (the mean for a VAE), [B, d]."""
+        return self.mean_logvar(x)[0]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised latents ``C (T(x) - m)``, [B, d]."""
+        return self.scale * (self.raw(x) - self.shift)
+
+    @torch.no_grad()
+    def fit_normalisation(self, x: torch.Tensor, batch_size: int = 500) -> Tuple[torch.Tensor, float]:
+        """Set ``m = E T(x)`` and ``C = sqrt(d / E|T(x) - m|^2)`` from data ``x`` (eval mode); returns (m, C)."""
+        was = self.training
+        self.eval()
+        t = torch.cat([self.raw(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)], 0).double()
+        self.train(was)
+        m = t.mean(0)
+        var = (t - m).pow(2).sum(1).mean()
+        if not torch.isfinite(var) or var <= 0:
+            raise LatentgeoError("the encoder maps the data to a single point (zero latent variance); "
+                                 "train it longer or check the data")
+        c = math.sqrt(self.latent_dim / float(var))
+        self.shift.copy_(m.to(self.shift.dtype))
+        self.scale.fill_(c)
+        return m, c
+
+
+@register_module
+class Decoder(nn.Module):
+    """Decoder ``S`` taking NORMALISED latents ``z`` ([B, d]) to data ``[B, *out_shape]``.
+
+    ``forward(z) = net(z / in_scale + in_shift)``; both buffers are identity (1, 0) for a decoder trained on
+    normalised latents (GPE) and set to the encoder's ``(C, m)`` for a decoder that learnt on raw ``T(x)``.
+    """
+
+    def __init__(self, out_shape: Shape, latent_dim: int = 30, arch: str = "auto", width: int = 0):
+        super().__init__()
+        shape = normalise_shape(out_shape)
+        self.out_shape, self.latent_dim = shape, int(latent_dim)
+        self.arch = _resolve_arch(arch, shape)
+        if self.arch == "conv":
+            self.net = ConvDecoderNet(latent_dim, shape, width or 16)
+        else:
+            self.net = MLPDecoderNet(latent_dim, shape, width or 128)
+        self.register_buffer("in_shift", torch.zeros(latent_dim))
+        self.register_buffer("in_scale", torch.ones(()))
+
+    def decode_raw(self, t: torch.Tensor) -> torch.Tensor:
+        """Decode an unnormalised ``T(x)``."""
+        return self.net(t)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z / self.in_scale + self.in_shift)

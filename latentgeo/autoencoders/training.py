@@ -1,0 +1,395 @@
+"""Training of GPE (encoder alone on the GME cost, then decoder on MSE with the encoder frozen) and of the
+jointly trained baselines (beta-VAE, AE, VAE+MDS, AE+MDS) with the SAME architectures and optimiser.
+
+:func:`fit` is a small, self-contained step loop (seeded minibatch sampling from an in-memory tensor, Adam,
+periodic held-out evaluation with early stopping, a wall-clock budget, atomic ``metrics_<stage>.jsonl`` and an
+exact-resume state file per stage). Its ``seconds`` column counts training time only (evaluation and checkpointing
+are excluded), which is what the wall-clock benchmark compares.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from latentgeo.checkpoint import atomic_write_bytes, atomic_write_json, load as ckpt_load, load_state, save as ckpt_save, save_state
+from latentgeo.errors import LatentgeoError, check_choice, check_finite
+from latentgeo.autoencoders.losses import gme_loss, kl_per_dim, mds_stress
+from latentgeo.autoencoders.nets import Decoder, Encoder
+
+__all__ = ["METHODS", "finalise_normalisation", "fit", "train_gpe_encoder", "train_decoder", "train_joint", "train_autoencoder",
+           "evaluate_mse", "evaluate_gme", "save_autoencoder", "load_encoder", "load_decoder", "encode_batched"]
+
+METHODS = ("gpe", "vae", "ae", "vae-mds", "ae-mds")
+
+Batch = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
+
+
+# ------------------------------------------------------------------------------------------------ generic loop
+
+def _take(data: Batch, idx: torch.Tensor) -> Batch:
+    return tuple(d[idx] for d in data) if isinstance(data, tuple) else data[idx]
+
+
+def _write_jsonl(path: Path, rows: List[Dict[str, Any]]) -> None:
+    atomic_write_bytes(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
+
+
+def fit(module: nn.Module, loss_fn: Callable, data: Batch, *, steps: int, batch_size: int = 100,
+        lr: float = 1e-3, betas: Tuple[float, float] = (0.5, 0.999), seed: int = 0,
+        params: Optional[Sequence[torch.nn.Parameter]] = None,
+        eval_fn: Optional[Callable[[nn.Module], Dict[str, float]]] = None, eval_every: int = 100,
+        stop_fn: Optional[Callable[[Dict[str, float]], bool]] = None, time_budget: Optional[float] = None,
+        out: Optional[Union[str, Path]] = None, name: str = "stage", ckpt_every: int = 500,
+        resume: bool = False, verbose: bool = False) -> Dict[str, Any]:
+    """Minimise ``loss_fn(batch, generator) -> loss | (loss, metrics)`` over minibatches of ``data``.
+
+    Args:
+        data: ``[N, ...]`` tensor or tuple of equally long tensors; batches are drawn uniformly with replacement
+            from a ``torch.Generator`` seeded by ``seed`` (its state is checkpointed, so resume is exact).
+        eval_fn / eval_every / stop_fn: every ``eval_every`` steps (and at the end) ``eval_fn(module)`` (run in
+            eval mode, no grad) is logged; training stops early when ``stop_fn(metrics)`` is true.
+        time_budget: stop once this many seconds of TRAINING time (evaluation excluded) have elapsed.
+        out / name / ckpt_every / resume: state file ``out/state_<name>.safetensors`` (module, optimiser, RNG,
+            history) and ``out/metrics_<name>.jsonl``, rewritten atomically; ``resume`` continues from the state
+            file bit-exactly, and returns at once if that stage had finished.
+    Returns:
+        ``{"history": [{"step", "seconds", "loss", ...}], "steps": int, "seconds": float, "stopped": str}``
+    """
+    if not isinstance(steps, int) or steps < 0:
+        raise LatentgeoError(f"steps must be a non-negative integer, got {steps!r}")
+    n = (data[0] if isinstance(data, tuple) else data).shape[0]
+    if n == 0:
+        raise LatentgeoError("the training set is empty; pass at least one sample")
+    params = list(module.parameters()) if params is None else list(params)
+    opt = torch.optim.Adam(params, lr=lr, betas=betas)
+    gen = torch.Generator().manual_seed(int(seed))
+    step, seconds, history, stopped = 0, 0.0, [], ""
+    state_path = Path(out) / f"state_{name}.safetensors" if out is not None else None
+    if resume and state_path is not None and state_path.exists():
+        st = load_state(state_path)
+        module.load_state_dict(st["module"])
+        opt.load_state_dict(st["optim"])
+        gen.set_state(st["rng"])
+        step, seconds, history, stopped = int(st["step"]), float(st["seconds"]), list(st["history"]), st["stopped"]
+        # A run that met its threshold is finished; one that ran out of steps/time may be extended.
+        if stopped == "threshold" or (stopped and step >= steps and time_budget is None):
+            return {"history": history, "steps": step, "seconds": seconds, "stopped": stopped}
+        stopped = ""
+
+    def checkpoint(final: str = "") -> None:
+        if state_path is None:
+            return
+        save_state(state_path, {"module": module.state_dict(), "optim": opt.state_dict(), "rng": gen.get_state(),
+                                "step": step, "seconds": seconds, "history": history, "stopped": final})
+        _write_jsonl(Path(out) / f"metrics_{name}.jsonl", history)
+
+    train_metrics: Dict[str, float] = {}
+
+    def evaluate(loss_value: float) -> bool:
+        row = {"step": step, "seconds": round(seconds, 4), "loss": loss_value}
+        row.update({f"train_{k}": float(v) for k, v in train_metrics.items()})
+        if eval_fn is not None:
+            was = module.training
+            module.eval()
+            with torch.no_grad():
+                row.update({k: float(v) for k, v in eval_fn(module).items()})
+            module.train(was)
+        history.append(row)
+        if verbose:
+            print(f"[{name}] " + "  ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}"
+                                           for k, v in row.items()), flush=True)
+        return bool(stop_fn(row)) if stop_fn is not None else False
+
+    module.train()
+    last = float("nan")
+    if step == 0 and eval_fn is not None and not history:
+        if evaluate(last):
+            stopped = "threshold"
+    while not stopped and step < steps:
+        if time_budget is not None and seconds >= time_budget:
+            stopped = "time"
+            break
+        t0 = time.perf_counter()
+        idx = torch.randint(0, n, (batch_size,), generator=gen)
+        out_ = loss_fn(_take(data, idx), gen)
+        loss, train_metrics = (out_[0], out_[1]) if isinstance(out_, tuple) else (out_, {})
+        if not torch.isfinite(loss):
+            raise LatentgeoError(f"[{name}] the loss became {loss.item()} at step {step + 1}; lower the learning "
+                                 "rate or check the data for NaN/inf")
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        seconds += time.perf_counter() - t0
+        step += 1
+        last = float(loss.detach())
+        if step % eval_every == 0 or step == steps:
+            if evaluate(last):
+                stopped = "threshold"
+        if ckpt_every and step % ckpt_every == 0:
+            checkpoint()
+    if not stopped:
+        stopped = "steps" if step >= steps else "time"
+        if not history or history[-1]["step"] != step:
+            evaluate(last)
+    checkpoint(stopped)
+    return {"history": history, "steps": step, "seconds": seconds, "stopped": stopped}
+
+
+# ------------------------------------------------------------------------------------------------ evaluation
+
+@torch.no_grad()
+def encode_batched(encoder: Callable, x: torch.Tensor, batch_size: int = 500, raw: bool = False) -> torch.Tensor:
+    """Encode ``x`` in batches (eval mode for modules); ``raw`` uses ``encoder.raw`` (unnormalised T)."""
+    fn = encoder.raw if raw else encoder
+    was = getattr(encoder, "training", False)
+    if isinstance(encoder, nn.Module):
+        encoder.eval()
+    z = torch.cat([fn(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)], 0)
+    if isinstance(encoder, nn.Module):
+        encoder.train(was)
+    return z
+
+
+@torch.no_grad()
+def evaluate_gme(encoder: Encoder, x: torch.Tensor, batch_size: int = 100) -> float:
+    """Held-out GME cost of ``encoder.raw`` averaged over consecutive batches of ``batch_size`` (eval mode)."""
+    vals = [gme_loss(encoder.raw(x[i:i + batch_size]), x[i:i + batch_size], gather=False).item()
+            for i in range(0, x.shape[0] - batch_size + 1, batch_size)] or \
+           [gme_loss(encoder.raw(x), x, gather=False).item()]
+    return float(sum(vals) / len(vals))
+
+
+@torch.no_grad()
+def evaluate_mse(decoder: Callable, z: torch.Tensor, x: torch.Tensor, batch_size: int = 500) -> float:
+    """Mean squared reconstruction error per pixel, ``mean |S(z) - x|^2 / numel``."""
+    tot = 0.0
+    for i in range(0, x.shape[0], batch_size):
+        tot += float((decoder(z[i:i + batch_size]) - x[i:i + batch_size]).pow(2).sum())
+    return tot / x.numel()
+
+
+# ------------------------------------------------------------------------------------------------ stages
+
+def _check_data(x: torch.Tensor, name: str) -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim < 2:
+        raise LatentgeoError(f"{name} must be a tensor of shape [N, ...] with N samples; reshape it")
+    if x.shape[0] < 2:
+        raise LatentgeoError(f"{name} has {x.shape[0]} sample(s); pass at least 2")
+    check_finite(x, name)
+
+
+def train_gpe_encoder(encoder: Encoder, x: torch.Tensor, x_val: Optional[torch.Tensor] = None, *,
+                      steps: int = 2000, gme_threshold: Optional[float] = None, eval_every: int = 100,
+                      **kw) -> Dict[str, Any]:
+    """GPE stage 1: train ``encoder`` alone on the GME cost; stop after ``steps`` or once the HELD-OUT GME cost
+    (``x_val``, eval mode) falls below ``gme_threshold``. Keyword arguments go to :func:`fit`."""
+    _check_data(x, "training data")
+    if x_val is not None:
+        _check_data(x_val, "validation data")
+
+    def loss_fn(b, g):
+        loss = gme_loss(encoder.raw(b), b)
+        return loss, {}
+
+    ev = (lambda m: {"val_gme": evaluate_gme(m, x_val)}) if x_val is not None else None
+    stop = (lambda r: r.get("val_gme", math.inf) < gme_threshold) if gme_threshold is not None and ev else None
+    return fit(encoder, loss_fn, x, steps=steps, eval_fn=ev, eval_every=eval_every, stop_fn=stop,
+               name=kw.pop("name", "encoder"), **kw)
+
+
+def train_decoder(decoder: Decoder, encoder: Callable, x: torch.Tensor, x_val: Optional[torch.Tensor] = None, *,
+                  steps: int = 2000, mse_threshold: Optional[float] = None, eval_every: int = 100,
+                  cache_latents: bool = True, **kw) -> Dict[str, Any]:
+    """GPE stage 2: train ``decoder`` on ``mean |S(E(x)) - x|^2`` with the encoder FROZEN (eval mode).
+
+    ``encoder`` is any callable returning the latents the decoder will receive (for GPE: the normalised
+    :class:`Encoder`). With ``cache_latents`` the training latents are computed once (the encoder is frozen, so
+    this is exact); the time it takes is added to the returned ``seconds`` and to ``encode_seconds``.
+    """
+    _check_data(x, "training data")
+    t0 = time.perf_counter()
+    if isinstance(encoder, nn.Module):
+        encoder.eval()
+        for p in encoder.parameters():
+            p.requires_grad_(False)
+    z_all = encode_batched(encoder, x) if cache_latents else None
+    enc_s = time.perf_counter() - t0
+    zv = encode_batched(encoder, x_val) if x_val is not None else None
+
+    if cache_latents:
+        data: Batch = (x, z_all)
+
+        def loss_fn(b, g):
+            return (decoder(b[1]) - b[0]).pow(2).mean()
+    else:
+        data = x
+
+        def loss_fn(b, g):
+            with torch.no_grad():
+                z = encoder(b)
+            return (decoder(z) - b).pow(2).mean()
+
+    ev = (lambda m: {"val_mse": evaluate_mse(m, zv, x_val)}) if x_val is not None else None
+    stop = (lambda r: r.get("val_mse", math.inf) < mse_threshold) if mse_threshold is not None and ev else None
+    res = fit(decoder, loss_fn, data, steps=steps, eval_fn=ev, eval_every=eval_every, stop_fn=stop,
+              name=kw.pop("name", "decoder"), **kw)
+    res["encode_seconds"] = enc_s
+    res["seconds"] += enc_s
+    for row in res["history"]:
+        row["seconds"] = round(row["seconds"] + enc_s, 4)
+    return res
+
+
+def train_joint(method: str, encoder: Encoder, decoder: Decoder, x: torch.Tensor,
+                x_val: Optional[torch.Tensor] = None, *, steps: int = 2000, kl_weight: float = 0.1,
+                mds_weight: float = 1.0, mse_threshold: Optional[float] = None, eval_every: int = 100,
+                **kw) -> Dict[str, Any]:
+    """Joint baselines: ``vae`` (beta-VAE: MSE + kl_weight * per-dimension KL, decoder fed the reparametrised
+    sample), ``ae`` (MSE), ``vae-mds`` / ``ae-mds`` (+ mds_weight * MDS stress on the encoder mean).
+    Validation MSE decodes the MEAN ``T(x)``. The decoder learns on raw ``T(x)``; call
+    :func:`finalise_normalisation` afterwards (``train_autoencoder`` does)."""
+    check_choice(method, [m for m in METHODS if m != "gpe"], "joint method")
+    _check_data(x, "training data")
+    variational = method.startswith("vae")
+    if encoder.variational != variational:
+        raise LatentgeoError(f"method '{method}' needs an Encoder with variational={variational}; rebuild it")
+    use_mds = method.endswith("mds")
+    params = list(encoder.parameters()) + list(decoder.parameters())
+    both = nn.ModuleDict({"encoder": encoder, "decoder": decoder})
+
+    def loss_fn(b, g):
+        mean, logvar = encoder.mean_logvar(b)
+        if variational:
+            t = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=g, dtype=mean.dtype)
+        else:
+            t = mean
+        rec = (decoder.decode_raw(t) - b).pow(2).mean()
+        loss, m = rec, {"mse": rec.detach()}
+        if variational:
+            kl = kl_per_dim(mean, logvar)
+            loss = loss + kl_weight * kl
+            m["kl"] = kl.detach()
+        if use_mds:
+            st = mds_stress(mean, b)
+            loss = loss + mds_weight * st
+            m["stress"] = st.detach()
+        return loss, m
+
+    def ev(_m):
+        t = encode_batched(encoder, x_val, raw=True)
+        return {"val_mse": evaluate_mse(decoder.decode_raw, t, x_val)}
+
+    ev_fn = ev if x_val is not None else None
+    stop = (lambda r: r.get("val_mse", math.inf) < mse_threshold) if mse_threshold is not None and ev_fn else None
+    return fit(both, loss_fn, x, steps=steps, params=params, eval_fn=ev_fn, eval_every=eval_every, stop_fn=stop,
+               name=kw.pop("name", "joint"), **kw)
+
+
+def finalise_normalisation(encoder: Encoder, decoder: Optional[Decoder], x: torch.Tensor,
+                           decoder_on_raw: bool) -> Tuple[torch.Tensor, float]:
+    """Fit ``z = C (T(x) - m)`` on ``x``; if the decoder learnt on raw ``T(x)``, fold the inverse into it."""
+    m, c = encoder.fit_normalisation(x)
+    if decoder is not None and decoder_on_raw:
+        decoder.in_shift.copy_(m.to(decoder.in_shift.dtype))
+        decoder.in_scale.fill_(c)
+    return m, c
+
+
+# ------------------------------------------------------------------------------------------------ end to end + I/O
+
+def train_autoencoder(method: str, x: torch.Tensor, x_val: Optional[torch.Tensor] = None, *,
+                      latent_dim: int = 30, arch: str = "auto", enc_width: int = 0, dec_width: int = 0,
+                      steps: int = 2000, decoder_steps: Optional[int] = None,
+                      gme_threshold: Optional[float] = None, kl_weight: float = 0.1, mds_weight: float = 1.0,
+                      batch_size: int = 100, lr: float = 1e-3, seed: int = 0,
+                      out: Optional[Union[str, Path]] = None, resume: bool = False, verbose: bool = False,
+                      extra: Optional[Dict[str, Any]] = None) -> Tuple[Encoder, Decoder, Dict[str, Any]]:
+    """Build and train an encoder/decoder pair with ``method`` in :data:`METHODS`; save it to ``out`` if given.
+
+    GPE: ``steps`` encoder steps (early stop at ``gme_threshold`` on ``x_val``), normalisation fitted on ``x``,
+    then ``decoder_steps`` (default ``steps``) decoder steps on the normalised latents. Baselines: ``steps``
+    joint steps, then the normalisation. Returns ``(encoder, decoder, info)``.
+    """
+    check_choice(method, METHODS, "method")
+    _check_data(x, "training data")
+    torch.manual_seed(seed)  # initial weights
+    shape = list(x.shape[1:])
+    enc = Encoder(shape, latent_dim, arch=arch, width=enc_width, variational=method.startswith("vae"))
+    dec = Decoder(shape, latent_dim, arch=arch, width=dec_width)
+    common = dict(batch_size=batch_size, lr=lr, seed=seed, out=out, resume=resume, verbose=verbose)
+    info: Dict[str, Any] = {"method": method, "latent_dim": latent_dim, "data_shape": shape, "lr": lr,
+                            "batch_size": batch_size, "seed": seed}
+    if out is not None:
+        Path(out).mkdir(parents=True, exist_ok=True)
+    if method == "gpe":
+        r1 = train_gpe_encoder(enc, x, x_val, steps=steps, gme_threshold=gme_threshold, **common)
+        m, c = finalise_normalisation(enc, None, x, decoder_on_raw=False)
+        r2 = train_decoder(dec, enc, x, x_val, steps=decoder_steps if decoder_steps is not None else steps,
+                           **common)
+        info.update(encoder_stage=_summary(r1), decoder_stage=_summary(r2),
+                    seconds=r1["seconds"] + r2["seconds"])
+    else:
+        r = train_joint(method, enc, dec, x, x_val, steps=steps, kl_weight=kl_weight, mds_weight=mds_weight,
+                        **common)
+        m, c = finalise_normalisation(enc, dec, x, decoder_on_raw=True)
+        info.update(joint_stage=_summary(r), seconds=r["seconds"], kl_weight=kl_weight, mds_weight=mds_weight)
+    info["normalisation"] = {"scale": c}
+    if x_val is not None:
+        zv = encode_batched(enc, x_val)
+        info["val_mse"] = evaluate_mse(dec, zv, x_val)
+        info["val_gme"] = evaluate_gme(enc, x_val)
+    info.update(extra or {})
+    if out is not None:
+        save_autoencoder(out, enc, dec, info)
+    return enc, dec, info
+
+
+def _summary(r: Dict[str, Any]) -> Dict[str, Any]:
+    last = r["history"][-1] if r["history"] else {}
+    return {"steps": r["steps"], "seconds": r["seconds"], "stopped": r["stopped"],
+            **{k: v for k, v in last.items() if k.startswith("val_")}}
+
+
+def save_autoencoder(out: Union[str, Path], encoder: Encoder, decoder: Optional[Decoder],
+                     info: Dict[str, Any]) -> Path:
+    """Write ``out/encoder.safetensors`` (with its normalisation buffers), ``out/decoder.safetensors`` and
+    ``out/autoencoder.json`` (method, data, training summary)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_save(encoder, out / "encoder.safetensors", extra={"scale": float(encoder.scale)})
+    if decoder is not None:
+        ckpt_save(decoder, out / "decoder.safetensors")
+    atomic_write_json(out / "autoencoder.json", info)
+    return out
+
+
+def _ckpt_path(d: Union[str, Path], stem: str) -> Path:
+    d = Path(d)
+    if d.is_file():
+        return d
+    p = d / f"{stem}.safetensors"
+    if not p.exists():
+        raise LatentgeoError(f"no {stem} checkpoint in '{d}' (expected {p.name}); train one with "
+                             "`latentgeo train ae --out DIR` or pass the right folder")
+    return p
+
+
+def load_encoder(directory: Union[str, Path]) -> Encoder:
+    """The trained encoder in ``directory`` (eval mode): ``enc(x) -> z = C (T(x) - m)``; ``enc.raw(x) -> T(x)``."""
+    enc = ckpt_load(_ckpt_path(directory, "encoder"))
+    if not isinstance(enc, Encoder):
+        raise LatentgeoError(f"'{directory}' holds a {type(enc).__name__}, not a latentgeo Encoder; pass an "
+                             "autoencoder folder")
+    return enc.eval()
+
+
+def load_decoder(directory: Union[str, Path]) -> Decoder:
+    """The trained decoder in ``directory`` (eval mode), taking normalised latents."""
+    dec = ckpt_load(_ckpt_path(directory, "decoder"))
+    return dec.eval()
