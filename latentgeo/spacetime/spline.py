@@ -24,16 +24,23 @@ def spline_basis(n_points: int, n_nodes: int, s: Optional[np.ndarray] = None) ->
     ``s`` defaults to ``linspace(0, 1, n_points)``. Column k is the spline of the k-th unit knot vector; the spline
     is C2, and its values vanish at s = 0 and s = 1 for any knot values.
     """
-    from scipy.interpolate import CubicSpline
-
     if n_nodes < 1:
         raise LatentgeoError(f"n_nodes must be >= 1, got {n_nodes}")
-    knots = np.linspace(0.0, 1.0, n_nodes + 2)
-    Y = np.zeros((n_nodes + 2, n_nodes))
-    Y[1:-1] = np.eye(n_nodes)
-    cs = CubicSpline(knots, Y, bc_type="natural", axis=0)
+    K = int(n_nodes)
+    h = 1.0 / (K + 1)
+    # Natural spline: second derivatives M_0 = M_{K+1} = 0 and, at interior knots,
+    # M_{i-1} + 4 M_i + M_{i+1} = 6 / h^2 (y_{i-1} - 2 y_i + y_{i+1}). Solved for the K unit knot vectors at once.
+    Y = np.zeros((K + 2, K))
+    Y[1:-1] = np.eye(K)
+    A = 4.0 * np.eye(K) + np.eye(K, k=1) + np.eye(K, k=-1)
+    M = np.zeros((K + 2, K))
+    M[1:-1] = np.linalg.solve(A, 6.0 / h ** 2 * (Y[:-2] - 2 * Y[1:-1] + Y[2:]))
     s = np.linspace(0.0, 1.0, n_points) if s is None else np.asarray(s, dtype=float)
-    B = cs(s)
+    i = np.clip(np.floor(s / h).astype(int), 0, K)  # segment index
+    a = ((i + 1) * h - s)[:, None]  # distance to the right knot
+    b = (s - i * h)[:, None]  # distance to the left knot
+    B = (M[i] * a ** 3 + M[i + 1] * b ** 3) / (6 * h) + (Y[i] - M[i] * h ** 2 / 6) * a / h \
+        + (Y[i + 1] - M[i + 1] * h ** 2 / 6) * b / h
     B[np.isclose(s, 0.0)] = 0.0  # exact zeros at the ends (float round-off otherwise)
     B[np.isclose(s, 1.0)] = 0.0
     return B

@@ -120,3 +120,13 @@ def test_bad_inputs():
         geodesic(D, (torch.tensor([0.0]), 0.1), (torch.tensor([1.0, 2.0]), 0.1), steps=1)
     with pytest.raises(LatentgeoError):
         geodesic(D, torch.tensor([0.0]), (torch.tensor([1.0]), 0.1), steps=1)
+
+
+def test_spline_basis_matches_scipy_natural_spline():
+    from scipy.interpolate import CubicSpline
+
+    K = 7
+    s = np.linspace(0, 1, 101)
+    c = np.random.default_rng(1).normal(size=K)
+    ref = CubicSpline(np.linspace(0, 1, K + 2), np.r_[0.0, c, 0.0], bc_type="natural")(s)
+    assert np.allclose(spline_basis(0, K, s=s) @ c, ref, atol=1e-12)
