@@ -49,6 +49,11 @@ def split_seed(seed: int, split: str) -> int:
     return seed if split == "train" else seed + _TEST_SEED_OFFSET
 
 
+_SAMPLER_NAMES = {"gmm": "gaussian_mixture_subspace", "gmm2d": "gaussian_mixture_subspace",
+                  "embedded": "embedded_gaussian", "anisotropic": "anisotropic_gaussian", "ripple": "ripple",
+                  "moons": "two_moons", "rings": "rings", "checkerboard": "checkerboard"}
+
+
 def _synthetic(name: str, n: int, seed: int, options: Dict[str, Any]) -> torch.Tensor:
     fns = {
         "gmm": lambda: _syn.gaussian_mixture_subspace(n, seed=seed, **options),
@@ -63,25 +68,21 @@ def _synthetic(name: str, n: int, seed: int, options: Dict[str, Any]) -> torch.T
     try:
         return fns[name]()
     except TypeError as exc:
-        raise LatentgeoError(f"bad option for data set '{name}' ({exc}); see help(latentgeo.data.{name})") from None
+        raise LatentgeoError(
+            f"bad option for data set '{name}' ({exc}); see help(latentgeo.data.{_SAMPLER_NAMES[name]})"
+        ) from None
 
 
-def _as_table(obj: Any) -> torch.Tensor:
-    """Turn what ``load_alanine_table()`` returns into a float32 ``[rows, columns]`` tensor."""
-    if isinstance(obj, dict):
-        obj = list(obj.values())
-    if isinstance(obj, (tuple, list)):
-        arrays = [np.asarray(c, dtype=np.float64) for c in obj]
-        if (len(arrays) == 3 and arrays[0].ndim == 1 and arrays[1].ndim == 1
-                and arrays[2].shape == (arrays[0].size, arrays[1].size)):
-            # (phi [P], psi [Q], U [P, Q]) grid -> rows (phi_i, psi_j, U_ij), phi slowest
-            a, b = np.meshgrid(arrays[0], arrays[1], indexing="ij")
-            rows = np.stack([a.reshape(-1), b.reshape(-1), arrays[2].reshape(-1)], axis=1)
-            return torch.as_tensor(rows, dtype=torch.float32)
-        if all(a.ndim == 1 for a in arrays) and len({a.shape[0] for a in arrays}) == 1:
-            return torch.as_tensor(np.stack(arrays, axis=1), dtype=torch.float32)  # columns
-        obj = arrays[0]  # e.g. (table, metadata): the table comes first
-    return torch.as_tensor(np.asarray(obj), dtype=torch.float32)
+def _grid_rows(phi: Any, psi: Any, energy: Any) -> torch.Tensor:
+    """``(phi [P], psi [Q], U [P, Q])`` grid -> float32 rows ``(phi_i, psi_j, U_ij)`` ``[P*Q, 3]``, phi slowest."""
+    phi, psi, energy = (np.asarray(a, dtype=np.float64) for a in (phi, psi, energy))
+    if phi.ndim != 1 or psi.ndim != 1 or energy.shape != (phi.size, psi.size):
+        raise LatentgeoError(
+            f"alanine table has unexpected shapes phi {phi.shape}, psi {psi.shape}, U {energy.shape}; "
+            "reinstall latentgeo"
+        )
+    a, b = np.meshgrid(phi, psi, indexing="ij")
+    return torch.as_tensor(np.stack([a.reshape(-1), b.reshape(-1), energy.reshape(-1)], axis=1), dtype=torch.float32)
 
 
 def _alanine() -> torch.Tensor:
@@ -92,7 +93,7 @@ def _alanine() -> torch.Tensor:
             "the alanine table loader (latentgeo.molecules.load_alanine_table) is not available in this version; "
             "update latentgeo or use another data set"
         ) from None
-    return _as_table(load_alanine_table())
+    return _grid_rows(*load_alanine_table())
 
 
 def _pad28(x: torch.Tensor, source: str) -> torch.Tensor:
@@ -128,7 +129,11 @@ def load(
     * ``path``: the folder holding the Fashion-MNIST IDX files (else ``$LATENTGEO_DATA``, else
       ``/usr/share/datasets/fashion-mnist/``).
     * ``pad``: pad 28x28 images to 32x32 with the background value -1.
-    * ``options``: extra keyword arguments for the synthetic sampler (e.g. ``dim=32``, ``delta0=0.3``).
+    * ``options``: extra keyword arguments for the underlying loader (e.g. ``dim=32`` for ``gmm``,
+      ``delta0=0.3`` for ``anisotropic``, ``key="images"`` for an ``.npz``).
+
+    ``"alanine"`` returns the alanine dipeptide energy table of :mod:`latentgeo.molecules` as rows
+    ``(phi, psi, U)`` ``[7921, 3]`` (phi slowest; angles in radians, U in kT); it has no split.
 
     Every user-fixable problem (unknown name, missing file, NaN/inf, wrong rank, empty or corrupt file) raises
     :class:`~latentgeo.errors.LatentgeoError` with a one-line fix.

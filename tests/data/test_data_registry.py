@@ -105,3 +105,12 @@ def test_alanine_table_via_molecules():
     np.testing.assert_allclose(x[:, 2].numpy(), np.asarray(u).reshape(-1), rtol=1e-6, atol=1e-5)
     np.testing.assert_allclose(x[psi.size, :2].numpy(), [phi[1], psi[0]], atol=1e-6)
     assert float(x[:, 2].min()) == 0.0
+
+
+def test_alanine_missing_loader_is_a_clear_error(monkeypatch):
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "latentgeo.molecules", types.ModuleType("latentgeo.molecules"))
+    with pytest.raises(LatentgeoError, match="load_alanine_table"):
+        D.load("alanine")

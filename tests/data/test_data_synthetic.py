@@ -184,3 +184,21 @@ def test_checkerboard_support_and_uniform_cells():
 def test_bad_arguments(call, match):
     with pytest.raises(LatentgeoError, match=match):
         call()
+
+
+def test_gmm_samples_agree_with_exact_mixture_oracle():
+    """Independent check against latentgeo.fisher.exact: moments and average log-likelihood of our samples."""
+    exact = pytest.importorskip("latentgeo.fisher.exact")
+    dim, k, noise, n = 5, 6, 0.1, 30_000
+    gm = exact.GaussianMixture(*D.subspace_mixture_params(dim, k, noise=noise))
+    x = D.gaussian_mixture_subspace(n, dim=dim, n_components=k, noise=noise, seed=4, dtype=torch.float64)
+    assert (x.mean(0) - gm.mean()).abs().max() < 5 * gm.covariance().diagonal().sqrt().max() / math.sqrt(n)
+    assert (_cov(x) - gm.covariance()).abs().max() < 0.06
+    # E_p[log p] estimated from our samples vs from the oracle's own sampler (two independent MC estimates).
+    ours = gm.log_prob(x)
+    theirs = gm.log_prob(gm.sample(n, torch.Generator().manual_seed(99)))
+    se = math.sqrt(ours.var().item() / n + theirs.var().item() / n)
+    assert abs(ours.mean().item() - theirs.mean().item()) < 5 * se
+    # A wrong law (noise doubled) is detected by the same statistic.
+    wrong = D.gaussian_mixture_subspace(n, dim=dim, n_components=k, noise=2 * noise, seed=4, dtype=torch.float64)
+    assert abs(gm.log_prob(wrong).mean().item() - theirs.mean().item()) > 20 * se
