@@ -1,8 +1,164 @@
-"""CLI commands of this area (registered by latentgeo.cli)."""
+"""``latentgeo train diffusion`` (EDM denoiser on a data set or array file) and ``latentgeo sample`` (draw samples)."""
 from __future__ import annotations
+
+from typing import Optional
 
 import typer
 
 
+def train_diffusion(
+    data: str = typer.Option(..., "--data", help="Data set name (see `latentgeo data list`) or a .npy/.npz path "
+                                                 "(first array, or key `x`)."),
+    out: str = typer.Option(..., "--out", help="Output folder (config.json, metrics.jsonl, checkpoints)."),
+    net: str = typer.Option("mlp", "--net", help="mlp | unet (unet needs images [N, C, H, W])."),
+    steps: int = typer.Option(10000, "--steps", help="Total optimiser steps."),
+    batch_size: int = typer.Option(256, "--batch-size", help="Global batch size (split over torchrun processes)."),
+    lr: float = typer.Option(2e-3, "--lr", help="Adam learning rate."),
+    seed: int = typer.Option(0, "--seed"),
+    n: Optional[int] = typer.Option(None, "--n", help="Training samples (default: all / 10000 synthetic)."),
+    hidden: int = typer.Option(256, "--hidden", help="MLP width."),
+    depth: int = typer.Option(4, "--depth", help="MLP residual blocks."),
+    base: int = typer.Option(32, "--base", help="U-Net channels at the first level."),
+    periodic: bool = typer.Option(False, "--periodic", help="MLP: sin/cos input embedding (angle data)."),
+    ema: float = typer.Option(0.999, "--ema", help="EMA decay of the weights (0 disables)."),
+    grad_clip: float = typer.Option(1.0, "--grad-clip", help="Clip the gradient norm (0 disables)."),
+    pad: bool = typer.Option(False, "--pad", help="Pad 28x28 images to 32x32."),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:K."),
+    log_every: int = typer.Option(100, "--log-every"),
+    ckpt_every: int = typer.Option(1000, "--ckpt-every"),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly (same final weights)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Train an EDM denoiser (sigma_data estimated from the data). Multi-GPU: `torchrun --nproc_per_node=K -m
+    latentgeo train diffusion ...`."""
+    from latentgeo.data import load
+    from latentgeo.diffusion import train_denoiser
+    from latentgeo.errors import LatentgeoError, check_choice, check_positive
+
+    check_choice(net, ["mlp", "unet"], "net")
+    for v, nm in ((steps, "--steps"), (batch_size, "--batch-size"), (hidden, "--hidden"), (base, "--base"),
+                  (log_every, "--log-every"), (ckpt_every, "--ckpt-every")):
+        if v < 1:
+            raise LatentgeoError(f"{nm} must be a positive integer, got {v}")
+    check_positive(lr, "--lr")
+    if not 0 <= ema < 1:
+        raise LatentgeoError(f"--ema must be in [0, 1), got {ema}")
+    x = load(data, split="train", n=n, seed=seed, pad=pad)
+    if x.ndim == 3:  # [N, H, W] arrays: one channel
+        x = x[:, None]
+    if net == "unet" and x.ndim != 4:
+        raise LatentgeoError(f"--net unet needs images [N, C, H, W] but '{data}' has shape {tuple(x.shape)}; "
+                             "use --net mlp")
+    kw = ({"hidden": hidden, "depth": depth, "periodic": periodic} if net == "mlp" else {"base": base})
+    res = train_denoiser(x, out, net=net, steps=steps, batch_size=batch_size, lr=lr, seed=seed, ema=ema or None,
+                         net_kwargs=kw, resume=resume, device=device, progress=not quiet,
+                         data_info={"data": data, "image": x.ndim == 4}, log_every=log_every, ckpt_every=ckpt_every,
+                         grad_clip=grad_clip or None)
+    last = res.metrics[-1]["loss"] if res.metrics else float("nan")
+    typer.echo(f"trained {res.step} steps, final loss {last:.4g}; denoiser in {out} "
+               f"(load with latentgeo.load_denoiser('{out}'))")
+
+
+def sample_cmd(
+    run: str = typer.Argument(..., help="Training folder written by `latentgeo train diffusion`."),
+    n: int = typer.Option(64, "--n", help="Number of samples."),
+    steps: int = typer.Option(32, "--steps", help="Sampler steps (rho = 7 schedule, sigma 80 -> 0.002)."),
+    sampler: str = typer.Option("heun", "--sampler", help="heun | euler | euler_maruyama | edm_stochastic."),
+    seed: int = typer.Option(0, "--seed"),
+    out: Optional[str] = typer.Option(None, "--out", help="Output .npz (default RUN/samples.npz; PNG beside it)."),
+    batch_size: int = typer.Option(1024, "--batch-size", help="Samples per sampler call."),
+    device: str = typer.Option("auto", "--device"),
+    raw: bool = typer.Option(False, "--raw", help="Use the raw weights instead of the EMA weights."),
+) -> None:
+    """Draw samples from a trained denoiser: writes samples.npz (key `x`) and, for images or 2-D points, a PNG."""
+    import json
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from latentgeo.checkpoint import atomic_write_bytes
+    from latentgeo.diffusion import SAMPLERS, load_denoiser, sample
+    from latentgeo.errors import LatentgeoError, check_choice
+    from latentgeo.train import resolve_device
+
+    check_choice(sampler, list(SAMPLERS), "sampler")
+    if n < 1 or steps < 1 or batch_size < 1:
+        raise LatentgeoError("--n, --steps and --batch-size must be positive integers")
+    runp = Path(run)
+    if not runp.is_dir():
+        raise LatentgeoError(f"'{run}' is not a training folder; pass the --out folder of `latentgeo train diffusion`")
+    dev = resolve_device(device)
+    den = load_denoiser(runp, ema=not raw, device=str(dev))
+    cfg_file = runp / "config.json"
+    user = json.loads(cfg_file.read_text()).get("user", {}) if cfg_file.exists() else {}
+    shape = user.get("data_shape")
+    if shape is None:
+        raise LatentgeoError(f"'{run}/config.json' does not record the data shape; re-train with this version")
+    g = torch.Generator(dev).manual_seed(seed)
+    parts = []
+    for i in range(0, n, batch_size):
+        b = min(batch_size, n - i)
+        parts.append(sample(den, (b, *shape), n_steps=steps, sampler=sampler, generator=g, device=dev).cpu())
+    x = torch.cat(parts).numpy()
+    dest = Path(out) if out else runp / "samples.npz"
+    if dest.suffix != ".npz":
+        dest = dest.with_suffix(".npz")
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, x=x)
+    atomic_write_bytes(dest, buf.getvalue())
+    msg = f"wrote {n} samples of shape {tuple(shape)} to {dest}"
+    png = _png(x)
+    if png is not None:
+        atomic_write_bytes(dest.with_suffix(".png"), png)
+        msg += f" and {dest.with_suffix('.png')}"
+    typer.echo(msg)
+
+
+def _png(x) -> Optional[bytes]:
+    """A PNG grid for images ``[N, C, H, W]`` in [-1, 1], a scatter plot for 2-D points, else None."""
+    import io
+
+    import numpy as np
+
+    if x.ndim == 4 and x.shape[1] in (1, 3):
+        from PIL import Image
+
+        k = min(len(x), 64)
+        cols = int(np.ceil(np.sqrt(k)))
+        rows = int(np.ceil(k / cols))
+        c, h, w = x.shape[1:]
+        grid = np.full((rows * (h + 2) + 2, cols * (w + 2) + 2, c), 255, np.uint8)
+        img = ((np.clip(x[:k], -1, 1) + 1) * 127.5).round().astype(np.uint8).transpose(0, 2, 3, 1)
+        for i in range(k):
+            r, q = divmod(i, cols)
+            grid[2 + r * (h + 2):2 + r * (h + 2) + h, 2 + q * (w + 2):2 + q * (w + 2) + w] = img[i]
+        im = Image.fromarray(grid[..., 0] if c == 1 else grid)
+        scale = max(1, 256 // max(grid.shape[:2]))
+        if scale > 1:
+            im = im.resize((im.width * scale, im.height * scale), Image.NEAREST)
+        buf = io.BytesIO()
+        im.save(buf, format="PNG")
+        return buf.getvalue()
+    if x.ndim == 2 and x.shape[1] == 2:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(4, 4), dpi=100)
+        ax.scatter(x[:, 0], x[:, 1], s=2, alpha=0.5)
+        ax.set_aspect("equal")
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", bbox_inches="tight")
+        plt.close(fig)
+        return buf.getvalue()
+    return None
+
+
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
-    """Add this area's commands to the root app (and to `latentgeo train`)."""
+    """Add ``latentgeo train diffusion`` and ``latentgeo sample``."""
+    train_app.command("diffusion")(train_diffusion)
+    app.command("sample")(sample_cmd)
