@@ -205,3 +205,22 @@ def test_bad_inputs_raise_one_line_errors():
         fisher_curves(D, torch.full((4, 3), float("nan")), [0.1])
     with pytest.raises(LatentgeoError):
         fisher_curves(lambda x, s: x * float("nan"), torch.randn(4, 3), [0.1])
+
+
+def test_edm_residual_path_matches_plain_jvp_in_float64():
+    """The analytic-residual JVP for EDM-preconditioned denoisers equals the plain JVP of D (float64)."""
+    pytest.importorskip("latentgeo.diffusion")
+    from latentgeo.diffusion import EDMDenoiser
+
+    torch.manual_seed(0)
+    den = EDMDenoiser("mlp", sigma_data=0.7, net_kwargs={"in_dim": 5, "hidden": 16, "depth": 1})
+    with torch.no_grad():
+        for p in den.parameters():
+            p.add_(0.1 * torch.randn_like(p))  # the last layer is zero-initialised; make F non-trivial
+    x0 = torch.randn(40, 5, dtype=F64)
+    kw = dict(n_probes=3, dtype=F64)
+    a = fisher_curves(den, x0, [0.01, 0.5, 20.0], generator=torch.Generator().manual_seed(0), **kw)
+    b = fisher_curves(den, x0, [0.01, 0.5, 20.0], generator=torch.Generator().manual_seed(0), use_score=False, **kw)
+    assert a.meta["edm_residual_jvp"] and not b.meta["edm_residual_jvp"]
+    for k in ("fi", "fir", "mmse", "mmse_rate"):
+        torch.testing.assert_close(getattr(a, k), getattr(b, k), rtol=1e-7, atol=1e-12)

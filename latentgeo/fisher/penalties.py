@@ -1,0 +1,247 @@
+"""Encoder-side penalties on latent diffusability, measured on data samples (REFERENCE.md §2).
+
+An encoder is any callable ``E(x) -> z`` with ``x`` of shape ``[B, ...]`` (data, ``D = prod(...)`` numbers per
+sample) and ``z`` of shape ``[B, ...]`` (``d`` numbers per sample). Everything is computed with forward-mode
+derivatives (``torch.func.jvp``): first derivatives along data tangents for the tangential distortion, and a JVP of a
+JVP (a Hessian-vector product of each output coordinate) for the curvature.
+
+- :func:`dimensional_compression`: D vs d and the predicted small-tau FIR deviation ``|D - d| / (D - k)`` for data of
+  intrinsic dimension ``k`` (the toy's ``(D - d)/(D - 2)``).
+- :func:`tangent_basis` / :func:`local_pca_dimension`: data tangent directions by local PCA.
+- :func:`tangential_distortion`: how far the pull-back metric ``G = T^T J^T J T`` is from the identity on the tangent
+  space (absolute, and scale-free after dividing by ``tr G / k``).
+- :func:`curvature_penalty`: second directional derivatives ``E''(x)[t, t]`` along data tangents, and their part normal
+  to the encoded tangent plane (the extrinsic bending the encoder injects).
+- :func:`power_spectrum`: radially averaged power spectra of images (or 1-D spectra of flat vectors).
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Dict, Optional, Tuple
+
+import torch
+
+from latentgeo.errors import LatentgeoError, check_finite, check_nonempty
+
+__all__ = ["dimensional_compression", "tangent_basis", "local_pca_dimension", "tangential_distortion",
+           "curvature_penalty", "power_spectrum", "high_frequency_fraction"]
+
+
+def _flat(x: torch.Tensor) -> torch.Tensor:
+    return x.reshape(x.shape[0], -1)
+
+
+def _check_x(x, name="x") -> torch.Tensor:
+    x = torch.as_tensor(x)
+    if x.ndim < 2:
+        raise LatentgeoError(f"{name} has shape {tuple(x.shape)}; pass a batch [N, ...]")
+    check_nonempty(x, name)
+    check_finite(x, name)
+    return x if x.is_floating_point() else x.float()
+
+
+def dimensional_compression(D: int, d: int, intrinsic_dim: int = 2) -> Dict[str, float]:
+    """Predicted small-tau FIR deviation from a change of ambient dimension alone.
+
+    For data of intrinsic dimension ``k`` isometrically embedded in R^n, ``R^(n)(tau) ~ -(n - k)/tau^2`` as tau -> 0,
+    so ``D_R(0+) = |D - d| / (D - k)``; with ``k = 2`` this is the paper's ``(D - d)/(D - 2)`` line.
+
+    Returns ``{"D", "d", "intrinsic_dim", "ratio" (d/D), "predicted_dr_small_tau"}``.
+    """
+    D, d, k = int(D), int(d), int(intrinsic_dim)
+    if D < 1 or d < 1 or k < 0:
+        raise LatentgeoError(f"dimensions must be positive, got D={D}, d={d}, intrinsic_dim={k}")
+    if k >= D:
+        raise LatentgeoError(f"intrinsic_dim ({k}) must be below the data dimension D ({D}); the small-tau "
+                             "prediction needs data on a lower-dimensional set")
+    return {"D": D, "d": d, "intrinsic_dim": k, "ratio": d / D, "predicted_dr_small_tau": abs(D - d) / (D - k)}
+
+
+def _local_svd(x: torch.Tensor, n_neighbors: int):
+    xf = _flat(x).to(torch.float64)
+    N = xf.shape[0]
+    m = int(n_neighbors)
+    if m < 2 or m >= N:
+        raise LatentgeoError(f"n_neighbors must be in [2, N-1] = [2, {N - 1}], got {m}; pass more samples or fewer "
+                             "neighbours")
+    d2 = torch.cdist(xf, xf)
+    idx = d2.topk(m + 1, largest=False).indices  # includes the point itself
+    nb = xf[idx]  # [N, m+1, D]
+    nb = nb - nb.mean(1, keepdim=True)
+    _, S, Vh = torch.linalg.svd(nb, full_matrices=False)
+    return S, Vh
+
+
+def tangent_basis(x: torch.Tensor, k: int, n_neighbors: int = 16) -> torch.Tensor:
+    """Orthonormal tangent directions of the data at each sample by local PCA.
+
+    Args:
+        x: samples [N, ...] (``D = prod(...)``).
+        k: tangent dimension.
+        n_neighbors: neighbours per local PCA (Euclidean, within ``x``).
+    Returns:
+        ``[N, k, D]`` float64, rows orthonormal (the top-k principal directions of each neighbourhood).
+    """
+    x = _check_x(x)
+    if not 1 <= int(k) <= min(_flat(x).shape[1], int(n_neighbors)):
+        raise LatentgeoError(f"tangent dimension k={k} must be between 1 and min(D, n_neighbors); lower k")
+    _, Vh = _local_svd(x, n_neighbors)
+    return Vh[:, : int(k)]
+
+
+def local_pca_dimension(x: torch.Tensor, n_neighbors: int = 16, threshold: float = 0.9) -> int:
+    """Intrinsic-dimension estimate: the median over samples of the number of local principal components needed to
+    explain ``threshold`` of the neighbourhood variance."""
+    x = _check_x(x)
+    S, _ = _local_svd(x, n_neighbors)
+    var = S ** 2
+    frac = var.cumsum(1) / var.sum(1, keepdim=True).clamp_min(1e-300)
+    kk = (frac < threshold).sum(1) + 1
+    return int(kk.median())
+
+
+def _jvp_rows(encoder: Callable, x: torch.Tensor, tangents: torch.Tensor, batch_size: int):
+    """J_E(x_i) t_ij for every sample i and tangent j: returns [N, k, d] (float64)."""
+    N, k = tangents.shape[:2]
+    shape = x.shape[1:]
+    out = []
+    xr = x.repeat_interleave(k, 0)
+    tr = tangents.reshape(N * k, *shape).to(x.dtype)
+    for s in range(0, N * k, batch_size):
+        with torch.no_grad():
+            _, jt = torch.func.jvp(encoder, (xr[s:s + batch_size],), (tr[s:s + batch_size],))
+        out.append(_flat(jt).to(torch.float64))
+    return torch.cat(out).reshape(N, k, -1)
+
+
+def _prepare(encoder, x, tangents, k, n_neighbors):
+    x = _check_x(x)
+    if isinstance(encoder, torch.nn.Module):
+        encoder = encoder.eval()
+    if tangents is None:
+        if k is None:
+            k = local_pca_dimension(x, n_neighbors)
+        tangents = tangent_basis(x, k, n_neighbors)
+    tangents = torch.as_tensor(tangents)
+    if tangents.ndim == 2:  # one shared set of directions [k, D]
+        tangents = tangents[None].expand(x.shape[0], *tangents.shape)
+    if tangents.ndim != 3 or tangents.shape[0] != x.shape[0] or tangents.shape[2] != _flat(x).shape[1]:
+        raise LatentgeoError(f"tangents have shape {tuple(tangents.shape)}; pass [N, k, D] or [k, D] with "
+                             f"N={x.shape[0]}, D={_flat(x).shape[1]}")
+    return encoder, x, tangents
+
+
+def tangential_distortion(encoder: Callable, x: torch.Tensor, tangents: Optional[torch.Tensor] = None,
+                          k: Optional[int] = None, n_neighbors: int = 16, scale: float = 1.0,
+                          batch_size: int = 4096) -> Dict[str, object]:
+    """How far the encoder's pull-back metric on the data tangent space is from the identity.
+
+    With ``T`` the orthonormal tangent directions at ``x`` ([k, D]) and ``J`` the encoder Jacobian (times ``scale``,
+    e.g. the ratio of data and latent normalisations), ``G = (J T^T)^T (J T^T)`` is ``k x k``. Per sample:
+
+    - ``distortion = |G - I|_F / sqrt(k)``           (0 for a local isometry; ``delta0`` for ``diag(sqrt(1 +- delta0))``)
+    - ``anisotropy = |G / (tr G / k) - I|_F / sqrt(k)`` (scale-free: 0 for a conformal map)
+    - ``metric_scale = tr G / k``                      (mean squared stretch)
+
+    Args:
+        tangents: [N, k, D] or [k, D] orthonormal directions; default local PCA with ``k`` (estimated if None).
+    Returns:
+        dict with the means (``distortion``, ``anisotropy``, ``metric_scale``), ``k`` and the per-sample tensors
+        (``per_sample_distortion`` [N], ``per_sample_anisotropy`` [N]).
+    """
+    encoder, x, T = _prepare(encoder, x, tangents, k, n_neighbors)
+    k = T.shape[1]
+    JT = _jvp_rows(encoder, x, T, batch_size) * float(scale)  # [N, k, d]
+    G = JT @ JT.transpose(1, 2)
+    eye = torch.eye(k, dtype=G.dtype)
+    dist = (G - eye).flatten(1).norm(dim=1) / math.sqrt(k)
+    ms = torch.diagonal(G, dim1=1, dim2=2).sum(1) / k
+    aniso = (G / ms.clamp_min(1e-300)[:, None, None] - eye).flatten(1).norm(dim=1) / math.sqrt(k)
+    return {"distortion": float(dist.mean()), "anisotropy": float(aniso.mean()), "metric_scale": float(ms.mean()),
+            "k": int(k), "per_sample_distortion": dist, "per_sample_anisotropy": aniso}
+
+
+def curvature_penalty(encoder: Callable, x: torch.Tensor, tangents: Optional[torch.Tensor] = None,
+                      k: Optional[int] = None, n_neighbors: int = 16, scale: float = 1.0,
+                      batch_size: int = 2048) -> Dict[str, object]:
+    """Second directional derivatives of the encoder along data tangents.
+
+    For each sample and tangent ``t``: ``a = E''(x)[t, t] = d^2/ds^2 E(x + s t)`` at s = 0 (forward-over-forward JVP),
+    and ``a_perp``, its component orthogonal to the encoded tangent plane ``span{J t_j}`` (the bending an isometric
+    encoder would still inject; the tangential part is only a reparametrisation). ``scale`` multiplies E.
+
+    Returns dict: ``curvature_rms = sqrt(mean |a|^2)``, ``normal_curvature_rms = sqrt(mean |a_perp|^2)``,
+    ``relative_normal_curvature`` (mean of ``|a_perp| / |J t|^2``, the normal curvature of the image curve in
+    1/latent-length units), ``k``, and per-sample ``per_sample_normal_curvature`` [N] (rms over tangents).
+    """
+    encoder, x, T = _prepare(encoder, x, tangents, k, n_neighbors)
+    N, k = T.shape[:2]
+    shape = x.shape[1:]
+    xr = x.repeat_interleave(k, 0)
+    tr = T.reshape(N * k, *shape).to(x.dtype)
+    firsts, seconds = [], []
+    for s in range(0, N * k, batch_size):
+        xb, tb = xr[s:s + batch_size], tr[s:s + batch_size]
+
+        def first(y, tb=tb):
+            return torch.func.jvp(encoder, (y,), (tb,))[1]
+
+        with torch.no_grad():
+            jt, a = torch.func.jvp(first, (xb,), (tb,))
+        firsts.append(_flat(jt).to(torch.float64))
+        seconds.append(_flat(a).to(torch.float64))
+    JT = torch.cat(firsts).reshape(N, k, -1) * float(scale)
+    A = torch.cat(seconds).reshape(N, k, -1) * float(scale)
+    # orthonormal basis of the encoded tangent plane (QR of J T^T), then remove that part of a
+    Q, _ = torch.linalg.qr(JT.transpose(1, 2))  # [N, d, k]
+    A_perp = A - (A @ Q) @ Q.transpose(1, 2)
+    a2 = (A ** 2).sum(-1)
+    ap = (A_perp ** 2).sum(-1)
+    rel = ap.sqrt() / (JT ** 2).sum(-1).clamp_min(1e-300)
+    return {"curvature_rms": float(a2.mean().sqrt()), "normal_curvature_rms": float(ap.mean().sqrt()),
+            "relative_normal_curvature": float(rel.mean()), "k": int(k),
+            "per_sample_normal_curvature": ap.mean(1).sqrt()}
+
+
+def power_spectrum(images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Radially averaged power spectrum.
+
+    Args:
+        images: ``[N, C, H, W]`` or ``[N, H, W]`` (spatial); ``[N, L]`` is treated as N one-dimensional signals.
+    Returns:
+        ``(freq, power)``, both float64 [R]: ``freq`` in cycles per pixel (0 ... ~0.5 at Nyquist, integer-radius bins
+        of width 1/max(H, W)); ``power`` the mean of ``|FFT|^2 / (H W)`` over images, channels and the bin, after
+        removing each image's per-channel mean. Parseval: ``sum`` over all FFT bins equals the pixel variance times
+        the pixel count.
+    """
+    x = _check_x(images, "images").to(torch.float64)
+    if x.ndim == 2:
+        x = x - x.mean(1, keepdim=True)
+        L = x.shape[1]
+        P = (torch.fft.rfft(x, dim=1).abs() ** 2 / L).mean(0)
+        return torch.fft.rfftfreq(L, dtype=torch.float64), P
+    if x.ndim == 3:
+        x = x[:, None]
+    if x.ndim != 4:
+        raise LatentgeoError(f"images have shape {tuple(x.shape)}; pass [N, C, H, W], [N, H, W] or [N, L]")
+    H, W = x.shape[-2:]
+    x = x - x.mean((-2, -1), keepdim=True)
+    F = torch.fft.fft2(x).abs() ** 2 / (H * W)
+    F = F.mean((0, 1))  # [H, W]
+    fy = torch.fft.fftfreq(H, dtype=torch.float64)[:, None]
+    fx = torch.fft.fftfreq(W, dtype=torch.float64)[None, :]
+    r = torch.sqrt(fy ** 2 + fx ** 2) * max(H, W)
+    b = torch.round(r).long().flatten()
+    nb = int(b.max()) + 1
+    tot = torch.zeros(nb, dtype=torch.float64).index_add_(0, b, F.flatten())
+    cnt = torch.zeros(nb, dtype=torch.float64).index_add_(0, b, torch.ones_like(F.flatten()))
+    keep = cnt > 0
+    freq = torch.arange(nb, dtype=torch.float64) / max(H, W)
+    return freq[keep], (tot / cnt.clamp_min(1))[keep]
+
+
+def high_frequency_fraction(freq: torch.Tensor, power: torch.Tensor, cutoff: float = 0.25) -> float:
+    """Share of the (non-DC) spectral power at frequencies above ``cutoff`` cycles/pixel (0.25 = half Nyquist)."""
+    m = freq > 0
+    tot = float(power[m].sum())
+    return float(power[freq > cutoff].sum()) / tot if tot > 0 else 0.0
