@@ -1,8 +1,312 @@
-"""CLI commands of this area (registered by latentgeo.cli)."""
+"""CLI commands of the spacetime area: ``geodesic``, ``diffed`` and ``spacetime-demo``.
+
+RUN_DIR is a training folder written by ``latentgeo train diffusion`` (loaded with
+``latentgeo.diffusion.load_denoiser``; its ``config.json`` records the data shape and data set).
+"""
 from __future__ import annotations
+
+from typing import List, Optional
 
 import typer
 
 
+def _ints(text: str, name: str) -> List[int]:
+    from latentgeo.errors import LatentgeoError
+
+    try:
+        v = [int(t) for t in str(text).replace(" ", "").split(",") if t]
+    except ValueError:
+        raise LatentgeoError(f"{name} must be an integer or a comma list like 16,64; got '{text}'")
+    if not v or any(i < 1 for i in v):
+        raise LatentgeoError(f"{name} must hold positive integers, got '{text}'")
+    return v
+
+
+def _probes(text: str) -> Optional[int]:
+    from latentgeo.errors import LatentgeoError
+
+    if str(text).lower() in ("exact", "none"):
+        return None
+    try:
+        k = int(text)
+    except ValueError:
+        k = 0
+    if k < 1:
+        raise LatentgeoError(f"--probes must be a positive integer or 'exact', got '{text}'")
+    return k
+
+
+def _load_run(run: str, device: str = "cpu"):
+    """(denoiser, user config dict) of a diffusion run folder."""
+    import json
+    from pathlib import Path
+
+    from latentgeo.errors import LatentgeoError
+
+    p = Path(run)
+    if not p.is_dir():
+        raise LatentgeoError(f"'{run}' is not a folder; pass the --out folder of `latentgeo train diffusion`")
+    try:
+        from latentgeo.diffusion import load_denoiser
+    except ImportError as exc:  # pragma: no cover - the diffusion area ships with the package
+        raise LatentgeoError(f"latentgeo.diffusion is unavailable ({exc}); reinstall latentgeo")
+    den = load_denoiser(p, device=device)
+    cfg = p / "config.json"
+    user = {}
+    if cfg.exists():
+        try:
+            user = json.loads(cfg.read_text()).get("user", {}) or {}
+        except ValueError:
+            raise LatentgeoError(f"'{cfg}' is not valid JSON; restore it or re-train")
+    return den, user
+
+
+def _point(text: str, shape, what: str, data=None):
+    """A data point from '--from' text: comma-separated coordinates, or an integer index into ``data``."""
+    import math
+
+    import torch
+
+    from latentgeo.errors import LatentgeoError
+
+    t = str(text).strip()
+    if data is not None:
+        try:
+            i = int(t)
+        except ValueError:
+            raise LatentgeoError(f"with --data, {what} must be a sample index (integer), got '{text}'")
+        if not 0 <= i < data.shape[0]:
+            raise LatentgeoError(f"{what} index {i} is out of range for {data.shape[0]} samples; pass 0..{data.shape[0] - 1}")
+        return data[i].double()
+    try:
+        v = [float(c) for c in t.replace(" ", "").split(",") if c]
+    except ValueError:
+        raise LatentgeoError(f"{what} must be comma-separated numbers like '0.5,-1.2' (or an index with --data), "
+                             f"got '{text}'")
+    n = int(math.prod(shape)) if shape else len(v)
+    if len(v) != n:
+        raise LatentgeoError(f"{what} has {len(v)} coordinates but the model's data have {n}; "
+                             "pass all coordinates, or use --data NAME with a sample index")
+    return torch.tensor(v, dtype=torch.float64).reshape(tuple(shape) if shape else (n,))
+
+
+def geodesic_cmd(
+    run: str = typer.Argument(..., help="Diffusion training folder (from `latentgeo train diffusion`)."),
+    from_: str = typer.Option(..., "--from", help="Start point: comma-separated coordinates, or a sample index "
+                                                  "with --data."),
+    to: str = typer.Option(..., "--to", help="End point (same format as --from)."),
+    sigma_from: float = typer.Option(0.1, "--sigma-from", help="Noise level of the start point."),
+    sigma_to: float = typer.Option(0.1, "--sigma-to", help="Noise level of the end point."),
+    data: Optional[str] = typer.Option(None, "--data", help="Data set: --from/--to are then sample indices."),
+    split: str = typer.Option("test", "--split", help="Split of --data (train | test)."),
+    encode: bool = typer.Option(False, "--encode", help="PF-ODE-encode the clean points to their sigmas first."),
+    n_points: str = typer.Option("64", "--n-points", help="Curve points; a list like 16,64 = coarse-to-fine."),
+    steps: str = typer.Option("500", "--steps", help="Adam steps (a list matching --n-points)."),
+    n_nodes: int = typer.Option(8, "--n-nodes", help="Interior spline knots."),
+    lr: float = typer.Option(0.1, "--lr", help="Adam learning rate."),
+    probes: str = typer.Option("1", "--probes", help="Rademacher probes per point, or 'exact' (low dimensions)."),
+    eval_probes: str = typer.Option("16", "--eval-probes", help="Probes for the reported energy/length, or 'exact'."),
+    chunk_size: int = typer.Option(0, "--chunk-size", help="Denoiser calls on at most this many points (0 = all; "
+                                                           "images: 16)."),
+    seed: int = typer.Option(0, "--seed"),
+    out: Optional[str] = typer.Option(None, "--out", help="Output folder (default RUN/geodesic)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Spacetime geodesic between two points: writes geodesic.json (curve, energy, length, history) and a PNG."""
+    from pathlib import Path
+
+    import torch
+
+    from latentgeo.checkpoint import atomic_write_bytes, atomic_write_json
+    from latentgeo.errors import LatentgeoError, check_choice, check_positive
+    from latentgeo.spacetime.diffed import _multires, encode_to_sigma
+    from latentgeo.spacetime.plots import curve_png, image_strip_png
+
+    check_positive(sigma_from, "--sigma-from")
+    check_positive(sigma_to, "--sigma-to")
+    check_positive(lr, "--lr")
+    check_choice(split, ["train", "test"], "split")
+    pts, sts = _ints(n_points, "--n-points"), _ints(steps, "--steps")
+    if len(sts) == 1:
+        sts = sts * len(pts)
+    if len(pts) != len(sts):
+        raise LatentgeoError(f"--n-points {n_points} and --steps {steps} need the same number of entries")
+    if n_nodes < 1:
+        raise LatentgeoError(f"--n-nodes must be >= 1, got {n_nodes}")
+    k, ek = _probes(probes), _probes(eval_probes)
+    den, user = _load_run(run)
+    shape = user.get("data_shape")
+    x_data = None
+    if data is not None:
+        from latentgeo.data import load
+
+        x_data = load(data, split=split)
+        if shape is not None and tuple(x_data.shape[1:]) != tuple(shape):
+            raise LatentgeoError(f"data set '{data}' has samples of shape {tuple(x_data.shape[1:])} but the model "
+                                 f"was trained on {tuple(shape)}; pass the model's data set")
+        shape = list(x_data.shape[1:])
+    a = _point(from_, shape, "--from", x_data)
+    b = _point(to, shape, "--to", x_data)
+    dt = next(den.parameters()).dtype if any(True for _ in den.parameters()) else torch.float32
+    a, b = a.to(dt), b.to(dt)
+    if encode:
+        a = encode_to_sigma(den, a[None], sigma_from)[0]
+        b = encode_to_sigma(den, b[None], sigma_to)[0]
+    g = _multires(den, (a, sigma_from), (b, sigma_to), pts, sts, n_nodes=n_nodes, lr=lr, n_probes=k,
+                  generator=torch.Generator().manual_seed(seed), progress=not quiet, chunk_size=chunk_size or None,
+                  eval_probes=ek)
+    dest = Path(out) if out else Path(run) / "geodesic"
+    dest.mkdir(parents=True, exist_ok=True)
+    rec = {"run": str(run), "from": from_, "to": to, "sigma_from": sigma_from, "sigma_to": sigma_to,
+           "encode": encode, "n_points": pts, "steps": sts, "n_nodes": n_nodes, "lr": lr, "probes": probes,
+           "eval_probes": eval_probes, "energy": g.energy, "length": g.length, "seconds_per_step": g.seconds_per_step,
+           "sigmas": g.sigmas.tolist(), "history": g.history}
+    if g.xs[0].numel() <= 64:
+        rec["xs"] = g.xs.reshape(g.xs.shape[0], -1).tolist()
+    else:
+        import io
+
+        import numpy as np
+
+        buf = io.BytesIO()
+        np.savez(buf, xs=g.xs.detach().cpu().numpy(), sigmas=g.sigmas.detach().cpu().numpy())
+        atomic_write_bytes(dest / "geodesic.npz", buf.getvalue())
+    atomic_write_json(dest / "geodesic.json", rec)
+    if g.xs.ndim == 4:
+        png = image_strip_png(den, g.xs, g.sigmas, title=f"geodesic: length {g.length:.3g}, energy {g.energy:.3g}")
+    else:
+        if x_data is None and user.get("data") and g.xs[0].numel() <= 3:
+            try:  # backdrop of training data for the plot (best effort: the run may name a file that moved)
+                from latentgeo.data import load
+
+                x_data = load(user["data"], n=2000)
+            except (LatentgeoError, OSError):
+                x_data = None
+        png = curve_png(g.xs, g.sigmas, title=f"geodesic: length {g.length:.3g}, energy {g.energy:.3g}",
+                        data=x_data[:2000] if x_data is not None else None)
+    atomic_write_bytes(dest / "geodesic.png", png)
+    typer.echo(f"geodesic: length {g.length:.4g}, energy {g.energy:.4g} (straight line {g.history['energy'][0]:.4g}), "
+               f"max sigma {float(g.sigmas.max()):.3g}; {g.seconds_per_step * 1e3:.2f} ms/step; wrote {dest}")
+
+
+def diffed_cmd(
+    run: str = typer.Argument(..., help="Diffusion training folder (from `latentgeo train diffusion`)."),
+    data: str = typer.Option(..., "--data", help="Data set whose random pairs are compared (the model's data)."),
+    pairs: int = typer.Option(16, "--pairs", help="Number of random pairs."),
+    split: str = typer.Option("test", "--split", help="train | test."),
+    sigma_min: float = typer.Option(0.1, "--sigma-min", help="Noise level of the endpoints."),
+    encode: bool = typer.Option(True, "--encode/--no-encode", help="PF-ODE-encode clean data to sigma_min first."),
+    n_points: str = typer.Option("16,64", "--n-points", help="Curve points, coarse-to-fine (anchor 16,64)."),
+    steps: str = typer.Option("150,50", "--steps", help="Adam steps per stage."),
+    n_nodes: int = typer.Option(8, "--n-nodes", help="Interior spline knots (anchor 8)."),
+    lr: float = typer.Option(0.1, "--lr"),
+    probes: str = typer.Option("1", "--probes", help="Rademacher probes per point, or 'exact'."),
+    eval_probes: str = typer.Option("8", "--eval-probes", help="Probes for the final lengths, or 'exact'."),
+    chunk_size: int = typer.Option(0, "--chunk-size", help="Points per denoiser call (0 = all)."),
+    pair_batch: int = typer.Option(16, "--pair-batch", help="Geodesics optimised together."),
+    seed: int = typer.Option(0, "--seed"),
+    out: Optional[str] = typer.Option(None, "--out", help="Output folder (default RUN/diffed)."),
+    quiet: bool = typer.Option(False, "--quiet"),
+) -> None:
+    """Diffusion Edit Distance over random pairs vs Euclidean distance (and SSIM for images), with rank correlations."""
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from latentgeo.checkpoint import atomic_write_bytes, atomic_write_json
+    from latentgeo.data import load
+    from latentgeo.errors import LatentgeoError, check_choice, check_positive
+    from latentgeo.spacetime.compare import euclidean, rank_correlations, ssim
+    from latentgeo.spacetime.diffed import edit_distance_pairs, encode_to_sigma
+    from latentgeo.spacetime.plots import curve_png, image_strip_png, scatter_png
+
+    check_positive(sigma_min, "--sigma-min")
+    check_choice(split, ["train", "test"], "split")
+    if pairs < 3:
+        raise LatentgeoError(f"--pairs must be >= 3 to compute rank correlations, got {pairs}")
+    if pair_batch < 1:
+        raise LatentgeoError(f"--pair-batch must be >= 1, got {pair_batch}")
+    pts, sts = _ints(n_points, "--n-points"), _ints(steps, "--steps")
+    if len(sts) == 1:
+        sts = sts * len(pts)
+    if len(pts) != len(sts):
+        raise LatentgeoError(f"--n-points {n_points} and --steps {steps} need the same number of entries")
+    k, ek = _probes(probes), _probes(eval_probes)
+    den, user = _load_run(run)
+    x = load(data, split=split)
+    shape = user.get("data_shape")
+    if shape is not None and tuple(x.shape[1:]) != tuple(shape):
+        raise LatentgeoError(f"data set '{data}' has samples of shape {tuple(x.shape[1:])} but the model was trained "
+                             f"on {tuple(shape)}; pass the model's data set")
+    if x.shape[0] < 2:
+        raise LatentgeoError(f"data set '{data}' has fewer than 2 samples")
+    gen = torch.Generator().manual_seed(seed)
+    i = torch.randint(0, x.shape[0], (pairs,), generator=gen)
+    j = (i + torch.randint(1, x.shape[0], (pairs,), generator=gen)) % x.shape[0]  # j != i
+    A, B = x[i], x[j]
+    dt = next(den.parameters()).dtype if any(True for _ in den.parameters()) else torch.float32
+    A, B = A.to(dt), B.to(dt)
+    if encode:
+        both = encode_to_sigma(den, torch.cat([A, B]), sigma_min)
+        Ae, Be = both[:pairs], both[pairs:]
+    else:
+        Ae, Be = A, B
+    L, geos = [], []
+    for s in range(0, pairs, pair_batch):
+        d, g = edit_distance_pairs(den, Ae[s:s + pair_batch], Be[s:s + pair_batch], sigma_min=sigma_min,
+                                   encode=False, n_points=pts, steps=sts, n_nodes=n_nodes, lr=lr, n_probes=k,
+                                   eval_probes=ek, chunk_size=chunk_size or None, generator=gen,
+                                   progress=not quiet, return_geodesic=True)
+        L.append(d.detach().cpu())
+        geos.append(g)
+    diffed = torch.cat(L).double().numpy()
+    eu = euclidean(A, B).double().numpy()
+    res = {"run": str(run), "data": data, "split": split, "pairs": pairs, "sigma_min": sigma_min, "encode": encode,
+           "n_points": pts, "steps": sts, "n_nodes": n_nodes, "probes": probes, "eval_probes": eval_probes,
+           "index_a": i.tolist(), "index_b": j.tolist(), "diffed": diffed.tolist(), "euclidean": eu.tolist()}
+    others = {"euclidean": eu}
+    if x.ndim == 4:
+        ss = ssim(A, B).numpy()
+        res["ssim"] = ss.tolist()
+        others["ssim"] = ss
+    res["rank_correlations"] = rank_correlations(diffed, **others)
+    dest = Path(out) if out else Path(run) / "diffed"
+    dest.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(dest / "diffed.json", res)
+    atomic_write_bytes(dest / "diffed_scatter.png",
+                       scatter_png(list(others.values()), diffed, list(others.keys()), "DiffED",
+                                   title=f"DiffED vs reference measures ({pairs} pairs of {data})"))
+    g0 = geos[0]
+    if x.ndim == 4:
+        png = image_strip_png(den, g0.xs[0], g0.sigmas[0], title=f"DiffED geodesic, pair 0: length {diffed[0]:.3g}")
+    else:
+        png = curve_png(g0.xs[: min(4, g0.xs.shape[0])], g0.sigmas[: min(4, g0.xs.shape[0])],
+                        title="DiffED geodesics (first pairs)", data=x[:2000])
+    atomic_write_bytes(dest / "diffed_geodesic.png", png)
+    corr = ", ".join(f"{n}: Spearman {v['spearman']:+.3f}" for n, v in res["rank_correlations"].items())
+    typer.echo(f"DiffED over {pairs} pairs: mean {diffed.mean():.4g}; {corr}; wrote {dest}")
+
+
+def demo_cmd(
+    name: str = typer.Argument("all", help="mixture1d | pullback | collapse | all"),
+    out: str = typer.Option("spacetime_demos", "--out", help="Output folder for PNG + JSON."),
+) -> None:
+    """The spacetime paper's toy results: Fig. 1 (1-D mixture), pullback straightness, Fisher-Rao collapse."""
+    from latentgeo.errors import check_choice
+    from latentgeo.spacetime import demos
+
+    check_choice(name, ["mixture1d", "pullback", "collapse", "all"], "demo")
+    todo = {"mixture1d": demos.mixture_1d_demo, "pullback": demos.pullback_demo,
+            "collapse": demos.fisher_rao_collapse_demo}
+    for key, fn in todo.items():
+        if name in (key, "all"):
+            r = fn(out=out)
+            typer.echo(f"{key}: wrote {', '.join(r.get('files', []))}")
+
+
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
     """Add this area's commands to the root app (and to `latentgeo train`)."""
+    app.command("geodesic")(geodesic_cmd)
+    app.command("diffed")(diffed_cmd)
+    app.command("spacetime-demo")(demo_cmd)

@@ -80,12 +80,25 @@ def rademacher_probes(n_probes: int, shape: torch.Size, dtype: torch.dtype, devi
     return (2 * v - 1).to(dtype=dtype, device=device)
 
 
+_BASIS_CACHE: dict = {}
+
+
 def _basis_probes(x: torch.Tensor) -> torch.Tensor:
-    """Coordinate basis as probes: [n, B, ...] with probe i = e_i for every row (exact trace by summation)."""
-    B = x.shape[0]
-    n = x[0].numel()
-    eye = torch.eye(n, dtype=x.dtype, device=x.device)  # [n, n]
-    return eye[:, None, :].expand(n, B, n).reshape(n, *x.shape)
+    """Coordinate basis as probes: [n, B, ...] with probe i = e_i for every row (exact trace by summation).
+
+    Cached per (shape, dtype, device): geodesic steps reuse the same tensor instead of rebuilding it.
+    """
+    key = (tuple(x.shape), x.dtype, x.device)
+    v = _BASIS_CACHE.get(key)
+    if v is None:
+        B = x.shape[0]
+        n = x[0].numel()
+        eye = torch.eye(n, dtype=x.dtype, device=x.device)  # [n, n]
+        v = eye[:, None, :].expand(n, B, n).reshape(n, *x.shape)
+        if len(_BASIS_CACHE) > 32:
+            _BASIS_CACHE.clear()
+        _BASIS_CACHE[key] = v
+    return v
 
 
 def _denoise_and_quad(denoiser: Denoiser, x: torch.Tensor, s: torch.Tensor, probes: torch.Tensor,

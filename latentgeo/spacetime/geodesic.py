@@ -21,8 +21,8 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 import torch
 
 from latentgeo.errors import LatentgeoError, check_finite
-from latentgeo.spacetime.family import (_curve_shapes, _segment_dots, _shared_probes, eta, lambda_of_sigma, mu,
-                                        rademacher_probes)
+from latentgeo.spacetime.family import (_basis_probes, _denoise_and_quad, _segment_dots, _shared_probes, eta,
+                                        lambda_of_sigma, mu)
 from latentgeo.spacetime.spline import SplineCurve
 
 __all__ = ["Geodesic", "geodesic", "energy_and_grad"]
@@ -87,10 +87,18 @@ def energy_and_grad(denoiser: Denoiser, xs: torch.Tensor, sigmas: torch.Tensor, 
     flat = P * N
     pen_val = 0.0
     if not chunk_size or chunk_size >= flat:
+        # Fast path (few tensor ops: this runs once per Adam step): eta and mu as [P, N, n + 1] rows, one diff-dot.
         xf, sf = xs.reshape(flat, *xs.shape[2:]), sigmas.reshape(flat)
-        mx, ms = mu(denoiser, xf, sf, n_probes=n_probes, probes=probes, create_graph=True)
-        ex, es = eta(xf, sf)
-        d = _segment_dots(ex.reshape(xs.shape), es.reshape(P, N), mx.reshape(xs.shape), ms.reshape(P, N))
+        exact = probes is None
+        pr = _basis_probes(xf) if exact else probes
+        D, q = _denoise_and_quad(denoiser, xf, sf, pr, True)
+        div = q.sum(0) if exact else q.mean(0)
+        s2 = sf * sf
+        inv = 1.0 / s2
+        xv, Dv = xf.reshape(flat, -1), D.reshape(flat, -1)
+        e = torch.cat([xv * inv[:, None], (-0.5 * inv)[:, None]], 1).view(P, N, -1)
+        m = torch.cat([Dv, (s2 * div + (Dv * Dv).sum(1))[:, None]], 1).view(P, N, -1)
+        d = ((e[:, 1:] - e[:, :-1]) * (m[:, 1:] - m[:, :-1])).sum(-1)
         E = c * d.sum(-1)
         loss = E.sum()
         if penalty is not None:

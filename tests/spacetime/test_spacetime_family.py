@@ -128,3 +128,34 @@ def test_bad_shapes_raise():
         segment_terms(gm.as_denoiser(), torch.zeros(5, 2, dtype=DT), torch.ones(4, dtype=DT))
     with pytest.raises(LatentgeoError):
         mu(gm.as_denoiser(), torch.zeros(3, 2, dtype=DT), torch.ones(2, dtype=DT))
+
+
+def test_mu_gradient_through_a_network_matches_finite_differences():
+    """Double backward through a real (row-independent) network: gradcheck of mu in x and sigma."""
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(3, 16), torch.nn.SiLU(), torch.nn.Linear(16, 16), torch.nn.Tanh(),
+                              torch.nn.Linear(16, 2)).double()
+
+    def D(x, s):
+        return x / (1 + s[:, None] ** 2) + s[:, None] * net(torch.cat([x, torch.log(s)[:, None]], 1))
+
+    x = torch.randn(3, 2, dtype=DT, requires_grad=True)
+    s = torch.tensor([0.3, 0.7, 1.4], dtype=DT, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda a, b: mu(D, a, b, n_probes=None)[1], (x, s))
+    # and the exact divergence equals the Jacobian trace
+    J = torch.autograd.functional.jacobian(lambda a: D(a, s.detach()), x.detach())  # [B, 2, B, 2]
+    tr = torch.stack([torch.trace(J[i, :, i, :]) for i in range(3)])
+    assert torch.allclose(divergence(D, x.detach(), s.detach(), n_probes=None), tr, atol=1e-12)
+
+
+def test_ssim_properties():
+    from latentgeo.spacetime.compare import ssim
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.rand(2, 1, 8, 8, generator=g) * 2 - 1
+    assert torch.allclose(ssim(a, a), torch.ones(2, dtype=DT))
+    b = a + 0.5 * torch.randn(a.shape, generator=g)
+    c = a + 0.1 * torch.randn(a.shape, generator=g)
+    s_b, s_c = ssim(a, b), ssim(a, c)
+    assert (s_b < s_c).all() and (s_c < 1).all()
+    assert torch.allclose(ssim(a, b), ssim(b, a))

@@ -1,0 +1,187 @@
+"""Cost of one spacetime-geodesic optimisation step: seconds per Adam step vs curve points N and data dimension n.
+
+Each step evaluates the discretised Fisher-Rao energy at all N points (one batched denoiser call on the probe-
+replicated batch, one vector-Jacobian product for the divergences) and back-propagates through it (double backward).
+Compared with
+- ``naive``: the same energy with a Python loop over the N points (one denoiser call + VJP per point),
+- ``net_floor``: the bare network cost of the same work (forward + VJP + double backward on the same rows, no
+  curve, no energy, no optimiser) -- the lower bound of any implementation built on autograd.
+
+Model: an EDM-preconditioned residual MLP (``latentgeo.nets.MLP``, hidden 64, depth 2) with random weights (speed does
+not depend on training). Exact divergence (``probes=exact``) for n = 2, one Rademacher probe otherwise and also for
+n = 2. Usage::
+
+    OMP_NUM_THREADS=2 python benchmarks/geodesic_cost.py [--threads 1 2] [--device cpu|cuda] [--quick]
+
+Prints JSON and writes ``benchmarks/results/geodesic_cost.json`` (merging results per device).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from latentgeo.checkpoint import atomic_write_json  # noqa: E402
+from latentgeo.spacetime.family import eta, mu  # noqa: E402
+from latentgeo.spacetime.geodesic import energy_and_grad  # noqa: E402
+from latentgeo.spacetime.spline import SplineCurve  # noqa: E402
+
+
+def make_denoiser(n: int, device: str, hidden: int = 64, depth: int = 2):
+    from latentgeo.diffusion import EDMDenoiser
+    from latentgeo.nets import MLP
+
+    torch.manual_seed(0)
+    net = MLP(n, hidden=hidden, depth=depth)
+    torch.nn.init.normal_(net.out.weight, std=0.1)  # the zero-initialised head would make D linear
+    den = EDMDenoiser(net, sigma_data=1.0).to(device).eval()
+    for p in den.parameters():
+        p.requires_grad_(False)
+    return den
+
+
+def _sync(device):
+    if str(device).startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def timeit(fn, device, min_time: float = 0.5, max_iter: int = 200, warmup: int = 3) -> float:
+    for _ in range(warmup):
+        fn()
+    _sync(device)
+    it, t0 = 0, time.perf_counter()
+    while True:
+        fn()
+        it += 1
+        _sync(device)
+        el = time.perf_counter() - t0
+        if el >= min_time or it >= max_iter:
+            return el / it
+
+
+def naive_step(den, curve, N, probes, gen):
+    """Energy + gradient with a Python loop over the points (what a direct transcription would do)."""
+    xs, sg = curve.evaluate(N)
+    P = xs.shape[0]
+    v = None if probes is None else (2 * torch.randint(0, 2, (1, P, *xs.shape[2:]), generator=gen) - 1).to(xs)
+    ms = []
+    for i in range(N):
+        ms.append(mu(den, xs[:, i], sg[:, i], n_probes=probes, probes=v, create_graph=True))
+    mx = torch.stack([m[0] for m in ms], 1)
+    msc = torch.stack([m[1] for m in ms], 1)
+    ex, es = eta(xs.reshape(P * N, -1), sg.reshape(-1))
+    ex, es = ex.reshape(mx.shape), es.reshape(P, N)
+    d = ((ex[:, 1:] - ex[:, :-1]) * (mx[:, 1:] - mx[:, :-1])).flatten(2).sum(-1) + (es[:, 1:] - es[:, :-1]) * (
+        msc[:, 1:] - msc[:, :-1])
+    E = 0.5 * (N - 1) * d.sum()
+    return torch.autograd.grad(E, [curve.nodes])
+
+
+def net_floor(den, rows, n, device, M):
+    x = torch.randn(rows * M, n, device=device)
+    s = torch.rand(rows * M, device=device) + 0.1
+    v = torch.ones_like(x)
+
+    def f():
+        xx = x.clone().requires_grad_(True)
+        ss = s.clone().requires_grad_(True)
+        out = den(xx, ss)
+        (g,) = torch.autograd.grad(out, xx, v, create_graph=True)
+        torch.autograd.grad((g * v).sum() + out.sum(), (xx, ss))
+
+    return f
+
+
+def run(threads, device, Ns, dims, naive_max_N, quick):
+    torch.set_num_threads(threads)
+    rows = []
+    for n in dims:
+        den = make_denoiser(n, device)
+        gen = torch.Generator().manual_seed(0)
+        xa = torch.randn(1, n, generator=gen).to(device)
+        xb = torch.randn(1, n, generator=gen).to(device)
+        s0 = torch.tensor([0.135], device=device)
+        for probes in ([None, 1] if n <= 4 else [1]):
+            for N in Ns:
+                curve = SplineCurve(xa, s0, xb, s0, 10)
+                curve.nodes.data.normal_(0, 0.1, generator=None)
+                opt = torch.optim.Adam([curve.nodes], lr=0.1)
+                pgen = torch.Generator(device=device).manual_seed(0) if probes else None
+
+                def step():
+                    xs, sg = curve.evaluate(N)
+                    _, _, (g,) = energy_and_grad(den, xs, sg, [curve.nodes], n_probes=probes, generator=pgen)
+                    curve.nodes.grad = g
+                    opt.step()
+
+                t = timeit(step, device, min_time=0.3 if quick else 1.0)
+                M = n if probes is None else probes
+                floor = timeit(net_floor(den, N, n, device, M), device, min_time=0.3 if quick else 1.0)
+                row = {"dim": n, "N": N, "probes": "exact" if probes is None else probes, "threads": threads,
+                       "device": device, "s_per_step": t, "net_floor_s": floor, "step_over_floor": t / floor}
+                if N <= naive_max_N:
+                    cgen = torch.Generator().manual_seed(0)
+                    tn = timeit(lambda: naive_step(den, curve, N, probes, cgen), device, min_time=0.3, max_iter=5,
+                                warmup=1)
+                    row["naive_s_per_step"] = tn
+                    row["naive_over_batched"] = tn / t
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--quick", action="store_true", help="fewer sizes, shorter timing windows")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "geodesic_cost.json"))
+    args = ap.parse_args()
+    Ns = [32, 128] if args.quick else [32, 128, 512]
+    dims = [2, 16] if args.quick else [2, 16, 64, 784]
+    load0 = os.getloadavg()
+    rows = []
+    for th in args.threads:
+        rows += run(th, args.device, Ns, dims, naive_max_N=128, quick=args.quick)
+    load1 = os.getloadavg()
+    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+               "cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
+               "loadavg_start": load0, "loadavg_end": load1}
+    if args.device.startswith("cuda"):
+        machine["gpu"] = torch.cuda.get_device_name(0)
+    key = "cuda" if args.device.startswith("cuda") else "cpu"
+    note = ("CPU timings on a SHARED 2-core machine with other jobs running (see loadavg); treat absolute numbers as "
+            "upper bounds, ratios are more stable." if key == "cpu" else "GPU timings.")
+    res = {"benchmark": "geodesic_cost", "model": "EDMDenoiser(MLP hidden=64 depth=2), random weights",
+           "spline_nodes": 10, "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    out = Path(args.out)
+    prev = {}
+    if out.exists():
+        try:
+            prev = json.loads(out.read_text())
+        except ValueError:
+            prev = {}
+    prev.update(res)
+    prev.setdefault("results", {})[key] = {"machine": machine, "note": note, "rows": rows}
+    # headline: the 2-D molecule setting (N = 128, exact divergence) per thread count
+    head = {f"{r['device']}_threads{r['threads']}": r["s_per_step"] for r in rows
+            if r["dim"] == 2 and r["N"] == 128 and r["probes"] == "exact"}
+    prev.setdefault("headline_2d_N128_exact_s_per_step", {}).update(head)
+    prev["reference"] = {"authors_code_2core_N128_s_per_step": 0.006, "authors_code_2core_N512_s_per_step": 0.014,
+                         "target_N128_s_per_step": 0.002}
+    atomic_write_json(out, prev)
+    print(json.dumps({"headline_2d_N128_exact_s_per_step": prev["headline_2d_N128_exact_s_per_step"],
+                      "written": str(out)}))
+
+
+if __name__ == "__main__":
+    main()
