@@ -194,7 +194,8 @@ class Encoder(nn.Module):
         """Set ``m = E T(x)`` and ``C = sqrt(d / E|T(x) - m|^2)`` from data ``x`` (eval mode); returns (m, C)."""
         was = self.training
         self.eval()
-        t = torch.cat([self.raw(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)], 0).double()
+        dev = self.shift.device
+        t = torch.cat([self.raw(x[i:i + batch_size].to(dev)) for i in range(0, x.shape[0], batch_size)], 0).double()
         self.train(was)
         m = t.mean(0)
         var = (t - m).pow(2).sum(1).mean()

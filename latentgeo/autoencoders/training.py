@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
@@ -22,7 +23,7 @@ from latentgeo.errors import LatentgeoError, check_choice, check_finite
 from latentgeo.autoencoders.losses import gme_loss, kl_per_dim, mds_stress
 from latentgeo.autoencoders.nets import Decoder, Encoder
 
-__all__ = ["METHODS", "finalise_normalisation", "fit", "train_gpe_encoder", "train_decoder", "train_joint", "train_autoencoder",
+__all__ = ["METHODS", "finalise_normalisation", "fit", "run_shared", "train_gpe_encoder", "train_decoder", "train_joint", "train_autoencoder",
            "evaluate_mse", "evaluate_gme", "save_autoencoder", "load_encoder", "load_decoder", "encode_batched"]
 
 METHODS = ("gpe", "vae", "ae", "vae-mds", "ae-mds")
@@ -46,7 +47,7 @@ def fit(module: nn.Module, loss_fn: Callable, data: Batch, *, steps: int, batch_
         eval_fn: Optional[Callable[[nn.Module], Dict[str, float]]] = None, eval_every: int = 100,
         stop_fn: Optional[Callable[[Dict[str, float]], bool]] = None, time_budget: Optional[float] = None,
         out: Optional[Union[str, Path]] = None, name: str = "stage", ckpt_every: int = 500,
-        resume: bool = False, verbose: bool = False) -> Dict[str, Any]:
+        resume: bool = False, verbose: bool = False, clock: str = "wall") -> Dict[str, Any]:
     """Minimise ``loss_fn(batch, generator) -> loss | (loss, metrics)`` over minibatches of ``data``.
 
     Args:
@@ -55,6 +56,8 @@ def fit(module: nn.Module, loss_fn: Callable, data: Batch, *, steps: int, batch_
         eval_fn / eval_every / stop_fn: every ``eval_every`` steps (and at the end) ``eval_fn(module)`` (run in
             eval mode, no grad) is logged; training stops early when ``stop_fn(metrics)`` is true.
         time_budget: stop once this many seconds of TRAINING time (evaluation excluded) have elapsed.
+        clock: ``"wall"`` (perf_counter) or ``"cpu"`` (process CPU time: robust on a shared, loaded machine when
+            running single-threaded); it times the ``seconds`` column and the budget.
         out / name / ckpt_every / resume: state file ``out/state_<name>.safetensors`` (module, optimiser, RNG,
             history) and ``out/metrics_<name>.jsonl``, rewritten atomically; ``resume`` continues from the state
             file bit-exactly, and returns at once if that stage had finished.
@@ -66,6 +69,8 @@ def fit(module: nn.Module, loss_fn: Callable, data: Batch, *, steps: int, batch_
     n = (data[0] if isinstance(data, tuple) else data).shape[0]
     if n == 0:
         raise LatentgeoError("the training set is empty; pass at least one sample")
+    check_choice(clock, ("wall", "cpu"), "clock")
+    timer = time.perf_counter if clock == "wall" else time.process_time
     params = list(module.parameters()) if params is None else list(params)
     opt = torch.optim.Adam(params, lr=lr, betas=betas)
     gen = torch.Generator().manual_seed(int(seed))
@@ -115,7 +120,7 @@ def fit(module: nn.Module, loss_fn: Callable, data: Batch, *, steps: int, batch_
         if time_budget is not None and seconds >= time_budget:
             stopped = "time"
             break
-        t0 = time.perf_counter()
+        t0 = timer()
         idx = torch.randint(0, n, (batch_size,), generator=gen)
         out_ = loss_fn(_take(data, idx), gen)
         loss, train_metrics = (out_[0], out_[1]) if isinstance(out_, tuple) else (out_, {})
@@ -125,7 +130,7 @@ def fit(module: nn.Module, loss_fn: Callable, data: Batch, *, steps: int, batch_
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        seconds += time.perf_counter() - t0
+        seconds += timer() - t0
         step += 1
         last = float(loss.detach())
         if step % eval_every == 0 or step == steps:
@@ -141,16 +146,103 @@ def fit(module: nn.Module, loss_fn: Callable, data: Batch, *, steps: int, batch_
     return {"history": history, "steps": step, "seconds": seconds, "stopped": stopped}
 
 
+def run_shared(module: nn.Module, loss_fn: Callable, data: Batch, *, steps: int, batch_size: int = 100,
+               lr: float = 1e-3, betas: Tuple[float, float] = (0.5, 0.999), seed: int = 0,
+               params: Optional[Sequence[torch.nn.Parameter]] = None,
+               eval_fn: Optional[Callable[[nn.Module], Dict[str, float]]] = None, eval_every: int = 100,
+               stop_fn: Optional[Callable[[Dict[str, float]], bool]] = None, time_budget: Optional[float] = None,
+               out: Optional[Union[str, Path]] = None, name: str = "stage", ckpt_every: int = 500,
+               resume: bool = False, verbose: bool = False, clock: str = "wall",
+               device: str = "cpu") -> Dict[str, Any]:
+    """Same contract as :func:`fit`, run by the project's shared loop :func:`latentgeo.train.train_loop`
+    (progress bar, ``metrics.jsonl``, atomic checkpoints, exact resume, DDP under torchrun) in ``out/<name>/``.
+
+    Plain Adam with ``betas``, no EMA, no gradient clipping (the GPE anchor settings). A held-out early stop
+    (``stop_fn``) is run by training in chunks of ``eval_every`` steps, each resuming the previous chunk exactly;
+    ``out/<name>/stopped.json`` records a finished stage so that ``resume`` skips it.
+    """
+    import tempfile
+
+    from latentgeo.train import train_loop
+
+    if time_budget is not None:
+        raise LatentgeoError("a time budget needs the built-in loop (engine='fit'); pass steps instead")
+    tmp = tempfile.TemporaryDirectory() if out is None else None
+    sdir = Path(tmp.name if tmp is not None else out) / name
+    marker = sdir / "stopped.json"
+    common = dict(batch_size=batch_size, lr=lr, betas=betas, seed=seed, grad_clip=None, ema_decay=None,
+                  progress=verbose, description=name, ckpt_every=ckpt_every, log_every=min(eval_every, 100),
+                  device=device)
+
+    def fn(m, b, g):
+        return loss_fn(b, g)
+
+    try:
+        if resume and marker.exists():
+            info = json.loads(marker.read_text())
+            if info["stopped"] == "threshold" or info["steps"] >= steps:
+                train_loop(module, fn, data, steps=info["steps"], out=sdir, resume=True,
+                           **{**common, "progress": False})  # restores the weights, runs no step
+                return info
+        history: List[Dict[str, Any]] = []
+        chunk = eval_every if (stop_fn is not None and eval_fn is not None) else steps
+        target, stopped, seconds = 0, "", 0.0
+        first = True
+        while target < steps:
+            target = min(steps, target + max(1, chunk))
+            t0 = time.perf_counter()
+            res = train_loop(module, fn, data, steps=target, out=sdir, resume=resume or not first, **common)
+            seconds += time.perf_counter() - t0
+            first = False
+            row = {"step": target, "seconds": round(seconds, 4),
+                   "loss": res.metrics[-1]["loss"] if res.metrics else float("nan")}
+            if eval_fn is not None:
+                module.eval()
+                with torch.no_grad():
+                    row.update({k: float(v) for k, v in eval_fn(module).items()})
+            history.append(row)
+            if verbose and eval_fn is not None:
+                print(f"[{name}] " + "  ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}"
+                                               for k, v in row.items()), flush=True)
+            if stop_fn is not None and stop_fn(row):
+                stopped = "threshold"
+                break
+        module.train()
+        info = {"history": history, "steps": target, "seconds": seconds, "stopped": stopped or "steps"}
+        if int(os.environ.get("RANK", "0")) == 0:
+            atomic_write_json(marker, info)
+        return info
+    finally:
+        if tmp is not None:
+            tmp.cleanup()
+
+
+def _run(engine: str, *args, **kw) -> Dict[str, Any]:
+    check_choice(engine, ("fit", "shared"), "training engine")
+    if engine == "fit":
+        kw.pop("device", None)
+        return fit(*args, **kw)
+    return run_shared(*args, **kw)
+
+
 # ------------------------------------------------------------------------------------------------ evaluation
+
+def _device(m: Any) -> torch.device:
+    p = next(m.parameters(), None) if isinstance(m, nn.Module) else None
+    if p is None and hasattr(m, "__self__") and isinstance(m.__self__, nn.Module):  # bound method
+        p = next(m.__self__.parameters(), None)
+    return p.device if p is not None else torch.device("cpu")
+
 
 @torch.no_grad()
 def encode_batched(encoder: Callable, x: torch.Tensor, batch_size: int = 500, raw: bool = False) -> torch.Tensor:
     """Encode ``x`` in batches (eval mode for modules); ``raw`` uses ``encoder.raw`` (unnormalised T)."""
     fn = encoder.raw if raw else encoder
     was = getattr(encoder, "training", False)
+    dev = _device(encoder)
     if isinstance(encoder, nn.Module):
         encoder.eval()
-    z = torch.cat([fn(x[i:i + batch_size]) for i in range(0, x.shape[0], batch_size)], 0)
+    z = torch.cat([fn(x[i:i + batch_size].to(dev)).cpu() for i in range(0, x.shape[0], batch_size)], 0)
     if isinstance(encoder, nn.Module):
         encoder.train(was)
     return z
@@ -159,6 +251,7 @@ def encode_batched(encoder: Callable, x: torch.Tensor, batch_size: int = 500, ra
 @torch.no_grad()
 def evaluate_gme(encoder: Encoder, x: torch.Tensor, batch_size: int = 100) -> float:
     """Held-out GME cost of ``encoder.raw`` averaged over consecutive batches of ``batch_size`` (eval mode)."""
+    x = x.to(_device(encoder))
     vals = [gme_loss(encoder.raw(x[i:i + batch_size]), x[i:i + batch_size], gather=False).item()
             for i in range(0, x.shape[0] - batch_size + 1, batch_size)] or \
            [gme_loss(encoder.raw(x), x, gather=False).item()]
@@ -169,8 +262,9 @@ def evaluate_gme(encoder: Encoder, x: torch.Tensor, batch_size: int = 100) -> fl
 def evaluate_mse(decoder: Callable, z: torch.Tensor, x: torch.Tensor, batch_size: int = 500) -> float:
     """Mean squared reconstruction error per pixel, ``mean |S(z) - x|^2 / numel``."""
     tot = 0.0
+    dev = _device(decoder)
     for i in range(0, x.shape[0], batch_size):
-        tot += float((decoder(z[i:i + batch_size]) - x[i:i + batch_size]).pow(2).sum())
+        tot += float((decoder(z[i:i + batch_size].to(dev)) - x[i:i + batch_size].to(dev)).pow(2).sum())
     return tot / x.numel()
 
 
@@ -186,7 +280,7 @@ def _check_data(x: torch.Tensor, name: str) -> None:
 
 def train_gpe_encoder(encoder: Encoder, x: torch.Tensor, x_val: Optional[torch.Tensor] = None, *,
                       steps: int = 2000, gme_threshold: Optional[float] = None, eval_every: int = 100,
-                      **kw) -> Dict[str, Any]:
+                      engine: str = "fit", **kw) -> Dict[str, Any]:
     """GPE stage 1: train ``encoder`` alone on the GME cost; stop after ``steps`` or once the HELD-OUT GME cost
     (``x_val``, eval mode) falls below ``gme_threshold``. Keyword arguments go to :func:`fit`."""
     _check_data(x, "training data")
@@ -199,13 +293,13 @@ def train_gpe_encoder(encoder: Encoder, x: torch.Tensor, x_val: Optional[torch.T
 
     ev = (lambda m: {"val_gme": evaluate_gme(m, x_val)}) if x_val is not None else None
     stop = (lambda r: r.get("val_gme", math.inf) < gme_threshold) if gme_threshold is not None and ev else None
-    return fit(encoder, loss_fn, x, steps=steps, eval_fn=ev, eval_every=eval_every, stop_fn=stop,
-               name=kw.pop("name", "encoder"), **kw)
+    return _run(engine, encoder, loss_fn, x, steps=steps, eval_fn=ev, eval_every=eval_every, stop_fn=stop,
+                name=kw.pop("name", "encoder"), **kw)
 
 
 def train_decoder(decoder: Decoder, encoder: Callable, x: torch.Tensor, x_val: Optional[torch.Tensor] = None, *,
                   steps: int = 2000, mse_threshold: Optional[float] = None, eval_every: int = 100,
-                  cache_latents: bool = True, **kw) -> Dict[str, Any]:
+                  cache_latents: bool = True, engine: str = "fit", **kw) -> Dict[str, Any]:
     """GPE stage 2: train ``decoder`` on ``mean |S(E(x)) - x|^2`` with the encoder FROZEN (eval mode).
 
     ``encoder`` is any callable returning the latents the decoder will receive (for GPE: the normalised
@@ -213,13 +307,14 @@ def train_decoder(decoder: Decoder, encoder: Callable, x: torch.Tensor, x_val: O
     this is exact); the time it takes is added to the returned ``seconds`` and to ``encode_seconds``.
     """
     _check_data(x, "training data")
-    t0 = time.perf_counter()
+    timer = time.process_time if kw.get("clock") == "cpu" else time.perf_counter
+    t0 = timer()
     if isinstance(encoder, nn.Module):
         encoder.eval()
         for p in encoder.parameters():
             p.requires_grad_(False)
     z_all = encode_batched(encoder, x) if cache_latents else None
-    enc_s = time.perf_counter() - t0
+    enc_s = timer() - t0
     zv = encode_batched(encoder, x_val) if x_val is not None else None
 
     if cache_latents:
@@ -237,8 +332,8 @@ def train_decoder(decoder: Decoder, encoder: Callable, x: torch.Tensor, x_val: O
 
     ev = (lambda m: {"val_mse": evaluate_mse(m, zv, x_val)}) if x_val is not None else None
     stop = (lambda r: r.get("val_mse", math.inf) < mse_threshold) if mse_threshold is not None and ev else None
-    res = fit(decoder, loss_fn, data, steps=steps, eval_fn=ev, eval_every=eval_every, stop_fn=stop,
-              name=kw.pop("name", "decoder"), **kw)
+    res = _run(engine, decoder, loss_fn, data, steps=steps, eval_fn=ev, eval_every=eval_every, stop_fn=stop,
+               name=kw.pop("name", "decoder"), **kw)
     res["encode_seconds"] = enc_s
     res["seconds"] += enc_s
     for row in res["history"]:
@@ -249,7 +344,7 @@ def train_decoder(decoder: Decoder, encoder: Callable, x: torch.Tensor, x_val: O
 def train_joint(method: str, encoder: Encoder, decoder: Decoder, x: torch.Tensor,
                 x_val: Optional[torch.Tensor] = None, *, steps: int = 2000, kl_weight: float = 0.1,
                 mds_weight: float = 1.0, mse_threshold: Optional[float] = None, eval_every: int = 100,
-                **kw) -> Dict[str, Any]:
+                engine: str = "fit", **kw) -> Dict[str, Any]:
     """Joint baselines: ``vae`` (beta-VAE: MSE + kl_weight * per-dimension KL, decoder fed the reparametrised
     sample), ``ae`` (MSE), ``vae-mds`` / ``ae-mds`` (+ mds_weight * MDS stress on the encoder mean).
     Validation MSE decodes the MEAN ``T(x)``. The decoder learns on raw ``T(x)``; call
@@ -266,7 +361,8 @@ def train_joint(method: str, encoder: Encoder, decoder: Decoder, x: torch.Tensor
     def loss_fn(b, g):
         mean, logvar = encoder.mean_logvar(b)
         if variational:
-            t = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=g, dtype=mean.dtype)
+            t = mean + (0.5 * logvar).exp() * torch.randn(mean.shape, generator=g, dtype=mean.dtype,
+                                                              device=mean.device)
         else:
             t = mean
         rec = (decoder.decode_raw(t) - b).pow(2).mean()
@@ -287,8 +383,8 @@ def train_joint(method: str, encoder: Encoder, decoder: Decoder, x: torch.Tensor
 
     ev_fn = ev if x_val is not None else None
     stop = (lambda r: r.get("val_mse", math.inf) < mse_threshold) if mse_threshold is not None and ev_fn else None
-    return fit(both, loss_fn, x, steps=steps, params=params, eval_fn=ev_fn, eval_every=eval_every, stop_fn=stop,
-               name=kw.pop("name", "joint"), **kw)
+    return _run(engine, both, loss_fn, x, steps=steps, params=params, eval_fn=ev_fn, eval_every=eval_every,
+                stop_fn=stop, name=kw.pop("name", "joint"), **kw)
 
 
 def finalise_normalisation(encoder: Encoder, decoder: Optional[Decoder], x: torch.Tensor,
@@ -309,12 +405,15 @@ def train_autoencoder(method: str, x: torch.Tensor, x_val: Optional[torch.Tensor
                       gme_threshold: Optional[float] = None, kl_weight: float = 0.1, mds_weight: float = 1.0,
                       batch_size: int = 100, lr: float = 1e-3, seed: int = 0,
                       out: Optional[Union[str, Path]] = None, resume: bool = False, verbose: bool = False,
-                      extra: Optional[Dict[str, Any]] = None) -> Tuple[Encoder, Decoder, Dict[str, Any]]:
+                      extra: Optional[Dict[str, Any]] = None, engine: str = "fit",
+                      device: str = "cpu") -> Tuple[Encoder, Decoder, Dict[str, Any]]:
     """Build and train an encoder/decoder pair with ``method`` in :data:`METHODS`; save it to ``out`` if given.
 
     GPE: ``steps`` encoder steps (early stop at ``gme_threshold`` on ``x_val``), normalisation fitted on ``x``,
     then ``decoder_steps`` (default ``steps``) decoder steps on the normalised latents. Baselines: ``steps``
-    joint steps, then the normalisation. Returns ``(encoder, decoder, info)``.
+    joint steps, then the normalisation. ``engine``: ``"fit"`` (built-in loop, stage files in ``out``) or
+    ``"shared"`` (:func:`latentgeo.train.train_loop`, stage folders ``out/encoder``, ``out/decoder``,
+    ``out/joint``; ``device`` applies). Returns ``(encoder, decoder, info)`` on the CPU.
     """
     check_choice(method, METHODS, "method")
     _check_data(x, "training data")
@@ -322,7 +421,9 @@ def train_autoencoder(method: str, x: torch.Tensor, x_val: Optional[torch.Tensor
     shape = list(x.shape[1:])
     enc = Encoder(shape, latent_dim, arch=arch, width=enc_width, variational=method.startswith("vae"))
     dec = Decoder(shape, latent_dim, arch=arch, width=dec_width)
-    common = dict(batch_size=batch_size, lr=lr, seed=seed, out=out, resume=resume, verbose=verbose)
+    common = dict(batch_size=batch_size, lr=lr, seed=seed, out=out, resume=resume, verbose=verbose, engine=engine)
+    if engine == "shared":
+        common["device"] = device
     info: Dict[str, Any] = {"method": method, "latent_dim": latent_dim, "data_shape": shape, "lr": lr,
                             "batch_size": batch_size, "seed": seed}
     if out is not None:
@@ -339,13 +440,15 @@ def train_autoencoder(method: str, x: torch.Tensor, x_val: Optional[torch.Tensor
                         **common)
         m, c = finalise_normalisation(enc, dec, x, decoder_on_raw=True)
         info.update(joint_stage=_summary(r), seconds=r["seconds"], kl_weight=kl_weight, mds_weight=mds_weight)
+    enc, dec = enc.cpu(), dec.cpu()
     info["normalisation"] = {"scale": c}
+    info["engine"] = engine
     if x_val is not None:
         zv = encode_batched(enc, x_val)
         info["val_mse"] = evaluate_mse(dec, zv, x_val)
         info["val_gme"] = evaluate_gme(enc, x_val)
     info.update(extra or {})
-    if out is not None:
+    if out is not None and int(os.environ.get("RANK", "0")) == 0:
         save_autoencoder(out, enc, dec, info)
     return enc, dec, info
 

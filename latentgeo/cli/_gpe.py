@@ -33,7 +33,9 @@ def train_ae(
     seed: int = typer.Option(0, "--seed"),
     pad: Optional[bool] = typer.Option(None, "--pad/--no-pad", help="Pad 28x28 images to 32x32 (default on for fashion-mnist)."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out exactly."),
-    quiet: bool = typer.Option(False, "--quiet", help="No per-evaluation log lines."),
+    engine: str = typer.Option("shared", "--engine", help="shared (latentgeo.train loop: progress bar, DDP via torchrun) | fit (built-in loop)."),
+    device: str = typer.Option("cpu", "--device", help="cpu | cuda | auto (engine=shared)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar / log lines."),
 ) -> None:
     """Train an encoder/decoder: GPE (encoder on the GME cost, then decoder with the encoder frozen) or a jointly
     trained baseline with the same architectures."""
@@ -46,6 +48,7 @@ def train_ae(
     from latentgeo.errors import LatentgeoError, check_choice, check_positive
 
     check_choice(method, METHODS, "method")
+    check_choice(engine, ("shared", "fit"), "engine")
     for v, nm in ((steps, "--steps"), (batch_size, "--batch-size"), (n_val, "--n-val")):
         if v < 1:
             raise LatentgeoError(f"{nm} must be a positive integer, got {v}")
@@ -54,7 +57,8 @@ def train_ae(
     if (outp / "autoencoder.json").exists() and not resume:
         raise LatentgeoError(f"'{out}' already holds a trained autoencoder; pass --resume to continue it or "
                              "choose another --out")
-    if outp.exists() and any(outp.glob("state_*.safetensors")) and not resume:
+    if outp.exists() and (any(outp.glob("state_*.safetensors")) or any(outp.glob("*/state.safetensors"))) \
+            and not resume:
         raise LatentgeoError(f"'{out}' holds an unfinished run; pass --resume to continue it or choose another --out")
     x = _load_data(data, "train", n, seed, pad)
     xv = _load_data(data, "test", n_val, seed, pad)
@@ -64,7 +68,7 @@ def train_ae(
     enc, dec, info = train_autoencoder(
         method, x, xv, latent_dim=latent_dim, arch=arch, steps=steps, decoder_steps=decoder_steps,
         gme_threshold=gme_threshold, kl_weight=kl_weight, mds_weight=mds_weight, batch_size=batch_size, lr=lr,
-        seed=seed, out=outp, resume=resume, verbose=not quiet,
+        seed=seed, out=outp, resume=resume, verbose=not quiet, engine=engine, device=device,
         extra={"data": data, "pad": bool(x.shape[-1] == 32 and pad is not False and x.ndim == 4), "n": n})
     typer.echo(f"saved {method} autoencoder to {outp}/ (encoder.safetensors, decoder.safetensors, autoencoder.json)")
     typer.echo(f"held-out MSE {info['val_mse']:.5g}  held-out GME {info['val_gme']:.5g}  "

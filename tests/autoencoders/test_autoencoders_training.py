@@ -126,3 +126,35 @@ def test_gme_under_distributed_spans_the_global_batch():
         # the gathered gradient is summed over ranks (each computed the global loss); DDP then averages over
         # the 2 ranks, which gives exactly the global gradient for this rank's samples
         assert torch.allclose(torch.tensor(grad, dtype=torch.float64) / 2, zr.grad[rank * 4:(rank + 1) * 4], rtol=1e-10, atol=1e-14)
+
+
+def test_shared_loop_threshold_stop_and_resume(tmp_path):
+    # engine="shared" runs latentgeo.train.train_loop in chunks of eval_every steps for the held-out early stop
+    from latentgeo.autoencoders import train_gpe_encoder
+    from latentgeo.autoencoders.nets import Encoder
+
+    x = gaussian_mixture_subspace(300, dim=8, seed=0)
+    xv = gaussian_mixture_subspace(100, dim=8, seed=1)
+    torch.manual_seed(0)
+    enc = Encoder([8], latent_dim=2, width=16)
+    first = train_gpe_encoder(enc, x, xv, steps=100, eval_every=20, batch_size=32, engine="shared",
+                              out=tmp_path, gme_threshold=1e-12)  # never met: 5 chunks, a held-out curve
+    gmes = [r["val_gme"] for r in first["history"]]
+    assert first["steps"] == 100 and len(gmes) == 5 and gmes[-1] < gmes[0]
+    k = min(range(3), key=lambda i: gmes[i])
+    thr = gmes[k] + 1e-12
+    torch.manual_seed(0)
+    enc2 = Encoder([8], latent_dim=2, width=16)
+    res = train_gpe_encoder(enc2, x, xv, steps=200, eval_every=20, batch_size=32, engine="shared",
+                            out=tmp_path / "b", gme_threshold=thr)
+    # chunked training resumes exactly, so it retraces the first run and stops where that run crossed thr
+    assert res["stopped"] == "threshold" and res["steps"] == 20 * (k + 1)
+    assert res["history"][-1]["val_gme"] == pytest.approx(gmes[k], rel=1e-6)
+    # resuming a stage that met its threshold restores its weights without training further
+    torch.manual_seed(1)
+    enc3 = Encoder([8], latent_dim=2, width=16)
+    again = train_gpe_encoder(enc3, x, xv, steps=200, eval_every=20, batch_size=32, engine="shared",
+                              out=tmp_path / "b", gme_threshold=thr, resume=True)
+    assert again["steps"] == res["steps"]
+    for p, q in zip(enc2.state_dict().values(), enc3.state_dict().values()):
+        assert torch.equal(p, q)
