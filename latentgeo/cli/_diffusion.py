@@ -54,6 +54,10 @@ def train_diffusion(
                          net_kwargs=kw, resume=resume, device=device, progress=not quiet,
                          data_info={"data": data, "image": x.ndim == 4}, log_every=log_every, ckpt_every=ckpt_every,
                          grad_clip=grad_clip or None)
+    import os
+
+    if int(os.environ.get("RANK", "0")) != 0:  # under torchrun only rank 0 reports
+        return
     last = res.metrics[-1]["loss"] if res.metrics else float("nan")
     typer.echo(f"trained {res.step} steps, final loss {last:.4g}; denoiser in {out} "
                f"(load with latentgeo.load_denoiser('{out}'))")

@@ -188,13 +188,18 @@ def train_loop(model: nn.Module, loss_fn: Callable, data: Any, *, steps: int, ba
     dev = resolve_device(device)
     created = _maybe_init_dist(dev)
     rank, world = dist_info()
-    if batch_size % world:
-        raise LatentgeoError(f"batch size {batch_size} is not divisible by the {world} processes; "
-                             f"use a multiple of {world}")
     try:
-        return _run(model, loss_fn, data, steps, batch_size, lr, out, resume, seed, grad_clip, ema_decay,
-                    weight_decay, betas, warmup_steps, max(1, int(log_every)), max(1, int(ckpt_every)), progress,
-                    dev, config, save_extra, optimizer, description, rank, world)
+        if batch_size % world:
+            raise LatentgeoError(f"batch size {batch_size} is not divisible by the {world} processes; "
+                                 f"use a multiple of {world}")
+        res = _run(model, loss_fn, data, steps, batch_size, lr, out, resume, seed, grad_clip, ema_decay,
+                   weight_decay, betas, warmup_steps, max(1, int(log_every)), max(1, int(ckpt_every)), progress,
+                   dev, config, save_extra, optimizer, description, rank, world)
+        if world > 1:  # every rank waits for rank 0's last checkpoint before returning / tearing down
+            import torch.distributed as dist
+
+            dist.barrier()
+        return res
     finally:
         if created:
             import torch.distributed as dist
