@@ -172,7 +172,8 @@ def curvature_penalty(encoder: Callable, x: torch.Tensor, tangents: Optional[tor
 
     Returns dict: ``curvature_rms = sqrt(mean |a|^2)``, ``normal_curvature_rms = sqrt(mean |a_perp|^2)``,
     ``relative_normal_curvature`` (mean of ``|a_perp| / |J t|^2``, the normal curvature of the image curve in
-    1/latent-length units), ``k``, and per-sample ``per_sample_normal_curvature`` [N] (rms over tangents).
+    1/latent-length units), ``relative_curvature`` (same with ``|a|``; use it when ``k >= d`` and nothing is
+    normal: ``normal_defined`` is False then), ``k``, and per-sample ``per_sample_normal_curvature`` [N] (rms over tangents).
     """
     encoder, x, T = _prepare(encoder, x, tangents, k, n_neighbors)
     N, k = T.shape[:2]
@@ -197,9 +198,12 @@ def curvature_penalty(encoder: Callable, x: torch.Tensor, tangents: Optional[tor
     A_perp = A - (A @ Q) @ Q.transpose(1, 2)
     a2 = (A ** 2).sum(-1)
     ap = (A_perp ** 2).sum(-1)
-    rel = ap.sqrt() / (JT ** 2).sum(-1).clamp_min(1e-300)
+    jt2 = (JT ** 2).sum(-1).clamp_min(1e-300)
+    rel = ap.sqrt() / jt2
+    rel_all = a2.sqrt() / jt2
     return {"curvature_rms": float(a2.mean().sqrt()), "normal_curvature_rms": float(ap.mean().sqrt()),
-            "relative_normal_curvature": float(rel.mean()), "k": int(k),
+            "relative_normal_curvature": float(rel.mean()), "relative_curvature": float(rel_all.mean()),
+            "normal_defined": bool(k < A.shape[-1]), "k": int(k),
             "per_sample_normal_curvature": ap.mean(1).sqrt()}
 
 

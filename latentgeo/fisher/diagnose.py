@@ -1,0 +1,339 @@
+"""``diagnose``: how diffusable is an encoder's latent space, compared with diffusing the pixels, and why.
+
+Pipeline (REFERENCE.md §2):
+
+1. Normalise the data and each encoder's latents the same way: subtract the mean and divide by one global scale so
+   that the per-coordinate RMS is 1 (``E|u|^2 = dim``). The FIR depends on scale (``Z = c X`` gives
+   ``R_Z(tau) = R_X(tau/c^2)/c^4``), so both sides must be put on the same footing; the summary records the scales.
+2. Train (or reuse) an EDM denoiser on the normalised pixels and one on each normalised latent set
+   (:func:`latentgeo.diffusion.fit_denoiser`).
+3. Estimate FI / FIR curves (:func:`fisher_curves`) and the deviations ``D_R``, ``D_I`` of each latent space from
+   pixel space (:func:`fir_deviation`).
+4. Measure the encoder penalties on data samples (normalised encoder map, JVPs): dimensional compression, tangential
+   distortion and curvature along local-PCA tangents; radially averaged power spectra of the images and latents.
+5. Write ``summary.json`` (numbers + a plain-language verdict) and plots.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Dict, Mapping, Optional, Sequence, Union
+
+import torch
+
+from latentgeo.errors import LatentgeoError, check_finite
+from latentgeo.fisher.curves import FisherCurves, _save_fig, default_sigmas, fir_deviation, fisher_curves
+from latentgeo.fisher.penalties import (curvature_penalty, dimensional_compression, high_frequency_fraction,
+                                        local_pca_dimension, power_spectrum, tangent_basis, tangential_distortion)
+
+__all__ = ["diagnose", "encoder_function", "normalise"]
+
+
+def normalise(x: torch.Tensor):
+    """``(u, mean, scale)`` with ``u = (x - mean) / scale``, ``mean`` per coordinate, one global ``scale`` such that
+    ``E|u|^2 = dim`` (per-coordinate RMS 1)."""
+    xd = x.double()
+    m = xd.mean(0, keepdim=True)
+    sc = float(((xd - m) ** 2).mean().sqrt())
+    if not math.isfinite(sc) or sc <= 0:
+        raise LatentgeoError("the samples have zero spread; check the data / encoder (constant output?)")
+    return ((xd - m) / sc).to(x.dtype), m[0].to(x.dtype), sc
+
+
+def encoder_function(encoder: Any) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A plain ``x -> z`` map for latentgeo Encoders (normalised latents), diffusers AutoencoderKL (posterior mean),
+    modules and callables."""
+    try:
+        from latentgeo.autoencoders import as_encoder_fn
+
+        return as_encoder_fn(encoder, raw=False)
+    except ImportError:  # autoencoders area missing: plain callables still work
+        if isinstance(encoder, torch.nn.Module):
+            encoder.eval()
+        return encoder
+
+
+def _load_encoder(spec: Any):
+    """An encoder from a folder (latentgeo autoencoder run, or diffusers AutoencoderKL folder) or an object."""
+    if not isinstance(spec, (str, Path)):
+        return spec
+    p = Path(spec)
+    if not p.exists():
+        raise LatentgeoError(f"encoder folder '{p}' does not exist; train one with `latentgeo train autoencoder` "
+                             "or pass a diffusers AutoencoderKL folder")
+    if (p / "config.json").exists() and any(p.glob("diffusion_pytorch_model*")):
+        try:
+            from diffusers import AutoencoderKL
+        except ImportError:
+            raise LatentgeoError(f"'{p}' is a diffusers model but diffusers is not installed; "
+                                 "pip install 'latentgeo[interop]'") from None
+        return AutoencoderKL.from_pretrained(str(p)).eval()
+    from latentgeo.autoencoders import load_encoder
+
+    return load_encoder(p)
+
+
+def _dtype_safe(f, enc):
+    """Feed a module its own parameter dtype and return the caller's dtype (float64 data, float32 encoders)."""
+    p = next(enc.parameters(), None) if isinstance(enc, torch.nn.Module) else None
+    if p is None:
+        return f
+
+    def g(v):
+        z = f(v.to(p.dtype))
+        z = z[0] if isinstance(z, (tuple, list)) else z
+        return z.to(v.dtype)
+
+    return g
+
+
+def _encode(f, x, batch_size=256):
+    outs = []
+    with torch.no_grad():
+        for i in range(0, x.shape[0], batch_size):
+            z = f(x[i:i + batch_size])
+            if isinstance(z, (tuple, list)):
+                z = z[0]
+            outs.append(z.detach())
+    z = torch.cat(outs)
+    check_finite(z, "latents")
+    return z
+
+
+def _fit_or_load(u: torch.Tensor, tag: str, cache: Optional[Path], steps: int, net: str, net_kwargs, seed, progress,
+                 given=None):
+    if given is not None:
+        if isinstance(given, (str, Path)):
+            from latentgeo.diffusion import load_denoiser
+
+            return load_denoiser(given), "loaded"
+        return given, "given"
+    from latentgeo.diffusion import fit_denoiser, load_denoiser
+
+    f = cache / f"{tag}.safetensors" if cache is not None else None
+    key = {"shape": list(u.shape), "steps": steps, "net": net, "net_kwargs": net_kwargs, "seed": seed,
+           "checksum": float(u.double().sum()), "sq": float((u.double() ** 2).sum())}
+    if f is not None and f.exists():
+        import json
+
+        meta_file = f.with_suffix(".key.json")
+        if meta_file.exists() and json.loads(meta_file.read_text()) == json.loads(json.dumps(key)):
+            return load_denoiser(f), "reused"
+    den = fit_denoiser(u, net=net, steps=steps, batch_size=256, net_kwargs=net_kwargs, seed=seed, progress=progress)
+    if f is not None:
+        from latentgeo.checkpoint import atomic_write_json, save
+
+        save(den, f)
+        atomic_write_json(f.with_suffix(".key.json"), key)
+    return den, "trained"
+
+
+def diagnose(encoders: Union[Mapping[str, Any], Sequence[Any]], x: torch.Tensor, *, out: Optional[str] = None,
+             data_name: str = "data", sigmas: Optional[Sequence[float]] = None, n_sigmas: int = 14,
+             n_eval: int = 256, n_probes: int = 4, steps: int = 2000, latent_steps: Optional[int] = None,
+             net: str = "mlp", net_kwargs: Optional[Dict[str, Any]] = None, pixel_denoiser: Any = None,
+             latent_denoisers: Optional[Mapping[str, Any]] = None, n_penalty: int = 128, tangent_dim: Optional[int] = None, n_neighbors: int = 16, seed: int = 0,
+             progress: bool = False) -> Dict[str, Any]:
+    """Compare diffusing the data with diffusing each encoder's latents; return (and write) a summary.
+
+    Args:
+        encoders: ``{name: encoder}`` or a list (named ``encoder0``...); an encoder is a latentgeo ``Encoder``, a
+            diffusers ``AutoencoderKL``, any module / callable ``x -> z``, or a folder holding one.
+        x: data [N, ...] (images [N, C, H, W] or vectors [N, D]); the denoisers train on all of it.
+        out: folder for ``summary.json``, curve JSONs, plots and cached denoisers (reused when the inputs match).
+        sigmas: noise levels (default ``n_sigmas`` log-spaced in [0.01, 80]).
+        n_eval / n_probes: Monte-Carlo sizes of the Fisher curves; n_penalty: samples for the encoder penalties.
+        steps / latent_steps: denoiser training steps on pixels / latents (latent default = steps).
+        net / net_kwargs: denoiser network (``"mlp"`` default; ``"unet"`` for images if time allows).
+        pixel_denoiser: a trained pixel-space denoiser (object or path) to reuse, trained on the SAME normalisation.
+        latent_denoisers: ``{name: denoiser or path}`` to reuse for some encoders' normalised latents.
+        tangent_dim: data tangent dimension for the penalties (default: local-PCA estimate, capped at 8).
+    Returns:
+        the summary dict written to ``summary.json`` (see the ``verdict`` entry for the plain-language reading).
+    """
+    x = torch.as_tensor(x)
+    if x.ndim < 2 or x.shape[0] < max(8, n_neighbors + 2):
+        raise LatentgeoError(f"need at least {max(8, n_neighbors + 2)} data samples [N, ...], got shape "
+                             f"{tuple(x.shape)}; load more data")
+    check_finite(x, "data")
+    x = x if x.is_floating_point() else x.float()
+    if isinstance(encoders, Mapping):
+        items = list(encoders.items())
+    else:
+        items = [(Path(e).name if isinstance(e, (str, Path)) else f"encoder{i}", e) for i, e in enumerate(encoders)]
+    if not items:
+        raise LatentgeoError("no encoder given; pass at least one --encoder DIR")
+    names = [n for n, _ in items]
+    if len(set(names)) != len(names):
+        items = [(f"{n}_{i}", e) for i, (n, e) in enumerate(items)]
+    outp = Path(out) if out is not None else None
+    cache = outp / "denoisers" if outp is not None else None
+    sig = torch.as_tensor(sigmas, dtype=torch.float64) if sigmas is not None else default_sigmas(n_sigmas, 0.01, 80.0)
+    net_kwargs = dict(net_kwargs or {"hidden": 256, "depth": 3})
+    latent_steps = int(latent_steps or steps)
+    g = lambda k: torch.Generator().manual_seed(seed + k)  # noqa: E731
+
+    def log(msg):
+        if progress:
+            print(f"[diagnose] {msg}", flush=True)
+
+    D = int(x[0].numel())
+    u, x_mean, x_scale = normalise(x)
+    n_ev = min(int(n_eval), x.shape[0])
+    log(f"pixel-space denoiser on {tuple(x.shape)}")
+    pden, how = _fit_or_load(u, "pixels", cache, steps, net, net_kwargs, seed, progress, pixel_denoiser)
+    curves: Dict[str, FisherCurves] = {"pixels": fisher_curves(pden, u[:n_ev], sig, n_probes=n_probes, generator=g(1),
+                                                               label="pixels")}
+    den_info = {"pixels": {"dim": D, "how": how, "scale": x_scale}}
+
+    # data tangents (shared by all encoders), in normalised pixel units
+    n_pen = min(int(n_penalty), x.shape[0])
+    xp = u[:n_pen]
+    k_est = local_pca_dimension(xp, min(n_neighbors, n_pen - 1))
+    k = int(tangent_dim) if tangent_dim else max(1, min(8, k_est))
+    T = tangent_basis(xp, k, min(n_neighbors, n_pen - 1)).to(x.dtype)
+
+    f_spec, p_spec = power_spectrum(x[: min(512, x.shape[0])])
+    spectra = {"pixels": (f_spec, p_spec)}
+    results: Dict[str, Any] = {}
+    for name, spec in items:
+        enc = _load_encoder(spec)
+        f = _dtype_safe(encoder_function(enc), enc)
+        z = _encode(f, x)
+        zu, z_mean, z_scale = normalise(z)
+        d = int(z[0].numel())
+        log(f"{name}: latents {tuple(z.shape)}, denoiser")
+        lden, how = _fit_or_load(zu, f"latent_{name}", cache, latent_steps, net, net_kwargs, seed, progress,
+                                 (latent_denoisers or {}).get(name))
+        curves[name] = fisher_curves(lden, zu[:n_ev], sig, n_probes=n_probes, generator=g(1), label=name)
+        den_info[name] = {"dim": d, "how": how, "scale": z_scale, "latent_shape": list(z.shape[1:])}
+        dev = fir_deviation(curves["pixels"], curves[name])
+
+        # the encoder as a map between the two normalised spaces (what the two denoisers see)
+        def enc_n(v, f=f, z_mean=z_mean, z_scale=z_scale):
+            return (f(v * x_scale + x_mean) - z_mean) / z_scale
+
+        log(f"{name}: penalties on {n_pen} samples, {k} tangent directions")
+        tan = tangential_distortion(enc_n, xp, tangents=T)
+        curv = curvature_penalty(enc_n, xp, tangents=T)
+        comp = dimensional_compression(D, d, intrinsic_dim=min(k_est, d - 1, D - 1)) if d < D else \
+            {"D": D, "d": d, "intrinsic_dim": k_est, "ratio": d / D, "predicted_dr_small_tau": (d - D) / max(D - k_est, 1)}
+        spectra[name] = power_spectrum(z[: min(512, z.shape[0])])
+        fz, pz = spectra[name]
+        mid = (sig >= 0.05) & (sig <= 5.0)
+        results[name] = {
+            "latent_dim": d, "latent_scale": z_scale,
+            "d_r": dev.d_r.tolist(), "d_r_se": dev.d_r_se.tolist(), "d_i": dev.d_i.tolist(),
+            "d_r_small_sigma": float(dev.d_r[0]), "d_r_median_mid": float(dev.d_r[mid].median()) if mid.any() else None,
+            "d_i_median_mid": float(dev.d_i[mid].median()) if mid.any() else None,
+            "compression": comp,
+            "tangential": {kk: v for kk, v in tan.items() if not kk.startswith("per_sample")},
+            "curvature": {kk: v for kk, v in curv.items() if not kk.startswith("per_sample")},
+            "spectrum_high_frequency_fraction": high_frequency_fraction(fz, pz),
+            "spectrum_kind": "2-D radial" if z.ndim == 4 else "1-D over latent coordinates (no spatial layout)",
+        }
+    pix_hf = high_frequency_fraction(*spectra["pixels"]) if x.ndim >= 3 else None
+    summary = {
+        "data": data_name, "data_shape": list(x.shape[1:]), "n_train": int(x.shape[0]), "n_eval": n_ev,
+        "n_probes": int(n_probes), "sigma": sig.tolist(), "tangent_dim": k, "intrinsic_dim_local_pca": k_est,
+        "normalisation": "both spaces: subtract the per-coordinate mean, divide by one global scale so the "
+                         "per-coordinate RMS is 1 (E|u|^2 = dim)",
+        "denoisers": den_info, "pixels_spectrum_high_frequency_fraction": pix_hf,
+        "encoders": results, "verdict": _verdict(results, D, pix_hf),
+        "settings": {"steps": steps, "latent_steps": latent_steps, "net": net, "net_kwargs": net_kwargs,
+                     "seed": seed, "n_penalty": n_pen},
+    }
+    if outp is not None:
+        from latentgeo.checkpoint import atomic_write_json
+
+        outp.mkdir(parents=True, exist_ok=True)
+        for nm, c in curves.items():
+            c.save(outp / f"curves_{nm}.json")
+        atomic_write_json(outp / "summary.json", summary)
+        _plots(outp, curves, results, spectra, sig, D)
+    return summary
+
+
+def _verdict(results: Dict[str, Any], D: int, pix_hf: Optional[float]) -> Dict[str, Any]:
+    """Plain-language reading of the numbers (the thresholds are rules of thumb, stated in the text)."""
+    lines, ranking = [], []
+    for name, r in results.items():
+        med = r["d_r_median_mid"]
+        ranking.append((med if med is not None else float("inf"), name))
+        why = []
+        pred = r["compression"]["predicted_dr_small_tau"]
+        why.append(f"compression {D}->{r['latent_dim']} alone predicts D_R ~ {pred:.2f} at small noise "
+                   f"(measured {r['d_r_small_sigma']:.2f})")
+        an = r["tangential"]["anisotropy"]
+        if an > 0.5:
+            why.append(f"strong tangential distortion (metric anisotropy {an:.2f} > 0.5: the encoder stretches some "
+                       "data directions much more than others)")
+        elif an > 0.2:
+            why.append(f"moderate tangential distortion (anisotropy {an:.2f})")
+        else:
+            why.append(f"little tangential distortion (anisotropy {an:.2f})")
+        cv = r["curvature"]
+        which = "relative_normal_curvature" if cv["normal_defined"] else "relative_curvature"
+        rc = cv[which]
+        why.append(f"{'notable' if rc > 1.0 else 'mild'} injected curvature ({which.replace('_', ' ')} {rc:.2f}, "
+                   "second derivative along data tangents per squared stretch)")
+        hf = r["spectrum_high_frequency_fraction"]
+        if pix_hf is not None and r["spectrum_kind"].startswith("2-D") and hf > 1.5 * pix_hf:
+            why.append(f"latents carry more high-frequency power than the images ({hf:.2f} vs {pix_hf:.2f})")
+        lines.append(f"{name}: median FIR deviation from pixel space over sigma in [0.05, 5] = "
+                     f"{med:.3f}; " + "; ".join(why) + "." if med is not None else f"{name}: no mid-range sigma")
+    ranking.sort()
+    best = ranking[0][1]
+    head = (f"Most diffusable like the pixels: '{best}' (lowest median D_R over mid-range noise). "
+            "D_R near 0 means a diffusion model sees the same Fisher-information dynamics as in pixel space; "
+            "D_R near 1 means they are very different. At small noise D_R is dominated by dimensional "
+            "compression, which is expected for any d < D and not by itself a defect.")
+    return {"best": best, "ranking": [n for _, n in ranking], "summary": head, "details": lines}
+
+
+def _plots(out: Path, curves, results, spectra, sig, D) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    from latentgeo.fisher.curves import plot_curves
+
+    plot_curves(list(curves.values()), path=out / "fisher_curves.png", labels=list(curves.keys()),
+                title="Fisher information and its rate: pixels vs latents (normalised)")
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    s = sig.numpy()
+    for name, r in results.items():
+        (ln,) = axes[0].semilogx(s, r["d_r"], "o-", ms=3, label=name)
+        axes[0].axhline(r["compression"]["predicted_dr_small_tau"], color=ln.get_color(), ls=":", lw=1)
+        axes[1].semilogx(s, r["d_i"], "o-", ms=3, label=name)
+    axes[0].set(xlabel="sigma", ylabel="D_R = |R_pix - R_lat| / |R_pix|",
+                title="FIR deviation (dotted: compression-only prediction)")
+    axes[1].set(xlabel="sigma", ylabel="D_I = |I_pix - I_lat| / |I_pix|", title="FI deviation")
+    for ax in axes:
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+    _save_fig(fig, out / "deviation.png")
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    names = list(results)
+    axes[0].bar(names, [r["tangential"]["anisotropy"] for r in results.values()])
+    axes[0].set(title="tangential anisotropy |G/(trG/k) - I|/sqrt(k)")
+    axes[1].bar(names, [r["curvature"]["relative_normal_curvature" if r["curvature"]["normal_defined"]
+                                         else "relative_curvature"] for r in results.values()])
+    axes[1].set(title="relative (normal) curvature")
+    axes[2].bar(names, [r["compression"]["predicted_dr_small_tau"] for r in results.values()])
+    axes[2].set(title=f"compression D={D} -> d: predicted small-tau D_R")
+    for ax in axes:
+        ax.tick_params(axis="x", rotation=20)
+    _save_fig(fig, out / "penalties.png")
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, (f, p) in spectra.items():
+        m = f > 0
+        ax.loglog(f[m].numpy(), (p[m] / p[m].sum()).numpy(), label=name)
+    ax.set(xlabel="frequency (cycles / pixel or / coordinate)", ylabel="normalised power",
+           title="radially averaged power spectra")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    _save_fig(fig, out / "spectra.png")
