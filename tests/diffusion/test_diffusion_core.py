@@ -184,3 +184,25 @@ def test_float64_sampling_with_float32_net():
     x = initial_noise((4, 2), 80.0, torch.Generator().manual_seed(0), torch.float64)
     y = heun_sample(den, x, edm_sigmas(5))
     assert y.dtype == torch.float64 and torch.isfinite(y).all()
+
+
+def test_diffusers_unet_adapter_and_vp_wrapper(tmp_path):
+    diffusers = pytest.importorskip("diffusers")
+    unet = diffusers.UNet2DModel(sample_size=8, in_channels=1, out_channels=1, block_out_channels=(8, 16),
+                                 layers_per_block=1, down_block_types=("DownBlock2D", "DownBlock2D"),
+                                 up_block_types=("UpBlock2D", "UpBlock2D"), norm_num_groups=4)
+    from latentgeo.nets import DiffusersUNet
+
+    den = EDMDenoiser(DiffusersUNet(unet), sigma_data=0.5)
+    x, s = torch.randn(2, 1, 8, 8), torch.tensor([0.1, 5.0])
+    with torch.no_grad():
+        y = den(x, s)
+        assert y.shape == x.shape
+        den2 = load(save(den, tmp_path / "du"))  # rebuilt from the recorded diffusers config
+        assert torch.equal(den2(x, s), y)
+    # A DDPM-style epsilon UNet over 1000 discrete timesteps, wrapped to VE: D = x - sigma * eps(alpha x, t).
+    acp = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 1000), 0)
+    vp = VPToVE(unet, time="discrete", alphas_cumprod=acp)
+    with torch.no_grad():
+        eps = unet(x / (1 + s.view(-1, 1, 1, 1) ** 2).sqrt(), vp._t(s)).sample
+        assert torch.allclose(vp(x, s), x - s.view(-1, 1, 1, 1) * eps, atol=1e-5)
