@@ -142,6 +142,7 @@ def run(threads, device, Ns, dims, naive_max_N, quick):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--naive-max-n", type=int, default=128, help="largest N timed with the naive per-point loop")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="fewer sizes, shorter timing windows")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "geodesic_cost.json"))
@@ -151,7 +152,7 @@ def main():
     load0 = os.getloadavg()
     rows = []
     for th in args.threads:
-        rows += run(th, args.device, Ns, dims, naive_max_N=128, quick=args.quick)
+        rows += run(th, args.device, Ns, dims, naive_max_N=args.naive_max_n, quick=args.quick)
     load1 = os.getloadavg()
     machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
                "cpu_count": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version(),
@@ -171,9 +172,16 @@ def main():
         except ValueError:
             prev = {}
     prev.update(res)
-    prev.setdefault("results", {})[key] = {"machine": machine, "note": note, "rows": rows}
+    # merge: a run with other thread counts keeps earlier rows of this device (same cell -> replaced)
+    old_rows = prev.get("results", {}).get(key, {}).get("rows", [])
+    cell = lambda r: (r["dim"], r["N"], str(r["probes"]), r["threads"])  # noqa: E731
+    new_cells = {cell(r) for r in rows}
+    merged = [r for r in old_rows if cell(r) not in new_cells] + rows
+    for r in rows:
+        r["loadavg_during"] = [round(v, 2) for v in load1]
+    prev.setdefault("results", {})[key] = {"machine": machine, "note": note, "rows": merged}
     # headline: the 2-D molecule setting (N = 128, exact divergence) per thread count
-    head = {f"{r['device']}_threads{r['threads']}": r["s_per_step"] for r in rows
+    head = {f"{r['device']}_threads{r['threads']}": r["s_per_step"] for r in merged
             if r["dim"] == 2 and r["N"] == 128 and r["probes"] == "exact"}
     prev.setdefault("headline_2d_N128_exact_s_per_step", {}).update(head)
     prev["reference"] = {"authors_code_2core_N128_s_per_step": 0.006, "authors_code_2core_N512_s_per_step": 0.014,

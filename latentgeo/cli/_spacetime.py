@@ -76,7 +76,8 @@ def _point(text: str, shape, what: str, data=None):
         except ValueError:
             raise LatentgeoError(f"with --data, {what} must be a sample index (integer), got '{text}'")
         if not 0 <= i < data.shape[0]:
-            raise LatentgeoError(f"{what} index {i} is out of range for {data.shape[0]} samples; pass 0..{data.shape[0] - 1}")
+            raise LatentgeoError(f"{what} index {i} is out of range for {data.shape[0]} samples; "
+                                 f"pass 0..{data.shape[0] - 1}")
         return data[i].double()
     try:
         v = [float(c) for c in t.replace(" ", "").split(",") if c]

@@ -17,7 +17,8 @@ def _gauss_window(size: int, sigma: float, dtype, device) -> torch.Tensor:
     return g[:, None] * g[None, :]
 
 
-def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0, win: int = 7, win_sigma: float = 1.5) -> torch.Tensor:
+def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0, win: int = 7,
+         win_sigma: float = 1.5) -> torch.Tensor:
     """Structural similarity (Wang et al. 2004) per image pair: ``a``, ``b`` [B, C, H, W] -> [B].
 
     Gaussian window (``win`` clipped to the image size, so 8x8 digits work), constants ``K1 = 0.01``, ``K2 = 0.03``

@@ -84,7 +84,7 @@ def _multires(denoiser, start, end, n_points, steps, **kw) -> Geodesic:
 def edit_distance_pairs(denoiser: Denoiser, A: torch.Tensor, B: torch.Tensor, sigma_min: float = 0.1,
                         encode: bool = False, n_points: Union[int, Sequence[int]] = 32, n_nodes: int = 8,
                         steps: Union[int, Sequence[int]] = 200, lr: float = 0.1, n_probes: Optional[int] = 1,
-                        eval_probes: Union[int, None, str] = "same", chunk_size: Optional[int] = None,
+                        eval_probes: Union[int, None, str] = "auto", chunk_size: Optional[int] = None,
                         generator: Optional[torch.Generator] = None, encode_steps: int = 32,
                         encode_from: float = 0.002, progress: bool = False, return_geodesic: bool = False):
     """DiffED for P pairs at once: ``A``, ``B`` [P, ...] -> lengths [P] (batched geodesics).

@@ -1,6 +1,7 @@
 """The denoising posteriors ``p(x0 | x, sigma)`` as an exponential family, and simulation-free curve energy/length.
 
-REFERENCE.md §3 (Karczewski et al., ICLR 2026). In VE form ``p(x0 | x) ∝ p(x0) exp(x.x0/sigma^2 - |x0|^2/(2 sigma^2))``,
+REFERENCE.md §3 (Karczewski et al., ICLR 2026). In VE form
+``p(x0 | x) ∝ p(x0) exp(x.x0/sigma^2 - |x0|^2/(2 sigma^2))``,
 an exponential family in ``x0`` with
 
 - sufficient statistic ``T(x0) = (x0, |x0|^2)``,
@@ -81,6 +82,7 @@ def rademacher_probes(n_probes: int, shape: torch.Size, dtype: torch.dtype, devi
 
 
 _BASIS_CACHE: dict = {}
+_EXACT_MAX_DIM = 1024
 
 
 def _basis_probes(x: torch.Tensor) -> torch.Tensor:
@@ -88,6 +90,9 @@ def _basis_probes(x: torch.Tensor) -> torch.Tensor:
 
     Cached per (shape, dtype, device): geodesic steps reuse the same tensor instead of rebuilding it.
     """
+    if x[0].numel() > _EXACT_MAX_DIM:
+        raise LatentgeoError(f"the exact divergence replicates the batch once per dimension ({x[0].numel()}); "
+                             f"above {_EXACT_MAX_DIM} use Hutchinson probes, e.g. n_probes=1")
     key = (tuple(x.shape), x.dtype, x.device)
     v = _BASIS_CACHE.get(key)
     if v is None:

@@ -29,7 +29,20 @@ __all__ = ["Geodesic", "geodesic", "energy_and_grad"]
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Penalty = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-_SAME = "same"
+_AUTO = "auto"
+
+
+def _resolve_eval_probes(eval_probes, n_probes, dim: int):
+    """Probes for the final energy/length: ``"auto"`` = exact for dim <= 16 (cheap, deterministic), otherwise at
+    least 16 Rademacher probes (one probe makes single-curve estimates noisy, even negative, in high dimension);
+    ``"same"`` = ``n_probes``; else the value itself (``None`` = exact)."""
+    if eval_probes == _AUTO:
+        if n_probes is None or dim <= 16:
+            return None
+        return max(int(n_probes), 16)
+    if eval_probes == "same":
+        return n_probes
+    return eval_probes
 
 
 @dataclass
@@ -160,7 +173,7 @@ def geodesic(denoiser: Denoiser, start, end, n_points: int = 64, n_nodes: int = 
              lr: float = 0.1, n_probes: Optional[int] = 1, penalty: Optional[Penalty] = None,
              generator: Optional[torch.Generator] = None, progress: bool = False, *,
              chunk_size: Optional[int] = None, batched: Optional[bool] = None,
-             init_nodes: Optional[torch.Tensor] = None, eval_probes: Union[int, None, str] = _SAME,
+             init_nodes: Optional[torch.Tensor] = None, eval_probes: Union[int, None, str] = _AUTO,
              log_every: int = 1, callback: Optional[Callable[[int, float], None]] = None) -> Geodesic:
     """Spacetime geodesic between ``start = (x_a, sigma_a)`` and ``end = (x_b, sigma_b)``.
 
@@ -181,7 +194,8 @@ def geodesic(denoiser: Denoiser, start, end, n_points: int = 64, n_nodes: int = 
         chunk_size: evaluate the denoiser on at most this many curve points at a time (bounded memory, same
             gradient); ``None`` = all at once.
         init_nodes: warm start, knot values [P, K, 1 + n] (e.g. ``previous.nodes`` with a different ``n_points``).
-        eval_probes: probes for the final energy/length (default: ``n_probes``).
+        eval_probes: probes for the final energy/length: ``"auto"`` (exact for data dimension <= 16, else
+            max(n_probes, 16)), ``"same"`` (= n_probes), an integer, or ``None`` (exact).
         log_every: record history every this many steps.
         callback: ``callback(step, energy)`` after every step.
     Returns:
@@ -197,7 +211,8 @@ def geodesic(denoiser: Denoiser, start, end, n_points: int = 64, n_nodes: int = 
             raise LatentgeoError(f"batched endpoints need x_a and x_b of the same shape [P, ...]; got "
                                  f"{tuple(xa.shape)} and {tuple(xb.shape)}")
         P = xa.shape[0]
-        sa, sb = sa.reshape(-1).expand(P) if sa.numel() == 1 else sa, sb.reshape(-1).expand(P) if sb.numel() == 1 else sb
+        sa = sa.reshape(-1).expand(P) if sa.numel() == 1 else sa
+        sb = sb.reshape(-1).expand(P) if sb.numel() == 1 else sb
         if sa.shape != (P,) or sb.shape != (P,):
             raise LatentgeoError(f"batched endpoints need sigma of shape [P] = [{P}] or a float; got "
                                  f"{tuple(sa.shape)} and {tuple(sb.shape)}")
@@ -260,7 +275,7 @@ def geodesic(denoiser: Denoiser, start, end, n_points: int = 64, n_nodes: int = 
         if bar is not None:
             bar.stop()
     sec = (time.perf_counter() - t0) / max(steps, 1)
-    ep = n_probes if eval_probes == _SAME else eval_probes
+    ep = _resolve_eval_probes(eval_probes, n_probes, int(xa[0].numel()))
     from latentgeo.spacetime.family import segment_terms
 
     with torch.no_grad():

@@ -76,7 +76,8 @@ def test_exact_divergence_is_trace_of_posterior_cov_mixture():
 
 
 def test_hutchinson_unbiased():
-    gm = GaussianMixture(torch.tensor([0.5, 0.5], dtype=DT), torch.tensor([[-1.0, 0.5, 0.0], [1.0, 0.0, 1.0]], dtype=DT),
+    gm = GaussianMixture(torch.tensor([0.5, 0.5], dtype=DT),
+                         torch.tensor([[-1.0, 0.5, 0.0], [1.0, 0.0, 1.0]], dtype=DT),
                          torch.tensor([[0.2, 0.05, 0.4], [0.1, 0.3, 0.2]], dtype=DT))
     D = gm.as_denoiser()
     x = torch.randn(3, 3, dtype=DT, generator=torch.Generator().manual_seed(0))
@@ -159,3 +160,9 @@ def test_ssim_properties():
     s_b, s_c = ssim(a, b), ssim(a, c)
     assert (s_b < s_c).all() and (s_c < 1).all()
     assert torch.allclose(ssim(a, b), ssim(b, a))
+
+
+def test_exact_divergence_refuses_huge_dimension():
+    D = lambda x, s: x  # noqa: E731
+    with pytest.raises(LatentgeoError):
+        mu(D, torch.zeros(1, 2000), torch.ones(1), n_probes=None)

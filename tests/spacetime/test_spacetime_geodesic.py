@@ -38,7 +38,8 @@ def test_zero_nodes_give_straight_line_in_logsnr():
     xa, xb = torch.tensor([[0.0, 1.0]], dtype=DT), torch.tensor([[2.0, -1.0]], dtype=DT)
     sa, sb = torch.tensor([0.1], dtype=DT), torch.tensor([1.0], dtype=DT)
     xs, sig = SplineCurve(xa, sa, xb, sb, 4).evaluate(5)
-    assert torch.allclose(xs[0], torch.stack([torch.linspace(0, 2, 5, dtype=DT), torch.linspace(1, -1, 5, dtype=DT)], 1))
+    ref = torch.stack([torch.linspace(0, 2, 5, dtype=DT), torch.linspace(1, -1, 5, dtype=DT)], 1)
+    assert torch.allclose(xs[0], ref)
     lam = -2 * torch.log(sig[0])
     assert torch.allclose(lam, torch.linspace(float(-2 * np.log(0.1)), 0.0, 5, dtype=DT))
 
@@ -130,3 +131,15 @@ def test_spline_basis_matches_scipy_natural_spline():
     c = np.random.default_rng(1).normal(size=K)
     ref = CubicSpline(np.linspace(0, 1, K + 2), np.r_[0.0, c, 0.0], bc_type="natural")(s)
     assert np.allclose(spline_basis(0, K, s=s) @ c, ref, atol=1e-12)
+
+
+def test_resample_and_warm_start():
+    D = _mix2d().as_denoiser()
+    a, b = (torch.tensor([-1.0, 0.5], dtype=DT), 0.3), (torch.tensor([1.0, -0.3], dtype=DT), 0.3)
+    g = geodesic(D, a, b, n_points=12, n_nodes=4, steps=30, n_probes=None)
+    xs, s = g.resample(12)
+    assert torch.allclose(xs, g.xs) and torch.allclose(s, g.sigmas)
+    # warm start on a finer grid continues from the coarse optimum (first logged energy ~ the coarse energy)
+    g2 = geodesic(D, a, b, n_points=40, n_nodes=4, steps=1, n_probes=None, init_nodes=g.nodes)
+    straight = geodesic(D, a, b, n_points=40, n_nodes=4, steps=0, n_probes=None).energy
+    assert g2.history["energy"][0] < 0.8 * straight
