@@ -5,6 +5,22 @@ The denoising posteriors ``p(x0 | x, sigma)`` form an exponential family indexed
 spline :func:`geodesic` (batched, chunked), Diffusion Edit Distance (:func:`edit_distance`,
 :func:`edit_distance_matrix`), constraint penalties (:class:`SNRPenalty`, :class:`RegionAvoidance`) and the paper's
 toy demonstrations (:mod:`latentgeo.spacetime.demos`).
+
+Example (exact denoiser of a 1-D mixture; any ``D(x, sigma) -> E[x0|x]`` works)::
+
+    import torch
+    from latentgeo.fisher.exact import GaussianMixture
+    from latentgeo.spacetime import geodesic, edit_distance
+
+    gm = GaussianMixture(torch.tensor([0.5, 0.5]), torch.tensor([[-1.0], [1.0]]), torch.full((2, 1, 1), 0.02))
+    D = gm.as_denoiser()
+    g = geodesic(D, start=(torch.tensor([-1.0]), 0.1), end=(torch.tensor([1.0]), 0.1),
+                 n_points=64, n_nodes=8, steps=300, n_probes=None)   # exact divergence in 1-D
+    g.xs, g.sigmas, g.energy, g.length, g.history["energy"]
+    edit_distance(D, torch.tensor([-1.0]), torch.tensor([1.0]), sigma_min=0.1)
+
+Probes: ``n_probes=None`` is the exact divergence (small dimensions); an integer uses that many Rademacher
+probes per point, shared along each curve (unbiased per segment, and the probe noise of neighbouring points cancels).
 """
 from latentgeo.spacetime.diffed import (edit_distance, edit_distance_matrix, edit_distance_pairs, encode_to_sigma,
                                         pf_ode_path)
