@@ -26,6 +26,7 @@ import torch
 
 from latentgeo.errors import LatentgeoError, check_choice, check_positive
 from latentgeo.molecules.langevin import boltzmann_samples
+from latentgeo.molecules.potentials import wrap_angle
 
 __all__ = ["TPSResult", "annealed_langevin", "max_energy", "fit_tps_denoiser", "tps_geodesic", "transition_paths"]
 
@@ -36,7 +37,10 @@ class TPSResult:
 
     Attributes:
         paths: ``[P, N, 2]`` frames (unwrapped coordinates; ``potential.wrap`` maps angles to ``[-pi, pi)``).
-        max_energy: ``[P]`` MaxEnergy of every path (scoring energy: the table for alanine).
+        max_energy: ``[P]`` MaxEnergy of every path over EVERY Langevin state it visited (strict; scoring energy:
+            the table for alanine). ``max_energy_frames``: the same over the ``N`` recorded frames only (the
+            frames can step over a barrier when the tether is loose, so this can fall below the grid lower bound).
+        reached: ``[P]`` bool, the last frame lies within ``reach_radius`` of ``end`` (wrapped distance).
         geodesic_xs: ``[N, 2]`` and geodesic_sigmas ``[N]``: the spacetime curve the paths followed.
         evals: gradient evaluations ``{"data": ..., "sampling": ..., "total": ...}``.
         seconds: wall time per stage.
@@ -46,6 +50,8 @@ class TPSResult:
 
     paths: np.ndarray
     max_energy: np.ndarray
+    max_energy_frames: np.ndarray
+    reached: np.ndarray
     geodesic_xs: np.ndarray
     geodesic_sigmas: np.ndarray
     evals: Dict[str, int]
@@ -72,7 +78,8 @@ def annealed_langevin(
     step: float = 4e-4,
     kT: float = 1.0,
     generator: Optional[torch.Generator] = None,
-) -> torch.Tensor:
+    track_max: bool = False,
+):
     """Annealed Langevin along a spacetime curve.
 
     Args:
@@ -80,8 +87,13 @@ def annealed_langevin(
         xs: ``[N, 2]`` curve positions; sigmas: ``[N]`` curve noise levels (tether widths).
         n_paths: P; k_steps: K steps per curve point; step: Euler-Maruyama ``dt``; kT: temperature.
 
+        track_max: also return the running maximum of the scoring energy over EVERY Langevin state (``[P]``), the
+            strict MaxEnergy of the continuous trajectory (the frames alone can step over a barrier between two
+            recorded points when the tether is loose).
+
     Returns:
         paths ``[P, N, 2]`` (float64, unwrapped). Frame 0 is the state after K tethered steps at ``xs[0]``.
+        With ``track_max``: ``(paths, strict_max [P])``.
     """
     xs = torch.as_tensor(xs, dtype=torch.float64).detach()
     sg = torch.as_tensor(sigmas, dtype=torch.float64).detach().reshape(-1)
@@ -96,30 +108,35 @@ def annealed_langevin(
     x = xs[0].expand(n_paths, 2).clone()
     noise = math.sqrt(2.0 * kT * step)
     frames = torch.empty((n_paths, xs.shape[0], 2), dtype=torch.float64)
+    strict = potential.score_energy(x.numpy()) if track_max else None
     for n in range(xs.shape[0]):
         c, iv = xs[n], float(inv_var[n])
         for _ in range(k_steps):
             g = potential.grad(x) + iv * (x - c)
             x = x - step * g + noise * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            if track_max:
+                np.maximum(strict, potential.score_energy(x.numpy()), out=strict)
         frames[:, n] = x
     if not torch.isfinite(frames).all():
         raise LatentgeoError(f"annealed Langevin diverged (step={step}); use a smaller step")
-    return frames
+    return (frames, strict) if track_max else frames
 
 
 def fit_tps_denoiser(samples: torch.Tensor, kind: str = "mlp", periodic: bool = True, steps: int = 3000,
-                     seed: int = 0, bandwidth: float = 0.05, **fit_kwargs):
+                     seed: int = 0, bandwidth: float = 0.1, kde_samples: int = 400, **fit_kwargs):
     """Denoiser of the Boltzmann samples ``[M, 2]``.
 
     ``kind="mlp"``: :func:`latentgeo.diffusion.fit_denoiser` with an MLP (periodic sin/cos embedding for angles).
     ``kind="kde"``: :class:`~latentgeo.molecules.kde.KDEDenoiser` (exact posterior mean of a Gaussian KDE; with
-    periodic images for angles), no training.
+    periodic images for angles) on a random subset of ``kde_samples`` points, no training.
     """
     check_choice(kind, ("mlp", "kde"), "denoiser")
     if kind == "kde":
         from latentgeo.molecules.kde import KDEDenoiser
 
-        return KDEDenoiser(samples, bandwidth=bandwidth, period=2 * math.pi if periodic else None)
+        g = torch.Generator().manual_seed(seed)
+        sub = samples[torch.randperm(samples.shape[0], generator=g)[:kde_samples]]
+        return KDEDenoiser(sub, bandwidth=bandwidth, period=2 * math.pi if periodic else None)
     try:
         from latentgeo.diffusion import fit_denoiser
     except ImportError as exc:  # pragma: no cover - depends on the diffusion area
@@ -131,46 +148,56 @@ def fit_tps_denoiser(samples: torch.Tensor, kind: str = "mlp", periodic: bool = 
                         **fit_kwargs)
 
 
+def _avoid_state(avoid):
+    try:
+        (px, sg) = avoid
+        px = torch.as_tensor(px, dtype=torch.float64).reshape(2)
+        sg = float(sg)
+    except (TypeError, ValueError, RuntimeError):
+        raise LatentgeoError(f"avoid must be ((x, y), sigma), got {avoid!r}; e.g. ((-1.0, 0.5), 0.3)")
+    check_positive(sg, "avoid sigma")
+    return px, sg
+
+
 def tps_geodesic(denoiser, start, end, sigma_end: float, n_points: int = 128, n_nodes: int = 10,
                  steps: int = 1000, lr: float = 0.1, snr_penalty: float = 0.0, avoid: Optional[Tuple] = None,
-                 avoid_weight: float = 1.0, seed: int = 0):
+                 avoid_weight: float = 1.0, avoid_kl: float = 3.0, seed: int = 0,
+                 n_probes: Optional[int] = 1):
     """Spacetime geodesic between ``(start, sigma_end)`` and ``(end, sigma_end)``.
 
     Args:
         snr_penalty: final weight of the low-SNR penalty ``mean_n softplus_10(3 - lambda_n)`` (ramped up from 0;
             REFERENCE uses 100); 0 disables it.
         avoid: ``((x*, y*), sigma*)``: a forbidden spacetime state; the curve is pushed away by maximising the KL
-            from it (weight ``avoid_weight``).
+            from it: ``avoid_weight * mean_n softplus(avoid_kl - KL(z* || gamma_n))``
+            (:class:`latentgeo.spacetime.penalties.RegionAvoidance`).
+        n_probes: Rademacher probes for the divergence per step (``None``: exact, two probes in 2-D).
 
     Returns:
         ``(xs [N, 2], sigmas [N], info)`` as float64 tensors, ``info`` with the geodesic ``energy``, ``length`` and
         ``seconds_per_step``.
     """
     from latentgeo.spacetime import geodesic
+    from latentgeo.spacetime.penalties import RegionAvoidance, SNRPenalty, SumPenalty
 
-    kw: Dict[str, Any] = {}
     pens = []
     if snr_penalty > 0:
-        from latentgeo.spacetime import SNRPenalty
-
         pens.append(SNRPenalty(weight=snr_penalty))
     if avoid is not None:
-        from latentgeo.spacetime import AvoidState
-
-        (px, sg) = avoid
-        pens.append(AvoidState(torch.as_tensor(px, dtype=torch.float64), float(sg), weight=avoid_weight))
-    if pens:
-        kw["penalty"] = pens if len(pens) > 1 else pens[0]
+        px, sg = _avoid_state(avoid)
+        pens.append(RegionAvoidance(denoiser, px, sg, kl_min=avoid_kl, weight=avoid_weight, n_probes=n_probes))
+    penalty = None if not pens else (pens[0] if len(pens) == 1 else SumPenalty(*pens))
     a = torch.as_tensor(start, dtype=torch.float64)
     b = torch.as_tensor(end, dtype=torch.float64)
+    gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     res = geodesic(denoiser, start=(a, sigma_end), end=(b, sigma_end), n_points=n_points, n_nodes=n_nodes,
-                   steps=steps, lr=lr, seed=seed, **kw)
+                   steps=steps, lr=lr, n_probes=n_probes, penalty=penalty, generator=gen, eval_probes=None)
     dt = time.perf_counter() - t0
     xs = torch.as_tensor(res.xs, dtype=torch.float64).detach().reshape(n_points, -1)
     sg = torch.as_tensor(res.sigmas, dtype=torch.float64).detach().reshape(-1)
     info = {"energy": float(res.energy), "length": float(res.length), "seconds": dt,
-            "seconds_per_step": dt / max(steps, 1)}
+            "seconds_per_step": float(res.seconds_per_step), "n_probes": n_probes}
     return xs, sg, info
 
 
@@ -197,6 +224,9 @@ def transition_paths(
     snr_penalty: float = 0.0,
     avoid: Optional[Tuple] = None,
     avoid_weight: float = 1.0,
+    n_probes: Optional[int] = None,
+    reach_radius: float = 0.5,
+    net_kwargs: Optional[Dict[str, Any]] = None,
     seed: int = 0,
     progress: Optional[Callable[[str], None]] = None,
 ) -> TPSResult:
@@ -212,6 +242,9 @@ def transition_paths(
         n_points (N), n_nodes, geo_steps, geo_lr: geodesic discretisation and Adam optimisation.
         k_steps (K), step, kT: annealed Langevin (``n_paths * N * K`` evaluations).
         snr_penalty, avoid, avoid_weight: optional constraints on the geodesic (see :func:`tps_geodesic`).
+        n_probes: divergence probes in the geodesic energy (``None``: exact, cheap in 2-D).
+        reach_radius: a path counts as reaching ``end`` if its last frame lies within this distance.
+        net_kwargs: MLP settings (default ``hidden=64, depth=2, emb_dim=32``).
     """
     say = progress or (lambda s: None)
     if not (isinstance(n_paths, int) and n_paths > 0):
@@ -231,7 +264,10 @@ def transition_paths(
     t0 = time.perf_counter()
     if isinstance(denoiser, str):
         say(f"denoiser: {denoiser}")
-        den = fit_tps_denoiser(samples, denoiser, periodic=periodic, steps=train_steps, seed=seed)
+        kw = dict(hidden=64, depth=2, emb_dim=32)
+        kw.update(net_kwargs or {})
+        extra = {"net_kwargs": kw, "batch_size": 512} if denoiser == "mlp" else {}
+        den = fit_tps_denoiser(samples, denoiser, periodic=periodic, steps=train_steps, seed=seed, **extra)
     else:
         den = denoiser
     seconds["train"] = time.perf_counter() - t0
@@ -241,19 +277,24 @@ def transition_paths(
     say(f"geodesic: N={n_points}, {geo_steps} steps")
     xs, sgs, ginfo = tps_geodesic(den, start, end, sigma_end, n_points=n_points, n_nodes=n_nodes, steps=geo_steps,
                                   lr=geo_lr, snr_penalty=snr_penalty, avoid=avoid, avoid_weight=avoid_weight,
-                                  seed=seed)
+                                  seed=seed, n_probes=n_probes)
     seconds["geodesic"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     say(f"annealed Langevin: {n_paths} paths x {n_points} points x {k_steps} steps")
     gen = torch.Generator().manual_seed(seed + 1)
-    paths = annealed_langevin(potential, xs, sgs, n_paths, k_steps=k_steps, step=step, kT=kT, generator=gen)
+    paths, strict = annealed_langevin(potential, xs, sgs, n_paths, k_steps=k_steps, step=step, kT=kT, generator=gen,
+                                      track_max=True)
     n_sampling = potential.reset_counter()
     seconds["sampling"] = time.perf_counter() - t0
     me = max_energy(potential, paths)
+    d = paths[:, -1].numpy() - np.asarray(end, dtype=np.float64)
+    if periodic:
+        d = wrap_angle(d)
+    reached = np.linalg.norm(d, axis=-1) < reach_radius
     seconds["total"] = sum(seconds.values())
     return TPSResult(
-        paths=paths.numpy(), max_energy=me, geodesic_xs=xs.numpy(), geodesic_sigmas=sgs.numpy(),
+        paths=paths.numpy(), max_energy=strict, max_energy_frames=me, reached=reached, geodesic_xs=xs.numpy(), geodesic_sigmas=sgs.numpy(),
         evals={"data": int(n_data), "sampling": int(n_sampling), "total": int(n_data + n_sampling)},
         seconds=seconds, samples=samples.numpy(), info={"geodesic": ginfo, "sigma_end": sigma_end}, denoiser=den,
     )

@@ -1,0 +1,146 @@
+"""One complete TPS run with its baselines and output files (what ``latentgeo tps`` and the benchmark call).
+
+Systems:
+- ``alanine``: :class:`AlanineTable` (kT = 1 in table units), states ``ALANINE_START`` -> ``ALANINE_END``, scored on
+  the TABLE; lower bound: grid minimax on the periodic 89 x 89 grid (36.34).
+- ``mueller-brown``: :class:`MuellerBrown` with ``scale = 0.1`` (i.e. kT = 10 in the standard units; energies are
+  reported in kT), from the deepest minimum (-0.558, 1.442) to (0.623, 0.028); lower bound: minimax on a 400 x 400
+  grid of the analytic surface (a grid estimate of the saddle energy).
+"""
+from __future__ import annotations
+
+import io
+import math
+import platform
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+import numpy as np
+import torch
+
+from latentgeo.errors import LatentgeoError, check_choice
+
+__all__ = ["SYSTEMS", "make_system", "run_tps"]
+
+SYSTEMS = ("alanine", "mueller-brown")
+
+# per-system defaults of transition_paths (overridable)
+_DEFAULTS: Dict[str, Dict[str, Any]] = {
+    "alanine": dict(data_step=1e-3, log_snr=4.0, step=4e-4),
+    "mueller-brown": dict(data_step=1e-3, log_snr=6.0, step=2e-4),
+}
+
+
+def make_system(name: str):
+    """``(potential, start, end, lower_bound)`` of a named system."""
+    from latentgeo.molecules.bounds import grid_lower_bound, minimax_path
+    from latentgeo.molecules.potentials import (ALANINE_END, ALANINE_START, MUELLER_BROWN_MINIMA, AlanineTable,
+                                                MuellerBrown)
+
+    check_choice(name, SYSTEMS, "system")
+    if name == "alanine":
+        pot = AlanineTable()
+        return pot, ALANINE_START, ALANINE_END, grid_lower_bound(pot, ALANINE_START, ALANINE_END)
+    pot = MuellerBrown(scale=0.1)
+    start, end = MUELLER_BROWN_MINIMA[0][0], MUELLER_BROWN_MINIMA[1][0]
+    xs, ys, u = pot.grid(400)
+    i0, j0 = np.argmin(np.abs(xs - start[0])), np.argmin(np.abs(ys - start[1]))
+    i1, j1 = np.argmin(np.abs(xs - end[0])), np.argmin(np.abs(ys - end[1]))
+    lb, _ = minimax_path(u, (i0, j0), (i1, j1), periodic=False)
+    return pot, start, end, lb
+
+
+def _npz_bytes(**arrays) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    return buf.getvalue()
+
+
+def _stats(v: np.ndarray) -> Dict[str, float]:
+    return {"mean": float(np.mean(v)), "std": float(np.std(v)), "min": float(np.min(v)), "max": float(np.max(v))}
+
+
+def run_tps(system: str, n_paths: int, out: Optional[str] = None, *, quick: bool = False, baselines: bool = True,
+            snr_penalty: float = 0.0, avoid=None, avoid_weight: float = 100.0, seed: int = 0,
+            progress=None, **overrides) -> Dict[str, Any]:
+    """Run the pipeline and the baselines on ``system``; write ``out/paths.npz``, ``out/summary.json`` and
+    ``out/paths.png`` when ``out`` is given. Returns the summary dict.
+
+    ``quick``: tiny settings for smoke tests (small data, 300 training steps, 100 geodesic steps, N = 64, K = 32).
+    ``overrides``: any keyword of :func:`~latentgeo.molecules.tps.transition_paths`.
+    """
+    from latentgeo.checkpoint import atomic_write_bytes, atomic_write_json
+    from latentgeo.molecules.baselines import densify, straight_path, string_method
+    from latentgeo.molecules.plots import plot_paths
+    from latentgeo.molecules.tps import max_energy, transition_paths
+
+    pot, start, end, lb = make_system(system)
+    kw: Dict[str, Any] = dict(_DEFAULTS[system])
+    if quick:
+        kw.update(n_chains=400, data_steps=400, train_steps=300, geo_steps=100, n_points=64, k_steps=32)
+    kw.update({k: v for k, v in overrides.items() if v is not None})
+    t0 = time.perf_counter()
+    res = transition_paths(pot, start, end, n_paths, snr_penalty=snr_penalty, avoid=avoid,
+                           avoid_weight=avoid_weight, seed=seed, progress=progress, **kw)
+    seconds = dict(res.seconds)
+    summary: Dict[str, Any] = {
+        "system": system,
+        "n_paths": int(n_paths),
+        "scoring": ("alanine TABLE, nearest grid point, angles wrapped" if system == "alanine"
+                    else "analytic Mueller-Brown energy / 10 (kT units)"),
+        "max_energy_mean": float(res.max_energy.mean()),
+        "max_energy_std": float(res.max_energy.std()),
+        "max_energy_note": "strict: maximum over every annealed-Langevin state of each path",
+        "max_energy_frames_mean": float(res.max_energy_frames.mean()),
+        "max_energy_frames_std": float(res.max_energy_frames.std()),
+        "max_frame_jump_median": float(np.median(np.linalg.norm(np.diff(res.paths, axis=1), axis=-1).max(1))),
+        "reached_fraction": float(res.reached.mean()),
+        "lower_bound": float(lb),
+        "energy_evaluations": int(res.evals["total"]),
+        "energy_evaluations_split": {"data": int(res.evals["data"]), "sampling": int(res.evals["sampling"])},
+        "geodesic": {**res.info["geodesic"], "sigma_min": float(res.geodesic_sigmas.min()),
+                     "sigma_max": float(res.geodesic_sigmas.max()), "sigma_end": res.info["sigma_end"]},
+        "settings": {k: (v if not isinstance(v, tuple) else list(v)) for k, v in kw.items()},
+        "constraints": {"snr_penalty": snr_penalty, "avoid": avoid, "avoid_weight": avoid_weight},
+        "seed": seed,
+        "machine": f"{platform.node() or 'unknown'} {platform.machine()}, torch threads {torch.get_num_threads()}",
+    }
+    if baselines:
+        t1 = time.perf_counter()
+        pot.reset_counter()
+        string = string_method(pot, start, end, n_images=64, n_iter=500, step=1e-3 if system == "alanine" else 2e-4)
+        n_str = pot.reset_counter()
+        straight = straight_path(start, end, 256)
+        summary["baselines"] = {
+            "string_method": {"max_energy": float(max_energy(pot, densify(string, 8)[None])[0]),
+                              "energy_evaluations": int(n_str), "seconds": time.perf_counter() - t1,
+                              "note": "one deterministic minimum-energy path (64 images, 500 iterations), "
+                                      "scored on 8x densified segments"},
+            "straight_line": {"max_energy": float(max_energy(pot, straight[None])[0])},
+            "grid_minimax_lower_bound": float(lb),
+        }
+        seconds["baselines"] = time.perf_counter() - t1
+    else:
+        string = None
+    seconds["total"] = time.perf_counter() - t0
+    summary["seconds"] = float(seconds["total"])
+    summary["seconds_split"] = seconds
+    if out is not None:
+        o = Path(out)
+        if o.exists() and not o.is_dir():
+            raise LatentgeoError(f"--out '{out}' is a file; pass a folder")
+        wrapped = pot.wrap(torch.as_tensor(res.paths)).numpy() if pot.period else res.paths
+        atomic_write_bytes(o / "paths.npz", _npz_bytes(
+            paths=wrapped.astype(np.float64), max_energy=res.max_energy, max_energy_frames=res.max_energy_frames,
+            geodesic_xs=res.geodesic_xs, geodesic_sigmas=res.geodesic_sigmas))
+        title = (f"{system}: {n_paths} paths, MaxEnergy {summary['max_energy_mean']:.2f} +- "
+                 f"{summary['max_energy_std']:.2f} (bound {lb:.2f})")
+        extra = [string.numpy()] if string is not None else []
+        marks = [(avoid[0], "forbidden state")] if avoid is not None else []
+        png = plot_paths(pot, res.paths, geodesics=[res.geodesic_xs], labels=["spacetime geodesic"], title=title,
+                         extra_paths=extra, extra_labels=["string method (MEP)"], marks=marks,
+                         vmax=60.0 if system == "alanine" else None)
+        atomic_write_bytes(o / "paths.png", png)
+        atomic_write_json(o / "summary.json", summary)
+    return summary
