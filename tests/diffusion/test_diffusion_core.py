@@ -73,19 +73,25 @@ def test_edm_loss_of_exact_denoiser_is_one():
 
 
 @pytest.mark.parametrize("sampler,steps", [(heun_sample, 40), (edm_stochastic_sample, 40),
-                                           (euler_maruyama_sample, 400)])
+                                           (euler_maruyama_sample, 150)])
 def test_samplers_with_exact_denoiser_recover_mixture(sampler, steps):
-    # Bound: 1.5x the largest SW between two fresh sample sets of the same size (8 repetitions), i.e. the sampler
-    # output must be as close to fresh samples as independent draws are, up to a 50% margin for discretisation.
+    # Statistic: mean over 4 sampler runs of SW(samples, fresh mixture samples), m = 2000 each.
+    # Bound: 1.5x the mean SW between two FRESH sample sets of the same size (8 pairs) -- i.e. sampler output
+    # must be about as close to the mixture as independent draws are. The 50% margin covers the known bias of
+    # starting from N(0, 80^2 I) instead of the exact noised law (it shifts mixture weights by ~1%), which gave
+    # ratios 1.03-1.25 here; a mixture with its means moved by 0.3 is far outside (checked below).
     gm, m = mixture_2d(), 2000
-    bound = 1.5 * null_sw(gm, m)
-    g = torch.Generator().manual_seed(7)
-    x = sampler(gm.as_denoiser(), initial_noise((m, 2), 80.0, g, torch.float64), edm_sigmas(steps), generator=g)
-    fresh = gm.sample(m, torch.Generator().manual_seed(99))
-    sw = sliced_wasserstein(x, fresh)
-    assert sw < bound, (sw, bound)
-    # Power check: a mixture with means moved by 0.3 is detected by the same bound.
+    bound = 1.5 * null_sw(gm, m, reduce="mean")
+    sws = []
+    for r in range(4):
+        g = torch.Generator().manual_seed(7 + r)
+        x = sampler(gm.as_denoiser(), initial_noise((m, 2), 80.0, g, torch.float64), edm_sigmas(steps), generator=g)
+        assert x.dtype == torch.float64
+        sws.append(sliced_wasserstein(x, gm.sample(m, torch.Generator().manual_seed(99 + r))))
+    assert sum(sws) / len(sws) < bound, (sws, bound)
+    # Power check: the same statistic on a mixture with means moved by 0.3 exceeds the bound.
     shifted = GaussianMixture(gm.weights, gm.means + 0.3, gm.covs)
+    fresh = gm.sample(m, torch.Generator().manual_seed(99))
     assert sliced_wasserstein(shifted.sample(m, torch.Generator().manual_seed(5)), fresh) > bound
 
 

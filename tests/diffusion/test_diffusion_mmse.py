@@ -45,11 +45,13 @@ def test_trained_mlp_mse_within_10pct_of_exact_mmse(name):
 
 @pytest.mark.slow
 def test_trained_mlp_heun_samples_are_close_to_mixture():
-    # Bound: 2x the largest SW between fresh sample sets (the exact denoiser passes at 1.5x in the core tests);
-    # the extra margin is for the model's approximation error, which the MMSE test bounds to a few percent.
+    # Same statistic as the exact-denoiser sampler test (mean over runs of SW to fresh samples, m = 2000), with
+    # bound 2x (instead of 1.5x) the fresh-vs-fresh level: the extra margin is for the model's approximation
+    # error, which the MMSE test bounds to a few percent.
     gm, den = _trained("2d")
-    m = 2000
-    g = torch.Generator().manual_seed(11)
-    x = heun_sample(den, initial_noise((m, 2), 80.0, g), edm_sigmas(32)).double()
-    sw = sliced_wasserstein(x, gm.sample(m, torch.Generator().manual_seed(12)))
-    assert sw < 2.0 * null_sw(gm, m), sw
+    m, sws = 2000, []
+    for r in range(3):
+        g = torch.Generator().manual_seed(11 + r)
+        x = heun_sample(den, initial_noise((m, 2), 80.0, g), edm_sigmas(32)).double()
+        sws.append(sliced_wasserstein(x, gm.sample(m, torch.Generator().manual_seed(99 + r))))
+    assert sum(sws) / len(sws) < 2.0 * null_sw(gm, m, reduce="mean"), sws
