@@ -10,6 +10,13 @@ from latentgeo.molecules.potentials import (
     wrap_angle,
 )
 from latentgeo.molecules.bounds import grid_lower_bound, minimax_path
+from latentgeo.molecules.baselines import densify, straight_path, string_method
+from latentgeo.molecules.kde import KDEDenoiser
+from latentgeo.molecules.langevin import boltzmann_samples, langevin, uniform_starts
+from latentgeo.molecules.openmm_source import openmm_alanine_samples
+from latentgeo.molecules.run import SYSTEMS, make_system, run_tps
+from latentgeo.molecules.tps import (TPSResult, annealed_langevin, fit_tps_denoiser, max_energy, tps_geodesic,
+                                     transition_paths)
 
 __all__ = [
     "ALANINE_END",
@@ -22,4 +29,21 @@ __all__ = [
     "wrap_angle",
     "grid_lower_bound",
     "minimax_path",
+    "densify",
+    "straight_path",
+    "string_method",
+    "KDEDenoiser",
+    "boltzmann_samples",
+    "langevin",
+    "uniform_starts",
+    "openmm_alanine_samples",
+    "SYSTEMS",
+    "make_system",
+    "run_tps",
+    "TPSResult",
+    "annealed_langevin",
+    "fit_tps_denoiser",
+    "max_energy",
+    "tps_geodesic",
+    "transition_paths",
 ]

@@ -63,12 +63,13 @@ def _stats(v: np.ndarray) -> Dict[str, float]:
 
 def run_tps(system: str, n_paths: int, out: Optional[str] = None, *, quick: bool = False, baselines: bool = True,
             snr_penalty: float = 0.0, avoid=None, avoid_weight: float = 100.0, seed: int = 0,
-            progress=None, **overrides) -> Dict[str, Any]:
+            progress=None, return_result: bool = False, **overrides):
     """Run the pipeline and the baselines on ``system``; write ``out/paths.npz``, ``out/summary.json`` and
     ``out/paths.png`` when ``out`` is given. Returns the summary dict.
 
     ``quick``: tiny settings for smoke tests (small data, 300 training steps, 100 geodesic steps, N = 64, K = 32).
-    ``overrides``: any keyword of :func:`~latentgeo.molecules.tps.transition_paths`.
+    ``overrides``: any keyword of :func:`~latentgeo.molecules.tps.transition_paths` (``denoiser`` may be a trained
+    model to reuse). ``return_result``: return ``(summary, TPSResult, string_path)`` instead of the summary.
     """
     from latentgeo.checkpoint import atomic_write_bytes, atomic_write_json
     from latentgeo.molecules.baselines import densify, straight_path, string_method
@@ -101,7 +102,8 @@ def run_tps(system: str, n_paths: int, out: Optional[str] = None, *, quick: bool
         "energy_evaluations_split": {"data": int(res.evals["data"]), "sampling": int(res.evals["sampling"])},
         "geodesic": {**res.info["geodesic"], "sigma_min": float(res.geodesic_sigmas.min()),
                      "sigma_max": float(res.geodesic_sigmas.max()), "sigma_end": res.info["sigma_end"]},
-        "settings": {k: (v if not isinstance(v, tuple) else list(v)) for k, v in kw.items()},
+        "settings": {k: (v if isinstance(v, (int, float, str, list, type(None))) else
+                         (list(v) if isinstance(v, tuple) else type(v).__name__)) for k, v in kw.items()},
         "constraints": {"snr_penalty": snr_penalty, "avoid": avoid, "avoid_weight": avoid_weight},
         "seed": seed,
         "machine": f"{platform.node() or 'unknown'} {platform.machine()}, torch threads {torch.get_num_threads()}",
@@ -143,4 +145,6 @@ def run_tps(system: str, n_paths: int, out: Optional[str] = None, *, quick: bool
                          vmax=60.0 if system == "alanine" else None)
         atomic_write_bytes(o / "paths.png", png)
         atomic_write_json(o / "summary.json", summary)
+    if return_result:
+        return summary, res, string
     return summary

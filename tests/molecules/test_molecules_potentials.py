@@ -155,3 +155,20 @@ def test_alanine_lower_bound(ala):
     i0, j0 = ala.grid_index(np.array(ALANINE_START))
     i1, j1 = ala.grid_index(np.array(ALANINE_END))
     assert lb == _bottleneck_bruteforce(ala.table, (int(i0), int(j0)), (int(i1), int(j1)), True)
+
+
+def test_openmm_source_missing_names_the_extra(monkeypatch):
+    import builtins
+
+    from latentgeo.molecules.openmm_source import openmm_alanine_samples
+
+    real_import = builtins.__import__
+
+    def fake_import(name, *a, **k):
+        if name.split(".")[0] in ("openmm", "openmmtools", "mdtraj"):
+            raise ImportError(f"No module named '{name}'", name=name)
+        return real_import(name, *a, **k)
+
+    monkeypatch.setattr(builtins, "__import__", fake_import)
+    with pytest.raises(LatentgeoError, match=r"pip install 'latentgeo\[molecules\]'"):
+        openmm_alanine_samples(10)

@@ -1,0 +1,162 @@
+"""Benchmark: transition path sampling of alanine dipeptide through a diffusion model's spacetime.
+
+Goal (issue 7): MaxEnergy mean <= 37.0 over 1000 paths scored on the TABLE (nearest grid point, wrapped), with at most
+16M energy-gradient evaluations in total (data generation included), in under 15 min on 2 cores; geodesic
+optimisation <= 0.002 s/step at N = 128. Reference rows (REFERENCE.md §3): paper 37.36 +- 0.60; authors' code on a
+2-core CPU 37.47 +- 0.90 (table) / 37.34 +- 0.61 (their neural surrogate), 16.4M sampling + ~80M data evaluations,
+0.006 s per geodesic step at N = 128; grid minimax lower bound 36.34.
+
+Runs (same data, same trained denoiser):
+1. main: unconstrained geodesic, annealed Langevin (kT = 1), 1000 paths;
+2. low-variance transitions: SNR penalty (weight ramped to 100), 1000 paths;
+3. region avoidance: a forbidden spacetime state next to the unconstrained geodesic, 300 paths (plot);
+plus the string-method baseline and the grid lower bound, and the geodesic step timing at N = 128.
+
+MaxEnergy is reported two ways: STRICT (maximum over every Langevin state of each path; the honest score of a
+continuous trajectory) and FRAMES (over the N = 128 recorded frames only, which can step over the barrier when the
+tether is loose and then fall below the lower bound).
+
+Usage: ``OMP_NUM_THREADS=1 python benchmarks/tps_alanine.py [--paths 1000] [--quick]``. Prints JSON and writes
+``benchmarks/results/tps_alanine.json`` and ``tps_alanine*.png``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from latentgeo.checkpoint import atomic_write_bytes, atomic_write_json  # noqa: E402
+from latentgeo.molecules import ALANINE_END, ALANINE_START  # noqa: E402
+from latentgeo.molecules.plots import plot_paths  # noqa: E402
+from latentgeo.molecules.run import make_system, run_tps  # noqa: E402
+from latentgeo.molecules.tps import tps_geodesic  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+REFERENCE_ROWS = [
+    {"method": "spacetime geodesic + annealed Langevin (paper)", "max_energy": "37.36 +- 0.60",
+     "evaluations": "16M sampling + 16M data", "scoring": "probably their neural surrogate"},
+    {"method": "authors' code + checkpoints, 2-core CPU, N=128", "max_energy": "37.47 +- 0.90",
+     "evaluations": "16.4M sampling + ~80M data", "scoring": "table (37.34 +- 0.61 on their surrogate)"},
+    {"method": "authors' code, N=512", "max_energy": "37.40 +- 0.91", "evaluations": "65.5M sampling + ~80M data",
+     "scoring": "table"},
+    {"method": "MCMC fixed length (paper)", "max_energy": "42.54 +- 7.42", "evaluations": "1.29B", "scoring": "paper"},
+    {"method": "MCMC variable length (paper)", "max_energy": "58.11 +- 18.51", "evaluations": "21.02M",
+     "scoring": "paper"},
+    {"method": "Doob's Lagrangian (paper)", "max_energy": "66.24 +- 1.01", "evaluations": "38.4M", "scoring": "paper"},
+]
+
+
+def _geodesic_timing(den, n_points: int = 128, steps: int = 100):
+    out = {}
+    for probes in (1, None):
+        _, _, info = tps_geodesic(den, ALANINE_START, ALANINE_END, math.exp(-2), n_points=n_points, steps=steps,
+                                  n_probes=probes)
+        out["exact_divergence" if probes is None else "hutchinson_1_probe"] = info["seconds_per_step"]
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--paths", type=int, default=1000)
+    ap.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    t_all = time.perf_counter()
+    common = dict(quick=args.quick, seed=args.seed)
+
+    say = lambda m: print(f"  {m}", file=sys.stderr, flush=True)  # noqa: E731
+    main_s, res, string = run_tps("alanine", args.paths, None, return_result=True, progress=say, **common)
+    den = res.denoiser
+    pot, _, _, lb = make_system("alanine")
+    png = plot_paths(pot, res.paths, geodesics=[res.geodesic_xs], labels=["spacetime geodesic"],
+                     extra_paths=[string.numpy()], extra_labels=["string method (MEP)"], vmax=60.0,
+                     title=f"alanine, {args.paths} paths: MaxEnergy {main_s['max_energy_mean']:.2f} +- "
+                           f"{main_s['max_energy_std']:.2f} (table, strict); bound {lb:.2f}")
+    atomic_write_bytes(RESULTS / "tps_alanine.png", png)
+
+    # constrained runs reuse the trained denoiser (their data-generation evaluations are counted again)
+    snr_s, snr_res, _ = run_tps("alanine", args.paths, None, return_result=True, baselines=False, snr_penalty=100.0,
+                                denoiser=den, **common)
+    mid = len(res.geodesic_xs) // 2
+    star = (tuple(float(v) for v in res.geodesic_xs[mid] + 0.3), float(res.geodesic_sigmas[mid]))
+    av_s, av_res, _ = run_tps("alanine", min(300, args.paths), None, return_result=True, baselines=False,
+                              avoid=star, avoid_weight=100.0, denoiser=den, **common)
+    png = plot_paths(pot, snr_res.paths, geodesics=[res.geodesic_xs, snr_res.geodesic_xs, av_res.geodesic_xs],
+                     labels=["unconstrained geodesic", "SNR-penalised geodesic (lambda >= 3)",
+                             "region-avoiding geodesic"],
+                     extra_paths=[av_res.paths[k] for k in range(min(5, len(av_res.paths)))],
+                     extra_labels=["paths avoiding the forbidden state"], marks=[(star[0], "forbidden state")],
+                     vmax=60.0, title=f"constraints: SNR penalty {snr_s['max_energy_mean']:.2f} +- "
+                                      f"{snr_s['max_energy_std']:.2f}; avoidance {av_s['max_energy_mean']:.2f} +- "
+                                      f"{av_s['max_energy_std']:.2f}")
+    atomic_write_bytes(RESULTS / "tps_alanine_constraints.png", png)
+
+    timing = _geodesic_timing(den, 128, 20 if args.quick else 200)
+    total_s = time.perf_counter() - t_all
+    goal_evals = main_s["energy_evaluations"] <= 16_000_000
+    result = {
+        "benchmark": "tps_alanine",
+        "machine": f"{platform.node()} ({os.cpu_count()} cores), torch {torch.__version__}, "
+                   f"{torch.get_num_threads()} thread(s); SHARED with ~6 other engineers' jobs while measured "
+                   f"(load average {os.getloadavg()[0]:.1f}), so times are pessimistic",
+        "quick": args.quick,
+        "n_paths": args.paths,
+        "main": main_s,
+        "snr_penalty": {k: snr_s[k] for k in ("max_energy_mean", "max_energy_std", "max_energy_frames_mean",
+                                              "reached_fraction", "energy_evaluations", "geodesic")},
+        "region_avoidance": {"forbidden_state": star, "n_paths": av_s["n_paths"],
+                             **{k: av_s[k] for k in ("max_energy_mean", "max_energy_std", "reached_fraction",
+                                                     "geodesic")}},
+        "geodesic_seconds_per_step_N128": timing,
+        "goals": {
+            "max_energy_mean<=37.0 (table, strict)": main_s["max_energy_mean"] <= 37.0,
+            "max_energy_mean<=37.0 (table, frames)": main_s["max_energy_frames_mean"] <= 37.0,
+            "evaluations<=16M incl. data": goal_evals,
+            "main run under 15 min": main_s["seconds"] < 900,
+            "geodesic<=0.002 s/step at N=128 (1 probe)": timing["hutchinson_1_probe"] <= 0.002,
+        },
+        "ratios": {
+            "max_energy_vs_authors_table_37.47": main_s["max_energy_mean"] / 37.47,
+            "max_energy_minus_lower_bound": main_s["max_energy_mean"] - lb,
+            "evaluations_vs_authors_96.4M": main_s["energy_evaluations"] / 96.4e6,
+            "geodesic_step_vs_authors_0.006s": timing["hutchinson_1_probe"] / 0.006,
+        },
+        "reference_rows": REFERENCE_ROWS,
+        "readme_rows": [
+            {"method": "latentgeo: spacetime geodesic + annealed Langevin (this run)",
+             "max_energy": f"{main_s['max_energy_mean']:.2f} +- {main_s['max_energy_std']:.2f}",
+             "evaluations": f"{main_s['energy_evaluations_split']['sampling'] / 1e6:.1f}M sampling + "
+                            f"{main_s['energy_evaluations_split']['data'] / 1e6:.1f}M data",
+             "scoring": "table, strict (every Langevin state)"},
+            {"method": "latentgeo, same paths scored on the 128 frames only",
+             "max_energy": f"{main_s['max_energy_frames_mean']:.2f} +- {main_s['max_energy_frames_std']:.2f}",
+             "evaluations": "same", "scoring": "table, frames (can undercut the bound: frames skip the barrier)"},
+            {"method": "latentgeo + SNR penalty (lambda >= 3, weight 100)",
+             "max_energy": f"{snr_s['max_energy_mean']:.2f} +- {snr_s['max_energy_std']:.2f}",
+             "evaluations": f"{snr_s['energy_evaluations'] / 1e6:.1f}M", "scoring": "table, strict"},
+            {"method": "string method (one minimum energy path)",
+             "max_energy": f"{main_s['baselines']['string_method']['max_energy']:.2f}",
+             "evaluations": f"{main_s['baselines']['string_method']['energy_evaluations'] / 1e6:.3f}M",
+             "scoring": "table"},
+            {"method": "grid minimax lower bound", "max_energy": f"{lb:.2f}", "evaluations": "-", "scoring": "table"},
+        ],
+        "seconds_total": total_s,
+    }
+    atomic_write_json(RESULTS / ("tps_alanine_quick.json" if args.quick else "tps_alanine.json"), result)
+    print(json.dumps(result, indent=2, default=str))
+
+
+if __name__ == "__main__":
+    main()
