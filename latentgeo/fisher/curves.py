@@ -198,11 +198,48 @@ def _edm_parts(denoiser) -> Optional[Callable]:
     return parts
 
 
+def _probe_jvps(g: Callable, xb: torch.Tensor, sb: torch.Tensor, V: torch.Tensor, batching: str):
+    """JVPs of ``y -> g(y, sigma)`` at ``xb`` [b, ...] along each probe ``V[p]`` ([P, b, ...]).
+
+    Returns ``(primal_out, tangents_out, batching_used)``: primal outputs shaped [b, ...], tangents [P, b, ...]
+    (tuples mirror ``g``'s output).
+    """
+    P = V.shape[0]
+    if batching in ("auto", "vmap"):
+        try:
+            with torch.no_grad():
+                prim, tang = torch.func.vmap(lambda t: torch.func.jvp(lambda y: g(y, sb), (xb,), (t,)))(V)
+            first = (lambda o: tuple(t[0] for t in o)) if isinstance(prim, tuple) else (lambda o: o[0])
+            return first(prim), tang, "vmap"
+        except Exception:
+            if batching == "vmap":
+                raise
+            batching = "stack"  # the denoiser cannot be vmapped (e.g. data-dependent control flow): stack probes
+    b = xb.shape[0]
+    xr = xb.repeat(P, *([1] * (xb.ndim - 1)))
+    sr = sb.repeat(P)
+    with torch.no_grad():
+        prim, tang = torch.func.jvp(lambda y: g(y, sr), (xr,), (V.reshape(P * b, *xb.shape[1:]),))
+
+    def split(o):
+        return o.reshape(P, b, *o.shape[1:])
+
+    if isinstance(prim, tuple):
+        return tuple(t[:b] for t in prim), tuple(split(t) for t in tang), batching
+    return prim[:b], split(tang), batching
+
+
+def _gen_device(generator, device):
+    """Draw on the generator's device (a CPU generator with CUDA data is common), then move."""
+    return generator.device if generator is not None else device
+
+
 def _probes(shape, kind: str, generator, dtype, device) -> torch.Tensor:
+    gd = _gen_device(generator, device)
     if kind == "rademacher":
-        v = torch.randint(0, 2, shape, generator=generator, device=device).to(dtype)
+        v = torch.randint(0, 2, shape, generator=generator, device=gd).to(device=device, dtype=dtype)
         return 2 * v - 1
-    return torch.randn(shape, generator=generator, dtype=dtype, device=device)
+    return torch.randn(shape, generator=generator, dtype=dtype, device=gd).to(device)
 
 
 def _mean_se(per_sample: torch.Tensor):
@@ -214,7 +251,7 @@ def _mean_se(per_sample: torch.Tensor):
 def fisher_curves(denoiser: Callable, x0: torch.Tensor, sigmas: Union[Sequence[float], torch.Tensor],
                   n_probes: int = 8, generator: Optional[torch.Generator] = None, batch_size: Optional[int] = None,
                   dtype: Optional[torch.dtype] = None, probe: str = "rademacher", use_score: Union[str, bool] = "auto",
-                  label: str = "") -> FisherCurves:
+                  label: str = "", probe_batching: str = "auto") -> FisherCurves:
     """Estimate FI, FIR, MMSE and MMSE-rate curves of the data ``x0`` under a denoiser.
 
     Args:
@@ -249,6 +286,8 @@ def fisher_curves(denoiser: Callable, x0: torch.Tensor, sigmas: Union[Sequence[f
         raise LatentgeoError("sigmas must be a non-empty list of positive finite noise levels, e.g. 0.002 ... 80")
     if int(n_probes) < 1:
         raise LatentgeoError(f"n_probes must be >= 1, got {n_probes}")
+    if probe_batching not in ("auto", "vmap", "stack"):
+        raise LatentgeoError(f"unknown probe_batching '{probe_batching}'; choose auto, vmap or stack")
     if probe not in ("rademacher", "gaussian"):
         raise LatentgeoError(f"unknown probe '{probe}'; choose rademacher or gaussian")
     P = int(n_probes)
@@ -270,9 +309,10 @@ def fisher_curves(denoiser: Callable, x0: torch.Tensor, sigmas: Union[Sequence[f
     rows = int(batch_size or 4096)
     if rows < 1:
         raise LatentgeoError(f"batch_size must be >= 1, got {batch_size}")
-    noise = torch.randn(x0.shape, generator=generator, dtype=dtype, device=device)
+    noise = torch.randn(x0.shape, generator=generator, dtype=dtype, device=_gen_device(generator, device)).to(device)
     red = tuple(range(1, x0.ndim))
 
+    batching = probe_batching
     out = {k: [] for k in _FIELDS}
     for s in sig.tolist():
         tau = s * s
@@ -280,33 +320,41 @@ def fisher_curves(denoiser: Callable, x0: torch.Tensor, sigmas: Union[Sequence[f
         fir_i = torch.zeros(N, dtype=torch.float64)
         mr_i = torch.zeros(N, dtype=torch.float64)
         mse_i = torch.zeros(N, dtype=torch.float64)
-        # rows enumerate (probe, sample) pairs; probe-major so that each chunk covers whole probes when it can
-        for start in range(0, N * P, rows):
-            idx = torch.arange(start, min(start + rows, N * P), device=device)
-            si = idx % N
-            first = idx < N  # the first probe of each sample also supplies D(x) for the FI / MMSE
-            xb = x0[si] + s * noise[si]
+        # chunks of whole samples; all P probes of a sample are evaluated together (vmap over the tangents shares
+        # the primal computation between probes, ~2x cheaper than stacking probes into the batch)
+        b = max(1, rows // P)
+        for start in range(0, N, b):
+            idx = torch.arange(start, min(start + b, N), device=device)
+            xb = x0[idx] + s * noise[idx]
             sb = torch.full((xb.shape[0],), s, dtype=dtype, device=device)
-            v = _probes(xb.shape, probe, generator, dtype, device)
-            with torch.no_grad():
-                if edm is not None:
-                    (Dx, rx), (JDv, Jrv) = torch.func.jvp(lambda y: edm(y, sb), (xb,), (v,))
-                    Hv = Jrv / tau  # (J_D v - v) / sigma^2 from the analytic residual
-                    sx = rx / tau
-                elif score is None:
-                    Dx, JDv = torch.func.jvp(lambda y: denoiser(y, sb), (xb,), (v,))
-                    # (J_D v - v) / sigma^2 = J_s v: divide before squaring so 1/sigma^4 is never formed alone
-                    Hv = (JDv - v) / tau
-                    sx = (Dx - xb) / tau
-                else:
-                    (Dx, sx), (JDv, Hv) = torch.func.jvp(lambda y: (denoiser(y, sb), score(y, sb)), (xb,), (v,))
+            V = _probes((P,) + tuple(xb.shape), probe, generator, dtype, device)
+            if edm is not None:
+                g = edm  # -> (D, D - x)
+            elif score is None:
+                g = denoiser
+            else:
+                def g(y, sg):
+                    return denoiser(y, sg), score(y, sg)
+            prim, tang, batching = _probe_jvps(g, xb, sb, V, batching)
+            if edm is not None:
+                Dx, rx = prim
+                JDv, Jrv = tang
+                Hv = Jrv / tau  # (J_D v - v) / sigma^2 from the analytic residual
+                sx = rx / tau
+            elif score is None:
+                Dx, JDv = prim, tang
+                # (J_D v - v) / sigma^2 = J_s v: divide before squaring so 1/sigma^4 is never formed alone
+                Hv = (JDv - V) / tau
+                sx = (Dx - xb) / tau
+            else:
+                (Dx, sx), (JDv, Hv) = prim, tang
             Dx, sx, JDv, Hv = (t.to(torch.float64) for t in (Dx, sx, JDv, Hv))
-            fir_i.index_add_(0, si.cpu(), -(Hv ** 2).sum(red).cpu())
-            mr_i.index_add_(0, si.cpu(), (JDv ** 2).sum(red).cpu())
-            if first.any():
-                f = first
-                fi_i.index_add_(0, si[f].cpu(), (sx[f] ** 2).sum(red).cpu())
-                mse_i.index_add_(0, si[f].cpu(), ((Dx[f] - x0[si[f]].to(torch.float64)) ** 2).sum(red).cpu())
+            red_p = tuple(range(2, Hv.ndim))
+            ic = idx.cpu()
+            fir_i[ic] = -(Hv ** 2).sum(red_p).sum(0).cpu()
+            mr_i[ic] = (JDv ** 2).sum(red_p).sum(0).cpu()
+            fi_i[ic] = (sx ** 2).sum(red).cpu()
+            mse_i[ic] = ((Dx - x0[idx].to(torch.float64)) ** 2).sum(red).cpu()
         fir_i /= P  # Hutchinson: average over the probes of each sample
         mr_i /= P
         for key, arr in (("fi", fi_i), ("fir", fir_i), ("mmse", mse_i), ("mmse_rate", mr_i)):
@@ -322,7 +370,8 @@ def fisher_curves(denoiser: Callable, x0: torch.Tensor, sigmas: Union[Sequence[f
                                  "(check it at those noise levels, or pass dtype=torch.float64)")
     return FisherCurves(**res, n=n, n_samples=N, n_probes=P, label=label,
                         meta={"probe": probe, "dtype": str(dtype).replace("torch.", ""),
-                              "score_space_jvp": score is not None, "edm_residual_jvp": edm is not None})
+                              "score_space_jvp": score is not None, "edm_residual_jvp": edm is not None,
+                              "probe_batching": batching})
 
 
 # ---------------------------------------------------------------------------------------------------------------

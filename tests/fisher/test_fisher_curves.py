@@ -224,3 +224,33 @@ def test_edm_residual_path_matches_plain_jvp_in_float64():
     assert a.meta["edm_residual_jvp"] and not b.meta["edm_residual_jvp"]
     for k in ("fi", "fir", "mmse", "mmse_rate"):
         torch.testing.assert_close(getattr(a, k), getattr(b, k), rtol=1e-7, atol=1e-12)
+
+
+def test_vmap_and_stacked_probes_agree_and_fallback():
+    gm = _mixture(4, seed=3)
+    x0 = gm.sample(64, torch.Generator().manual_seed(0))
+    kw = dict(n_probes=5, batch_size=40)
+    a = fisher_curves(gm.as_denoiser(), x0, [0.05, 1.0], generator=torch.Generator().manual_seed(1),
+                      probe_batching="vmap", use_score=False, **kw)
+    b = fisher_curves(gm.as_denoiser(), x0, [0.05, 1.0], generator=torch.Generator().manual_seed(1),
+                      probe_batching="stack", use_score=False, **kw)
+    assert a.meta["probe_batching"] == "vmap" and b.meta["probe_batching"] == "stack"
+    for k in ("fi", "fir", "mmse", "mmse_rate"):
+        torch.testing.assert_close(getattr(a, k), getattr(b, k), rtol=1e-10, atol=0)
+
+    def no_vmap(*a, **k):  # a denoiser that vmap cannot handle: simulate vmap failing
+        raise RuntimeError("vmap: unsupported operator")
+
+    import latentgeo.fisher.curves as curves_mod
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(curves_mod.torch.func, "vmap", no_vmap)
+    try:
+        c = fisher_curves(gm.as_denoiser(), x0, [0.05, 1.0], generator=torch.Generator().manual_seed(1),
+                          use_score=False, **kw)
+        with pytest.raises(RuntimeError):
+            fisher_curves(gm.as_denoiser(), x0, [0.05], probe_batching="vmap", **kw)
+    finally:
+        mp.undo()
+    assert c.meta["probe_batching"] == "stack"
+    torch.testing.assert_close(c.fir, b.fir, rtol=1e-10, atol=0)

@@ -93,3 +93,21 @@ def test_cli_diagnose_quick_with_trained_encoder(tmp_path):
     assert _cli(args) == 0
     s = json.loads((tmp_path / "d" / "summary.json").read_text())
     assert s["denoisers"]["pixels"]["how"] == "reused" and s["denoisers"]["ae"]["how"] == "reused"
+
+
+def test_cli_curves_on_a_saved_denoiser(tmp_path):
+    """`latentgeo fisher curves` on a (barely trained) saved EDM denoiser: files written, values finite."""
+    diff = pytest.importorskip("latentgeo.diffusion")
+    from latentgeo.checkpoint import save
+    from latentgeo.data import load
+
+    x = load("digits", n=64)
+    den = diff.fit_denoiser(x, steps=5, batch_size=32, net_kwargs={"hidden": 16, "depth": 1})
+    save(den, tmp_path / "den.safetensors")
+    assert _cli(["fisher", "curves", "--denoiser", str(tmp_path / "den.safetensors"), "--data", "digits", "--n", "32",
+                 "--n-sigmas", "3", "--probes", "2", "--out", str(tmp_path / "c")]) == 0
+    from latentgeo.fisher import FisherCurves
+
+    c = FisherCurves.load(tmp_path / "c" / "curves.json")
+    assert c.n == 64 and len(c.sigma) == 3 and torch.isfinite(c.fir).all()
+    assert (tmp_path / "c" / "curves.png").exists()

@@ -78,7 +78,7 @@ def test_run_toy_writes_outputs(tmp_path):
 def test_compression_toy_trained_denoisers_within_2pct():
     """Trained EDM MLP denoisers (D=16, d=4): D_R at small sigma within 2% of (D-d)/(D-2)."""
     pytest.importorskip("latentgeo.diffusion")
-    res = run_toy("compression", params=[4], denoisers="trained", sigmas=[0.05, 0.1], n_eval=1000, n_probes=8,
-                  n_train=4000, steps=1500)
+    res = run_toy("compression", params=[4], denoisers="trained", sigmas=[0.05, 0.1], n_eval=600, n_probes=8,
+                  n_train=4000, steps=1000)
     for v in res["rows"][0]["d_r"]:
         assert abs(v / (12 / 14) - 1) < 0.02, res["rows"][0]["d_r"]
