@@ -9,9 +9,10 @@ For a data law ``mu`` in R^n and VE noise ``x = x0 + sigma * n`` (noise variance
 - ``mmse'(tau) = E|J_D|_F^2 = E|J_D v|^2``           (MMSE rate, estimated directly: the identity
   ``n - 2 tau I - tau^2 R`` cancels catastrophically at small tau)
 
-Each Jacobian-vector product is one ``torch.func.jvp``; the probes are stacked into the batch (sample ``i`` appears
-``n_probes`` times with different probes), so any denoiser that accepts a batch works, and the JVP's primal output
-gives ``D(x)`` for the FI at no extra cost. Rows are processed in chunks of ``batch_size`` to bound memory.
+Each Jacobian-vector product is one ``torch.func.jvp``; the probes of a sample are a ``vmap``-ed batch of tangents
+sharing one primal pass (about half the cost of stacking probes into the batch, which remains the fallback for
+denoisers that cannot be vmapped), and the JVP's primal output gives ``D(x)`` for the FI at no extra cost. Samples are
+processed in chunks of ``batch_size // n_probes`` to bound memory.
 
 Numerics at small sigma: ``J_D v - v = tau * (J_s v)`` is a difference of two O(1) vectors when the data are
 full-rank. When the denoiser exposes a score directly (``denoiser.score(x, sigma)``, or the exact mixture oracle's

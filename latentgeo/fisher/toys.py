@@ -165,17 +165,19 @@ def _plot_toy(res: Dict[str, Any], out: Path) -> None:
     s = res["sigma"]
     fig, ax = plt.subplots(figsize=(6, 4.2))
     for row in res["rows"]:
-        (ln,) = ax.plot(s, row["d_r"], "o", ms=3, label=f"{row['label']} ({res['denoisers']})")
+        eb = ax.errorbar(s, row["d_r"], yerr=[2 * v for v in row["d_r_se"]], fmt="o", ms=3, capsize=2,
+                         label=f"{row['label']} ({res['denoisers']}, +-2 SE)")
+        ln = eb.lines[0]
         ax.plot(s, row["exact_d_r"], "-", color=ln.get_color(), lw=1)
         if name == "compression":
             ax.axhline(row["reference_line"], color=ln.get_color(), ls=":", lw=1)
         if name == "tangential":
             ax.axhline(row["paper_line_1.25_delta0"], color=ln.get_color(), ls="--", lw=1)
     ax.set_xscale("log")
-    ax.set(xlabel="sigma", ylabel="D_R = |R_data - R_latent| / |R_data|",
-           title=f"{name} toy: markers estimated, lines exact"
-                 + {"compression": ", dotted (D-d)/(D-2)", "tangential": ", dashed paper 1.25 delta0",
-                    "curvature": ""}[name])
+    ax.set(xlabel="sigma", ylabel="D_R = |R_data - R_latent| / |R_data|")
+    ax.set_title(f"{name} toy: markers estimated, lines exact"
+                 + {"compression": "\ndotted: (D-d)/(D-2)", "tangential": "\ndashed: paper line 1.25 delta0",
+                    "curvature": ""}[name], fontsize=9)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=7)
     _save_fig(fig, out / f"toy_{name}_dr_vs_sigma.png")
