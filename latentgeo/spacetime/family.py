@@ -276,10 +276,12 @@ def curve_length(denoiser: Denoiser, xs: torch.Tensor, sigmas: torch.Tensor, n_p
                  chunk_size: Optional[int] = None) -> torch.Tensor:
     """Discretised Fisher-Rao length ``sum_n sqrt((eta_{n+1}-eta_n).(mu_{n+1}-mu_n))`` (parametrisation-free).
 
-    Negative segment estimates (possible with Hutchinson probes) are clamped to 0. Scalar, or [P] when batched.
+    Each term is a symmetrised KL (>= 0) for a true posterior mean; a negative estimate (Hutchinson noise, or a
+    trained denoiser that is not a valid posterior mean there) enters as ``sqrt|d_n|``, i.e. it is counted as
+    distance rather than dropped. Scalar, or [P] when batched.
     """
     d = segment_terms(denoiser, xs, sigmas, n_probes, generator, shared_probes, chunk_size)
-    return d.clamp_min(0).sqrt().sum(-1)
+    return d.abs().sqrt().sum(-1)
 
 
 def kl_from_state(denoiser: Denoiser, x_star: torch.Tensor, sigma_star: float, xs: torch.Tensor,

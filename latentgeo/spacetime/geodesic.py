@@ -51,7 +51,11 @@ class Geodesic:
 
     Attributes (single geodesic; batched geodesics have a leading pair axis P everywhere):
         xs: [N, ...] points in data space.  sigmas: [N] noise levels.  lambdas: [N] log-SNR.
-        energy: discretised energy of the final curve (float, or [P] tensor).  length: its length (same).
+        energy: discretised energy of the final curve (float, or [P] tensor).  length: its length
+            ``sum_n sqrt|d_n|`` (same).
+        negative_fraction: ``sum_n max(-d_n, 0) / sum_n |d_n|`` on the final curve: 0 for a true posterior-mean
+            denoiser with the exact divergence; large values flag probe noise or a denoiser that is not a valid
+            posterior mean there (its Jacobian is not symmetric PSD), so lengths are then unreliable.
         history: per logged step, ``step``, ``energy`` (summed over pairs), ``penalty``, ``seconds``.
         nodes: final spline knot values [P, K, 1 + n] (warm-start another run with ``init_nodes=``).
         curve: the :class:`SplineCurve` (``curve.evaluate(n_points, nodes)`` re-samples the geodesic).
@@ -66,6 +70,7 @@ class Geodesic:
     curve: Optional[SplineCurve] = None
     batched: bool = False
     seconds_per_step: float = float("nan")
+    negative_fraction: Union[float, torch.Tensor] = 0.0
 
     @property
     def lambdas(self) -> torch.Tensor:
@@ -87,12 +92,16 @@ def _pad_diff(d: torch.Tensor) -> torch.Tensor:
 def energy_and_grad(denoiser: Denoiser, xs: torch.Tensor, sigmas: torch.Tensor, params: List[torch.Tensor],
                     n_probes: Optional[int] = 1, generator: Optional[torch.Generator] = None,
                     chunk_size: Optional[int] = None, penalty: Optional[Penalty] = None,
-                    batched: bool = True):
-    """Energies of [P, N, ...] curves and the gradient of ``sum energy + penalty`` w.r.t. ``params``.
+                    batched: bool = True, robust: bool = True):
+    """Energies of [P, N, ...] curves and the gradient of ``sum objective + penalty`` w.r.t. ``params``.
 
     ``xs``/``sigmas`` must be differentiable functions of ``params``. Probes are shared along each curve.
     ``chunk_size`` (rows of the flattened P*N points) bounds memory (see the module docstring).
-    Returns ``(energy [P] detached, penalty float, grads)``.
+    ``robust``: the objective is ``(N-1)/2 sum_n |d_n|`` instead of ``sum_n d_n``. Every segment term ``d_n`` is a
+    symmetrised KL (>= 0) for a true posterior-mean denoiser, so nothing changes there; a trained denoiser whose
+    Jacobian is not symmetric positive semi-definite off the data can give ``d_n < 0``, and the signed energy is
+    then unbounded below (the optimiser runs the curve into such regions). The reported energy stays signed.
+    Returns ``(energy [P] detached (signed), penalty float, grads)``.
     """
     P, N = sigmas.shape
     c = 0.5 * (N - 1)
@@ -113,25 +122,40 @@ def energy_and_grad(denoiser: Denoiser, xs: torch.Tensor, sigmas: torch.Tensor, 
         m = torch.cat([Dv, (s2 * div + (Dv * Dv).sum(1))[:, None]], 1).view(P, N, -1)
         d = ((e[:, 1:] - e[:, :-1]) * (m[:, 1:] - m[:, :-1])).sum(-1)
         E = c * d.sum(-1)
-        loss = E.sum()
+        loss = c * d.abs().sum() if robust else E.sum()
         if penalty is not None:
             pen = penalty(xs if batched else xs[0], sigmas if batched else sigmas[0])
             loss = loss + pen
             pen_val = float(pen.detach())
         grads = torch.autograd.grad(loss, params, allow_unused=True)
         return E.detach(), pen_val, grads
-    # chunked: dE/dmu from eta alone, per-chunk backward of mu, then the eta half from detached mu values
+    # Chunked. The objective c * sum_n w_n (eta_{n+1}-eta_n).(mu_{n+1}-mu_n) (w_n = 1, or sign(d_n) when robust) is
+    # bilinear, so dObj/dmu needs only eta (and the signs): each chunk computes its mu with a graph, back-propagates
+    # that known upstream gradient at once and frees its graph; the eta half uses the stored detached mu values.
     xd = xs.detach().reshape(flat, *xs.shape[2:]).requires_grad_(True)
     sd = sigmas.detach().reshape(flat).requires_grad_(True)
     ex, es = eta(xd, sd)
+    ex3, es2 = ex.reshape(xs.shape), es.reshape(P, N)
+    chunks = [(i, min(i + int(chunk_size), flat)) for i in range(0, flat, int(chunk_size))]
+    if robust:  # the signs need every mu first: one extra pass without the double-backward graph
+        m0x, m0s = [], []
+        for i, j in chunks:
+            pr = None if probes is None else probes[:, i:j]
+            a, b = mu(denoiser, xd[i:j].detach(), sd[i:j].detach(), n_probes=n_probes, probes=pr, create_graph=False)
+            m0x.append(a)
+            m0s.append(b)
+        with torch.no_grad():
+            w = torch.sign(_segment_dots(ex3, es2, torch.cat(m0x).reshape(xs.shape), torch.cat(m0s).reshape(P, N)))
+    else:
+        w = torch.ones(P, N - 1, dtype=xs.dtype, device=xs.device)
+    wv = w.reshape(P, N - 1, *([1] * (xs.ndim - 2)))
     with torch.no_grad():
-        gmx = c * _pad_diff(ex.reshape(xs.shape).diff(dim=1)).reshape(ex.shape)
-        gms = c * _pad_diff(es.reshape(P, N).diff(dim=1)).reshape(flat)
+        gmx = c * _pad_diff(wv * ex3.diff(dim=1)).reshape(ex.shape)
+        gms = c * _pad_diff(w * es2.diff(dim=1)).reshape(flat)
     gx = torch.zeros_like(xd)
     gs = torch.zeros_like(sd)
     mxs, mss = [], []
-    for i in range(0, flat, int(chunk_size)):
-        j = min(i + int(chunk_size), flat)
+    for i, j in chunks:
         xc = xd[i:j].detach().requires_grad_(True)
         sc = sd[i:j].detach().requires_grad_(True)
         pr = None if probes is None else probes[:, i:j]
@@ -143,9 +167,9 @@ def energy_and_grad(denoiser: Denoiser, xs: torch.Tensor, sigmas: torch.Tensor, 
         mss.append(b.detach())
     mx = torch.cat(mxs).reshape(xs.shape)
     ms = torch.cat(mss).reshape(P, N)
-    d = _segment_dots(ex.reshape(xs.shape), es.reshape(P, N), mx, ms)
+    d = _segment_dots(ex3, es2, mx, ms)
     E = c * d.sum(-1)
-    ga, gb = torch.autograd.grad(E.sum(), (xd, sd))
+    ga, gb = torch.autograd.grad(c * (w * d).sum(), (xd, sd))
     gx += ga
     gs += gb
     outs, gouts = [xs, sigmas], [gx.reshape(xs.shape), gs.reshape(P, N)]
@@ -174,7 +198,8 @@ def geodesic(denoiser: Denoiser, start, end, n_points: int = 64, n_nodes: int = 
              generator: Optional[torch.Generator] = None, progress: bool = False, *,
              chunk_size: Optional[int] = None, batched: Optional[bool] = None,
              init_nodes: Optional[torch.Tensor] = None, eval_probes: Union[int, None, str] = _AUTO,
-             log_every: int = 1, callback: Optional[Callable[[int, float], None]] = None) -> Geodesic:
+             log_every: int = 1, callback: Optional[Callable[[int, float], None]] = None,
+             robust: bool = True) -> Geodesic:
     """Spacetime geodesic between ``start = (x_a, sigma_a)`` and ``end = (x_b, sigma_b)``.
 
     Args:
@@ -198,6 +223,9 @@ def geodesic(denoiser: Denoiser, start, end, n_points: int = 64, n_nodes: int = 
             max(n_probes, 16)), ``"same"`` (= n_probes), an integer, or ``None`` (exact).
         log_every: record history every this many steps.
         callback: ``callback(step, energy)`` after every step.
+        robust: optimise ``sum |d_n|`` over the segment terms (identical for a true posterior mean, where every
+            ``d_n >= 0``; guards against trained denoisers whose non-PSD Jacobians make the signed energy unbounded
+            below). The result's ``negative_fraction`` reports how much of the final curve's segment mass is negative.
     Returns:
         :class:`Geodesic` with ``xs``, ``sigmas``, ``energy``, ``length``, ``history``, ``nodes``.
     """
@@ -253,7 +281,7 @@ def geodesic(denoiser: Denoiser, start, end, n_points: int = 64, n_nodes: int = 
             xs, sig = curve.evaluate(n_points)
             E, pen, (g,) = energy_and_grad(denoiser, xs, sig, [curve.nodes], n_probes=n_probes,
                                            generator=generator, chunk_size=chunk_size, penalty=penalty,
-                                           batched=batched)
+                                           batched=batched, robust=robust)
             if g is None:
                 g = torch.zeros_like(curve.nodes)
             curve.nodes.grad = g
@@ -283,8 +311,10 @@ def geodesic(denoiser: Denoiser, start, end, n_points: int = 64, n_nodes: int = 
     d = segment_terms(denoiser, xs, sig, n_probes=ep, generator=generator, chunk_size=chunk_size)
     d = d.detach()
     energy = 0.5 * (n_points - 1) * d.sum(-1)
-    length = d.clamp_min(0).sqrt().sum(-1)
+    length = d.abs().sqrt().sum(-1)
+    neg = d.clamp(max=0).abs().sum(-1) / d.abs().sum(-1).clamp_min(1e-300)
     nodes = curve.nodes.detach().clone()
     if not batched:
-        return Geodesic(xs[0], sig[0], float(energy[0]), float(length[0]), history, nodes, curve, False, sec)
-    return Geodesic(xs, sig, energy, length, history, nodes, curve, True, sec)
+        return Geodesic(xs[0], sig[0], float(energy[0]), float(length[0]), history, nodes, curve, False, sec,
+                        float(neg[0]))
+    return Geodesic(xs, sig, energy, length, history, nodes, curve, True, sec, neg)

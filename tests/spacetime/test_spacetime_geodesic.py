@@ -52,12 +52,14 @@ def test_chunked_gradient_equals_unchunked():
     cur = SplineCurve(xa, torch.tensor([0.3, 0.5], dtype=DT), xb, torch.tensor([0.3, 0.2], dtype=DT), 3,
                       nodes=torch.randn(P, 3, 3, dtype=DT, generator=torch.Generator().manual_seed(0)) * 0.3)
     pen = lambda xs, s: (xs ** 2).sum() * 0.1 + s.sum()  # noqa: E731
-    out = []
-    for chunk in (None, 7):
-        xs, sig = cur.evaluate(16)
-        out.append(energy_and_grad(D, xs, sig, [cur.nodes], n_probes=None, chunk_size=chunk, penalty=pen))
-    assert torch.allclose(out[0][0], out[1][0], rtol=1e-12)
-    assert torch.allclose(out[0][2][0], out[1][2][0], rtol=1e-9, atol=1e-10)
+    for robust in (True, False):
+        out = []
+        for chunk in (None, 7):
+            xs, sig = cur.evaluate(16)
+            out.append(energy_and_grad(D, xs, sig, [cur.nodes], n_probes=None, chunk_size=chunk, penalty=pen,
+                                       robust=robust))
+        assert torch.allclose(out[0][0], out[1][0], rtol=1e-12)
+        assert torch.allclose(out[0][2][0], out[1][2][0], rtol=1e-9, atol=1e-10)
     # and the energy is the documented curve_energy
     xs, sig = cur.evaluate(16)
     assert torch.allclose(out[0][0], curve_energy(D, xs.detach(), sig.detach(), n_probes=None), rtol=1e-12)
@@ -143,3 +145,18 @@ def test_resample_and_warm_start():
     g2 = geodesic(D, a, b, n_points=40, n_nodes=4, steps=1, n_probes=None, init_nodes=g.nodes)
     straight = geodesic(D, a, b, n_points=40, n_nodes=4, steps=0, n_probes=None).energy
     assert g2.history["energy"][0] < 0.8 * straight
+
+
+def test_robust_objective_against_an_invalid_denoiser():
+    """D = -x has Jacobian -I (no posterior mean has that): every segment term is negative, so the signed energy is
+    unbounded below. The robust objective does not run away, and the result flags the violation."""
+    D = lambda x, s: -x  # noqa: E731
+    a, b = (torch.tensor([-1.0, 0.0], dtype=DT), 0.5), (torch.tensor([1.0, 0.0], dtype=DT), 0.5)
+    kw = dict(n_points=16, n_nodes=4, steps=40, n_probes=None)
+    signed = geodesic(D, a, b, robust=False, **kw)
+    robust = geodesic(D, a, b, robust=True, **kw)
+    assert signed.energy < 3 * signed.history["energy"][0] < 0  # runs away to ever more negative "energy"
+    assert robust.energy >= 1.01 * robust.history["energy"][0]  # |objective| did not grow
+    assert robust.negative_fraction > 0.5
+    good = geodesic(_mix2d().as_denoiser(), a, b, n_points=16, n_nodes=4, steps=5, n_probes=None)
+    assert good.negative_fraction == 0.0
