@@ -106,6 +106,7 @@ def test_geometry_report_rescale_and_diffusers_style_encoder():
         geometry_report(lambda a: a, x[:2])
 
 
+@pytest.mark.slow
 def test_real_diffusers_autoencoderkl_geometry():
     diffusers = pytest.importorskip("diffusers")
     torch.manual_seed(0)

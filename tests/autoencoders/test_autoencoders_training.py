@@ -122,7 +122,7 @@ def test_gme_under_distributed_spans_the_global_batch():
     for p in procs:
         p.join(timeout=60)
     for rank, loss, grad in res:
-        assert loss == pytest.approx(float(ref), rel=1e-12)  # every rank sees all 8x8 pairs
+        assert loss == pytest.approx(float(ref.detach()), rel=1e-12)  # every rank sees all 8x8 pairs
         # the gathered gradient is summed over ranks (each computed the global loss); DDP then averages over
         # the 2 ranks, which gives exactly the global gradient for this rank's samples
         assert torch.allclose(torch.tensor(grad, dtype=torch.float64) / 2, zr.grad[rank * 4:(rank + 1) * 4], rtol=1e-10, atol=1e-14)
