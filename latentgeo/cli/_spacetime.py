@@ -160,7 +160,8 @@ def geodesic_cmd(
     dest.mkdir(parents=True, exist_ok=True)
     rec = {"run": str(run), "from": from_, "to": to, "sigma_from": sigma_from, "sigma_to": sigma_to,
            "encode": encode, "n_points": pts, "steps": sts, "n_nodes": n_nodes, "lr": lr, "probes": probes,
-           "eval_probes": eval_probes, "energy": g.energy, "length": g.length, "seconds_per_step": g.seconds_per_step,
+           "eval_probes": eval_probes, "energy": g.energy, "length": g.length, "negative_fraction": g.negative_fraction,
+           "seconds_per_step": g.seconds_per_step,
            "sigmas": g.sigmas.tolist(), "history": g.history}
     if g.xs[0].numel() <= 64:
         rec["xs"] = g.xs.reshape(g.xs.shape[0], -1).tolist()
@@ -188,6 +189,10 @@ def geodesic_cmd(
     atomic_write_bytes(dest / "geodesic.png", png)
     typer.echo(f"geodesic: length {g.length:.4g}, energy {g.energy:.4g} (straight line {g.history['energy'][0]:.4g}), "
                f"max sigma {float(g.sigmas.max()):.3g}; {g.seconds_per_step * 1e3:.2f} ms/step; wrote {dest}")
+    if g.negative_fraction > 0.05:
+        typer.echo(f"warning: {100 * g.negative_fraction:.0f}% of the segment mass is negative (probe noise, or the "
+                   "denoiser is not a valid posterior mean along the curve); use more --eval-probes or a better-trained "
+                   "model", err=True)
 
 
 def diffed_cmd(
@@ -253,19 +258,21 @@ def diffed_cmd(
         Ae, Be = both[:pairs], both[pairs:]
     else:
         Ae, Be = A, B
-    L, geos = [], []
+    L, geos, negs = [], [], []
     for s in range(0, pairs, pair_batch):
         d, g = edit_distance_pairs(den, Ae[s:s + pair_batch], Be[s:s + pair_batch], sigma_min=sigma_min,
                                    encode=False, n_points=pts, steps=sts, n_nodes=n_nodes, lr=lr, n_probes=k,
                                    eval_probes=ek, chunk_size=chunk_size or None, generator=gen,
                                    progress=not quiet, return_geodesic=True)
         L.append(d.detach().cpu())
+        negs.append(torch.as_tensor(g.negative_fraction).reshape(-1).cpu())
         geos.append(g)
     diffed = torch.cat(L).double().numpy()
     eu = euclidean(A, B).double().numpy()
     res = {"run": str(run), "data": data, "split": split, "pairs": pairs, "sigma_min": sigma_min, "encode": encode,
            "n_points": pts, "steps": sts, "n_nodes": n_nodes, "probes": probes, "eval_probes": eval_probes,
-           "index_a": i.tolist(), "index_b": j.tolist(), "diffed": diffed.tolist(), "euclidean": eu.tolist()}
+           "index_a": i.tolist(), "index_b": j.tolist(), "diffed": diffed.tolist(), "euclidean": eu.tolist(),
+           "negative_fraction": torch.cat(negs).double().tolist()}
     others = {"euclidean": eu}
     if x.ndim == 4:
         ss = ssim(A, B).numpy()
