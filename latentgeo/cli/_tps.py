@@ -36,6 +36,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         snr_penalty: float = typer.Option(0.0, "--snr-penalty", help="low-SNR penalty weight (REFERENCE: 100)"),
         avoid: Optional[str] = typer.Option(None, "--avoid", help="forbidden spacetime state 'x,y,sigma'"),
         avoid_weight: float = typer.Option(100.0, "--avoid-weight", help="weight of the region-avoidance penalty"),
+        data_kt: Optional[float] = typer.Option(None, "--data-kt",
+                                                help="temperature of the training-data Langevin (default 1)"),
         quick: bool = typer.Option(False, "--quick", help="tiny settings for a smoke test"),
         no_baselines: bool = typer.Option(False, "--no-baselines", help="skip the string-method baseline"),
         seed: int = typer.Option(0, "--seed"),
@@ -50,13 +52,15 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
         check_choice(system, SYSTEMS, "system")
         check_choice(denoiser, ("mlp", "kde"), "denoiser")
+        if data_kt is not None and not data_kt > 0:
+            raise LatentgeoError(f"--data-kt must be positive, got {data_kt}")
         if paths < 1:
             raise LatentgeoError(f"--paths must be at least 1, got {paths}")
         torch.set_num_threads(max(1, torch.get_num_threads()))
         s = run_tps(system, paths, out, quick=quick, baselines=not no_baselines, snr_penalty=snr_penalty,
                     avoid=_avoid(avoid), avoid_weight=avoid_weight, seed=seed,
                     progress=lambda m: typer.echo(f"  {m}", err=True), denoiser=denoiser, n_points=n_points,
-                    k_steps=k_steps, geo_steps=geo_steps, train_steps=train_steps)
+                    k_steps=k_steps, geo_steps=geo_steps, train_steps=train_steps, data_kT=data_kt)
         typer.echo(f"MaxEnergy {s['max_energy_mean']:.2f} +- {s['max_energy_std']:.2f} (lower bound "
                    f"{s['lower_bound']:.2f}); {s['energy_evaluations']:,} gradient evaluations; "
                    f"{s['seconds']:.1f} s; wrote {out}/paths.npz, summary.json, paths.png")

@@ -28,7 +28,7 @@ SYSTEMS = ("alanine", "mueller-brown")
 # per-system defaults of transition_paths (overridable)
 _DEFAULTS: Dict[str, Dict[str, Any]] = {
     "alanine": dict(data_step=1e-3, log_snr=4.0, step=4e-4),
-    "mueller-brown": dict(data_step=1e-3, log_snr=6.0, step=2e-4),
+    "mueller-brown": dict(data_step=1e-3, log_snr=4.0, step=2e-4),
 }
 
 
