@@ -192,6 +192,10 @@ def diagnose(encoders: Union[Mapping[str, Any], Sequence[Any]], x: torch.Tensor,
     k_est = local_pca_dimension(xp, min(n_neighbors, n_pen - 1))
     k = int(tangent_dim) if tangent_dim else max(1, min(8, k_est))
     T = tangent_basis(xp, k, min(n_neighbors, n_pen - 1)).to(x.dtype)
+    # finite-difference scale for the curvature: half the median nearest-neighbour distance (normalised units)
+    dd = torch.cdist(xp.reshape(n_pen, -1).double(), xp.reshape(n_pen, -1).double())
+    dd.fill_diagonal_(float("inf"))
+    h_curv = 0.5 * float(dd.min(1).values.median())
 
     f_spec, p_spec = power_spectrum(x[: min(512, x.shape[0])])
     spectra = {"pixels": (f_spec, p_spec)}
@@ -216,6 +220,7 @@ def diagnose(encoders: Union[Mapping[str, Any], Sequence[Any]], x: torch.Tensor,
         log(f"{name}: penalties on {n_pen} samples, {k} tangent directions")
         tan = tangential_distortion(enc_n, xp, tangents=T)
         curv = curvature_penalty(enc_n, xp, tangents=T)
+        curv_h = curvature_penalty(enc_n, xp, tangents=T, step=h_curv)
         comp = dimensional_compression(D, d, intrinsic_dim=min(k_est, d - 1, D - 1)) if d < D else \
             {"D": D, "d": d, "intrinsic_dim": k_est, "ratio": d / D, "predicted_dr_small_tau": (d - D) / max(D - k_est, 1)}
         spectra[name] = power_spectrum(z[: min(512, z.shape[0])])
@@ -226,9 +231,11 @@ def diagnose(encoders: Union[Mapping[str, Any], Sequence[Any]], x: torch.Tensor,
             "d_r": dev.d_r.tolist(), "d_r_se": dev.d_r_se.tolist(), "d_i": dev.d_i.tolist(),
             "d_r_small_sigma": float(dev.d_r[0]), "d_r_median_mid": float(dev.d_r[mid].median()) if mid.any() else None,
             "d_i_median_mid": float(dev.d_i[mid].median()) if mid.any() else None,
+            "d_r_se_median_mid": float(dev.d_r_se[mid].median()) if mid.any() else None,
             "compression": comp,
             "tangential": {kk: v for kk, v in tan.items() if not kk.startswith("per_sample")},
             "curvature": {kk: v for kk, v in curv.items() if not kk.startswith("per_sample")},
+            "curvature_at_scale": {kk: v for kk, v in curv_h.items() if not kk.startswith("per_sample")},
             "spectrum_high_frequency_fraction": high_frequency_fraction(fz, pz),
             "spectrum_kind": "2-D radial" if z.ndim == 4 else "1-D over latent coordinates (no spatial layout)",
         }
@@ -272,11 +279,14 @@ def _verdict(results: Dict[str, Any], D: int, pix_hf: Optional[float]) -> Dict[s
             why.append(f"moderate tangential distortion (anisotropy {an:.2f})")
         else:
             why.append(f"little tangential distortion (anisotropy {an:.2f})")
-        cv = r["curvature"]
+        cv, ch = r["curvature"], r["curvature_at_scale"]
         which = "relative_normal_curvature" if cv["normal_defined"] else "relative_curvature"
-        rc = cv[which]
-        why.append(f"{'notable' if rc > 1.0 else 'mild'} injected curvature ({which.replace('_', ' ')} {rc:.2f}, "
-                   "second derivative along data tangents per squared stretch)")
+        rc, rh = cv[which], ch[which]
+        note = (" (exact second derivative ~0: a piecewise-linear encoder, whose bending sits in its kinks)"
+                if rc < 1e-3 * max(rh, 1e-12) else "")
+        why.append(f"{'notable' if max(rc, rh) > 1.0 else 'mild'} injected curvature ({which.replace('_', ' ')} "
+                   f"{rc:.2f} exact, {rh:.2f} at data scale h={ch['step']:.3g}; second derivative along data "
+                   f"tangents per squared stretch){note}")
         hf = r["spectrum_high_frequency_fraction"]
         if pix_hf is not None and r["spectrum_kind"].startswith("2-D") and hf > 1.5 * pix_hf:
             why.append(f"latents carry more high-frequency power than the images ({hf:.2f} vs {pix_hf:.2f})")
@@ -284,11 +294,18 @@ def _verdict(results: Dict[str, Any], D: int, pix_hf: Optional[float]) -> Dict[s
                      f"{med:.3f}; " + "; ".join(why) + "." if med is not None else f"{name}: no mid-range sigma")
     ranking.sort()
     best = ranking[0][1]
-    head = (f"Most diffusable like the pixels: '{best}' (lowest median D_R over mid-range noise). "
+    tie = ""
+    if len(ranking) > 1 and all(results[n]["d_r_se_median_mid"] is not None for _, n in ranking[:2]):
+        (m1, n1), (m2, n2) = ranking[:2]
+        se = math.hypot(results[n1]["d_r_se_median_mid"], results[n2]["d_r_se_median_mid"])
+        if m2 - m1 < 2 * se:
+            tie = (f" '{n1}' and '{n2}' are statistically indistinguishable here (difference {m2 - m1:.4f} < 2 SE = "
+                   f"{2 * se:.4f}); use more samples/probes or better-trained denoisers to separate them.")
+    head = (f"Most diffusable like the pixels: '{best}' (lowest median D_R over mid-range noise).{tie} "
             "D_R near 0 means a diffusion model sees the same Fisher-information dynamics as in pixel space; "
             "D_R near 1 means they are very different. At small noise D_R is dominated by dimensional "
             "compression, which is expected for any d < D and not by itself a defect.")
-    return {"best": best, "ranking": [n for _, n in ranking], "summary": head, "details": lines}
+    return {"best": best, "ranking": [n for _, n in ranking], "tie": bool(tie), "summary": head, "details": lines}
 
 
 def _plots(out: Path, curves, results, spectra, sig, D) -> None:
@@ -319,9 +336,9 @@ def _plots(out: Path, curves, results, spectra, sig, D) -> None:
     names = list(results)
     axes[0].bar(names, [r["tangential"]["anisotropy"] for r in results.values()])
     axes[0].set(title="tangential anisotropy |G/(trG/k) - I|/sqrt(k)")
-    axes[1].bar(names, [r["curvature"]["relative_normal_curvature" if r["curvature"]["normal_defined"]
-                                         else "relative_curvature"] for r in results.values()])
-    axes[1].set(title="relative (normal) curvature")
+    axes[1].bar(names, [r["curvature_at_scale"]["relative_normal_curvature" if r["curvature"]["normal_defined"]
+                                                  else "relative_curvature"] for r in results.values()])
+    axes[1].set(title="relative (normal) curvature at data scale")
     axes[2].bar(names, [r["compression"]["predicted_dr_small_tau"] for r in results.values()])
     axes[2].set(title=f"compression D={D} -> d: predicted small-tau D_R")
     for ax in axes:

@@ -163,8 +163,12 @@ def tangential_distortion(encoder: Callable, x: torch.Tensor, tangents: Optional
 
 def curvature_penalty(encoder: Callable, x: torch.Tensor, tangents: Optional[torch.Tensor] = None,
                       k: Optional[int] = None, n_neighbors: int = 16, scale: float = 1.0,
-                      batch_size: int = 2048) -> Dict[str, object]:
+                      batch_size: int = 2048, step: Optional[float] = None) -> Dict[str, object]:
     """Second directional derivatives of the encoder along data tangents.
+
+    ``step=None``: exact second derivatives (forward-over-forward JVP). ``step=h``: the central second difference
+    ``(E(x + h t) - 2 E(x) + E(x - h t)) / h^2`` at data scale ``h`` instead, which also sees the kinks of
+    piecewise-linear (ReLU / LeakyReLU) encoders, whose exact second derivative is 0 almost everywhere.
 
     For each sample and tangent ``t``: ``a = E''(x)[t, t] = d^2/ds^2 E(x + s t)`` at s = 0 (forward-over-forward JVP),
     and ``a_perp``, its component orthogonal to the encoded tangent plane ``span{J t_j}`` (the bending an isometric
@@ -188,7 +192,14 @@ def curvature_penalty(encoder: Callable, x: torch.Tensor, tangents: Optional[tor
             return torch.func.jvp(encoder, (y,), (tb,))[1]
 
         with torch.no_grad():
-            jt, a = torch.func.jvp(first, (xb,), (tb,))
+            if step is None:
+                jt, a = torch.func.jvp(first, (xb,), (tb,))
+            else:
+                h = float(step)
+                _, jt = torch.func.jvp(encoder, (xb,), (tb,))
+                e = encoder(torch.cat([xb + h * tb, xb, xb - h * tb]))
+                ep, e0, em = e.chunk(3)
+                a = (ep - 2 * e0 + em) / h ** 2
         firsts.append(_flat(jt).to(torch.float64))
         seconds.append(_flat(a).to(torch.float64))
     JT = torch.cat(firsts).reshape(N, k, -1) * float(scale)
@@ -201,7 +212,7 @@ def curvature_penalty(encoder: Callable, x: torch.Tensor, tangents: Optional[tor
     jt2 = (JT ** 2).sum(-1).clamp_min(1e-300)
     rel = ap.sqrt() / jt2
     rel_all = a2.sqrt() / jt2
-    return {"curvature_rms": float(a2.mean().sqrt()), "normal_curvature_rms": float(ap.mean().sqrt()),
+    return {"step": step, "curvature_rms": float(a2.mean().sqrt()), "normal_curvature_rms": float(ap.mean().sqrt()),
             "relative_normal_curvature": float(rel.mean()), "relative_curvature": float(rel_all.mean()),
             "normal_defined": bool(k < A.shape[-1]), "k": int(k),
             "per_sample_normal_curvature": ap.mean(1).sqrt()}

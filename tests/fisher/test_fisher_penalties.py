@@ -95,3 +95,19 @@ def test_power_spectrum_peak_and_flatness():
     assert high_frequency_fraction(f2, p2) < 0.5 * high_frequency_fraction(f, p)
     f1, p1 = power_spectrum(torch.randn(10, 16, dtype=F64))  # flat latents: 1-D spectrum
     assert f1.shape == p1.shape == (9,)
+
+
+def test_finite_scale_curvature_sees_relu_kinks_and_matches_smooth_case():
+    eps, om = 0.1, 5.0
+
+    def E(x):
+        return torch.cat([x, eps * torch.sin(om * x[:, :1])], 1)
+
+    x = torch.randn(300, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
+    exact = curvature_penalty(E, x, tangents=torch.eye(2, dtype=F64))
+    fd = curvature_penalty(E, x, tangents=torch.eye(2, dtype=F64), step=1e-3)
+    assert fd["curvature_rms"] == pytest.approx(exact["curvature_rms"], rel=1e-4)
+    # |x1| folds the line: exact second derivative is 0 a.e., the finite-scale one is not
+    relu = lambda y: torch.cat([y[:, :1].abs(), y[:, 1:]], 1)  # noqa: E731
+    assert curvature_penalty(relu, x, tangents=torch.eye(2, dtype=F64))["curvature_rms"] == 0
+    assert curvature_penalty(relu, x, tangents=torch.eye(2, dtype=F64), step=0.5)["curvature_rms"] > 0.1
