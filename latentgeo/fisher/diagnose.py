@@ -221,8 +221,7 @@ def diagnose(encoders: Union[Mapping[str, Any], Sequence[Any]], x: torch.Tensor,
         tan = tangential_distortion(enc_n, xp, tangents=T)
         curv = curvature_penalty(enc_n, xp, tangents=T)
         curv_h = curvature_penalty(enc_n, xp, tangents=T, step=h_curv)
-        comp = dimensional_compression(D, d, intrinsic_dim=min(k_est, d - 1, D - 1)) if d < D else \
-            {"D": D, "d": d, "intrinsic_dim": k_est, "ratio": d / D, "predicted_dr_small_tau": (d - D) / max(D - k_est, 1)}
+        comp = dimensional_compression(D, d, intrinsic_dim=max(0, min(k_est, d - 1, D - 1)))
         spectra[name] = power_spectrum(z[: min(512, z.shape[0])])
         fz, pz = spectra[name]
         mid = (sig >= 0.05) & (sig <= 5.0)
@@ -323,9 +322,10 @@ def _plots(out: Path, curves, results, spectra, sig, D) -> None:
     for name, r in results.items():
         (ln,) = axes[0].semilogx(s, r["d_r"], "o-", ms=3, label=name)
         axes[0].axhline(r["compression"]["predicted_dr_small_tau"], color=ln.get_color(), ls=":", lw=1)
+        axes[0].axhline(r["compression"]["predicted_dr_large_tau"], color=ln.get_color(), ls="--", lw=0.8)
         axes[1].semilogx(s, r["d_i"], "o-", ms=3, label=name)
     axes[0].set(xlabel="sigma", ylabel="D_R = |R_pix - R_lat| / |R_pix|",
-                title="FIR deviation (dotted: compression-only prediction)")
+                title="FIR deviation; compression-only limits: dotted small, dashed large sigma")
     axes[1].set(xlabel="sigma", ylabel="D_I = |I_pix - I_lat| / |I_pix|", title="FI deviation")
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)

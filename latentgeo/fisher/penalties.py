@@ -44,9 +44,10 @@ def dimensional_compression(D: int, d: int, intrinsic_dim: int = 2) -> Dict[str,
     """Predicted small-tau FIR deviation from a change of ambient dimension alone.
 
     For data of intrinsic dimension ``k`` isometrically embedded in R^n, ``R^(n)(tau) ~ -(n - k)/tau^2`` as tau -> 0,
-    so ``D_R(0+) = |D - d| / (D - k)``; with ``k = 2`` this is the paper's ``(D - d)/(D - 2)`` line.
+    so ``D_R(0+) = |D - d| / (D - k)``; with ``k = 2`` this is the paper's ``(D - d)/(D - 2)`` line. For large tau
+    every law looks like ``N(m, tau I)`` (``R ~ -n/tau^2``), so ``D_R -> |D - d| / D``.
 
-    Returns ``{"D", "d", "intrinsic_dim", "ratio" (d/D), "predicted_dr_small_tau"}``.
+    Returns ``{"D", "d", "intrinsic_dim", "ratio" (d/D), "predicted_dr_small_tau", "predicted_dr_large_tau"}``.
     """
     D, d, k = int(D), int(d), int(intrinsic_dim)
     if D < 1 or d < 1 or k < 0:
@@ -54,7 +55,8 @@ def dimensional_compression(D: int, d: int, intrinsic_dim: int = 2) -> Dict[str,
     if k >= D:
         raise LatentgeoError(f"intrinsic_dim ({k}) must be below the data dimension D ({D}); the small-tau "
                              "prediction needs data on a lower-dimensional set")
-    return {"D": D, "d": d, "intrinsic_dim": k, "ratio": d / D, "predicted_dr_small_tau": abs(D - d) / (D - k)}
+    return {"D": D, "d": d, "intrinsic_dim": k, "ratio": d / D, "predicted_dr_small_tau": abs(D - d) / (D - k),
+            "predicted_dr_large_tau": abs(D - d) / D}
 
 
 def _local_svd(x: torch.Tensor, n_neighbors: int):

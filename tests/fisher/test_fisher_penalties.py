@@ -15,6 +15,11 @@ F64 = torch.float64
 def test_dimensional_compression_prediction():
     r = dimensional_compression(16, 4)
     assert r["predicted_dr_small_tau"] == pytest.approx(12 / 14)
+    from latentgeo.fisher._closed_forms import compression_dr
+
+    # both limits agree with the exact toy curve
+    assert r["predicted_dr_small_tau"] == pytest.approx(float(compression_dr(16, 4, 1e-8)), rel=1e-6)
+    assert r["predicted_dr_large_tau"] == pytest.approx(float(compression_dr(16, 4, 1e8)), rel=1e-6)
     assert dimensional_compression(784, 64, intrinsic_dim=10)["predicted_dr_small_tau"] == pytest.approx(720 / 774)
     with pytest.raises(LatentgeoError):
         dimensional_compression(4, 2, intrinsic_dim=4)
