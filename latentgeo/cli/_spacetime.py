@@ -22,17 +22,20 @@ def _ints(text: str, name: str) -> List[int]:
     return v
 
 
-def _probes(text: str) -> Optional[int]:
+def _probes(text: str, allow_auto: bool = False, name: str = "--probes"):
     from latentgeo.errors import LatentgeoError
 
     if str(text).lower() in ("exact", "none"):
         return None
+    if allow_auto and str(text).lower() == "auto":
+        return "auto"
     try:
         k = int(text)
     except ValueError:
         k = 0
     if k < 1:
-        raise LatentgeoError(f"--probes must be a positive integer or 'exact', got '{text}'")
+        alt = "'exact' or 'auto'" if allow_auto else "'exact'"
+        raise LatentgeoError(f"{name} must be a positive integer or {alt}, got '{text}'")
     return k
 
 
@@ -106,7 +109,8 @@ def geodesic_cmd(
     n_nodes: int = typer.Option(8, "--n-nodes", help="Interior spline knots."),
     lr: float = typer.Option(0.1, "--lr", help="Adam learning rate."),
     probes: str = typer.Option("1", "--probes", help="Rademacher probes per point, or 'exact' (low dimensions)."),
-    eval_probes: str = typer.Option("16", "--eval-probes", help="Probes for the reported energy/length, or 'exact'."),
+    eval_probes: str = typer.Option("auto", "--eval-probes", help="Probes for the reported energy/length: an integer, "
+                                    "'exact', or 'auto' (exact up to 16 dimensions, else 16 probes)."),
     chunk_size: int = typer.Option(0, "--chunk-size", help="Denoiser calls on at most this many points (0 = all; "
                                                            "images: 16)."),
     seed: int = typer.Option(0, "--seed"),
@@ -134,7 +138,7 @@ def geodesic_cmd(
         raise LatentgeoError(f"--n-points {n_points} and --steps {steps} need the same number of entries")
     if n_nodes < 1:
         raise LatentgeoError(f"--n-nodes must be >= 1, got {n_nodes}")
-    k, ek = _probes(probes), _probes(eval_probes)
+    k, ek = _probes(probes), _probes(eval_probes, allow_auto=True, name="--eval-probes")
     den, user = _load_run(run)
     shape = user.get("data_shape")
     x_data = None
@@ -207,7 +211,8 @@ def diffed_cmd(
     n_nodes: int = typer.Option(8, "--n-nodes", help="Interior spline knots (anchor 8)."),
     lr: float = typer.Option(0.1, "--lr"),
     probes: str = typer.Option("1", "--probes", help="Rademacher probes per point, or 'exact'."),
-    eval_probes: str = typer.Option("8", "--eval-probes", help="Probes for the final lengths, or 'exact'."),
+    eval_probes: str = typer.Option("auto", "--eval-probes", help="Probes for the final lengths: an integer, 'exact', "
+                                    "or 'auto' (exact up to 16 dimensions, else 16 probes)."),
     chunk_size: int = typer.Option(0, "--chunk-size", help="Points per denoiser call (0 = all)."),
     pair_batch: int = typer.Option(16, "--pair-batch", help="Geodesics optimised together."),
     seed: int = typer.Option(0, "--seed"),
@@ -238,7 +243,7 @@ def diffed_cmd(
         sts = sts * len(pts)
     if len(pts) != len(sts):
         raise LatentgeoError(f"--n-points {n_points} and --steps {steps} need the same number of entries")
-    k, ek = _probes(probes), _probes(eval_probes)
+    k, ek = _probes(probes), _probes(eval_probes, allow_auto=True, name="--eval-probes")
     den, user = _load_run(run)
     x = load(data, split=split)
     shape = user.get("data_shape")
