@@ -52,6 +52,7 @@ _LAZY = {
     # Fisher
     "fisher_curves": ("latentgeo.fisher", "fisher_curves"),
     "fir_deviation": ("latentgeo.fisher", "fir_deviation"),
+    "FisherCurves": ("latentgeo.fisher", "FisherCurves"),
     "diagnose": ("latentgeo.fisher", "diagnose"),
     "GaussianMixture": ("latentgeo.fisher.exact", "GaussianMixture"),
     # spacetime
@@ -60,6 +61,13 @@ _LAZY = {
     "geodesic": ("latentgeo.spacetime", "geodesic"),
     "edit_distance": ("latentgeo.spacetime", "edit_distance"),
     "edit_distance_matrix": ("latentgeo.spacetime", "edit_distance_matrix"),
+    "edit_distance_pairs": ("latentgeo.spacetime", "edit_distance_pairs"),
+    "eta": ("latentgeo.spacetime", "eta"),
+    "mu": ("latentgeo.spacetime", "mu"),
+    "Geodesic": ("latentgeo.spacetime", "Geodesic"),
+    "kl_from_state": ("latentgeo.spacetime", "kl_from_state"),
+    "SNRPenalty": ("latentgeo.spacetime", "SNRPenalty"),
+    "RegionAvoidance": ("latentgeo.spacetime", "RegionAvoidance"),
     # molecules
     "transition_paths": ("latentgeo.molecules", "transition_paths"),
     "run_tps": ("latentgeo.molecules", "run_tps"),
