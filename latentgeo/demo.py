@@ -633,8 +633,12 @@ def run_demo(data: str = "digits", out: Union[str, os.PathLike] = "runs/demo", s
         except _Unavailable as exc:
             status, msg = "not available", str(exc)
             rep.note(f"Not available in this version: {msg}.")
-        except LatentgeoError:
-            raise
+        except LatentgeoError as exc:
+            if st == "data":  # the user's input (data set name, missing files): stop with the one-line fix
+                raise
+            status, msg = "error", f"LatentgeoError: {exc}"
+            rep.note(f"This stage failed: {msg}")
+            summary.setdefault("tracebacks", {})[st] = traceback.format_exc()
         except Exception as exc:  # keep the demo going: report what failed and carry on
             status, msg = "error", f"{type(exc).__name__}: {exc}"
             rep.note(f"This stage failed: {msg}")
