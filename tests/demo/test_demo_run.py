@@ -81,3 +81,24 @@ def test_cli_demo_bad_data_is_one_line_error(tmp_path):
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 2
     assert res.stderr.strip().startswith("error:") and "digits" in res.stderr
+
+
+def test_unavailable_and_failing_stages_are_reported_not_fatal(tmp_path, monkeypatch):
+    import latentgeo.demo as demo
+
+    def missing(ctx):
+        raise demo._Unavailable("latentgeo.autoencoders.train_gpe_encoder is not available in this version")
+
+    def broken(ctx):
+        raise RuntimeError("boom")
+
+    monkeypatch.setitem(demo._STAGE_FUNCS, "gpe", missing)
+    monkeypatch.setitem(demo._STAGE_FUNCS, "vae", broken)
+    path = demo.run_demo(out=tmp_path, budget={"clf_steps": 5}, progress=False, stages=["data", "gpe", "vae"])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["stages"]["data"]["status"] == "ok"
+    assert summary["stages"]["gpe"]["status"] == "not available"
+    assert summary["stages"]["vae"]["status"] == "error" and "boom" in summary["stages"]["vae"]["message"]
+    assert "geometry" not in summary["stages"]  # not requested
+    html = Path(path).read_text()
+    assert "Not available in this version" in html and "This stage failed: RuntimeError: boom" in html
