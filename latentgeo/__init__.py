@@ -71,6 +71,10 @@ _LAZY = {
     # molecules
     "transition_paths": ("latentgeo.molecules", "transition_paths"),
     "run_tps": ("latentgeo.molecules", "run_tps"),
+    "AlanineTable": ("latentgeo.molecules", "AlanineTable"),
+    "MuellerBrown": ("latentgeo.molecules", "MuellerBrown"),
+    "load_alanine_table": ("latentgeo.molecules", "load_alanine_table"),
+    "grid_lower_bound": ("latentgeo.molecules", "grid_lower_bound"),
     # metrics / report / demo
     "sliced_wasserstein": ("latentgeo.metrics", "sliced_wasserstein"),
     "mmd": ("latentgeo.metrics", "mmd"),
