@@ -181,7 +181,9 @@ def load_or_fit_classifier(run_dir: Union[str, Path], x, y, image_shape: Optiona
                            **fit_kwargs) -> Tuple[FeatureClassifier, dict]:
     """Load ``<run_dir>/classifier.safetensors`` if it was trained on the same data, else train and save it.
 
-    Returns ``(classifier, info)``; ``info["cached"]`` says whether the file was reused.
+    The cache key is a hash of the training images and labels only: a cached classifier is reused even if
+    ``fit_kwargs`` (e.g. ``steps``) differ; delete the file to retrain. Returns ``(classifier, info)``;
+    ``info["cached"]`` says whether the file was reused, ``info["val_accuracy"]`` is its held-out accuracy.
     """
     run_dir = Path(run_dir)
     path = run_dir / "classifier.safetensors"
