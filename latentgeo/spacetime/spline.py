@@ -86,7 +86,15 @@ class SplineCurve:
         """Points ``xs`` [P, N, ...] and ``sigmas`` [P, N] at N equispaced parameter values (differentiable)."""
         B, s = self._grid(n_points)
         nodes = self.nodes if nodes is None else nodes
-        off = torch.matmul(B, nodes)  # [P, N, 1 + n]
-        lam = self.la[:, None] + s[None] * (self.lb - self.la)[:, None] + off[..., 0]
-        x = self.xa[:, None] + s[None, :, None] * (self.xb - self.xa)[:, None] + off[..., 1:]
-        return x.reshape(self.P, n_points, *self.shape), sigma_of_lambda(lam)
+        return _spline_points(nodes, self.xa, self.xb, self.la, self.lb, B, s, self.shape)
+
+
+def _spline_points(nodes: torch.Tensor, xa: torch.Tensor, xb: torch.Tensor, la: torch.Tensor, lb: torch.Tensor,
+                   B: torch.Tensor, s: torch.Tensor, shape: Tuple[int, ...]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Pure-tensor curve evaluation (also traced by :mod:`latentgeo.spacetime.fast`): knots [P, K, 1 + n],
+    flat endpoints [P, n], end log-SNRs [P], basis [N, K], parameters [N] -> (xs [P, N, *shape], sigmas [P, N])."""
+    P, N = xa.shape[0], B.shape[0]
+    off = torch.matmul(B, nodes)  # [P, N, 1 + n]
+    lam = la[:, None] + s[None] * (lb - la)[:, None] + off[..., 0]
+    x = xa[:, None] + s[None, :, None] * (xb - xa)[:, None] + off[..., 1:]
+    return x.reshape(P, N, *shape), sigma_of_lambda(lam)
