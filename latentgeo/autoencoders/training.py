@@ -280,9 +280,11 @@ def _check_data(x: torch.Tensor, name: str) -> None:
 
 def train_gpe_encoder(encoder: Encoder, x: torch.Tensor, x_val: Optional[torch.Tensor] = None, *,
                       steps: int = 2000, gme_threshold: Optional[float] = None, eval_every: int = 100,
-                      engine: str = "fit", **kw) -> Dict[str, Any]:
+                      engine: str = "fit", stop_fn: Optional[Callable[[Dict[str, float]], bool]] = None,
+                      **kw) -> Dict[str, Any]:
     """GPE stage 1: train ``encoder`` alone on the GME cost; stop after ``steps`` or once the HELD-OUT GME cost
-    (``x_val``, eval mode) falls below ``gme_threshold``. Keyword arguments go to :func:`fit`."""
+    (``x_val``, eval mode) falls below ``gme_threshold`` (or ``stop_fn(row)`` is true; it sees every evaluation
+    row). Keyword arguments go to :func:`fit` / :func:`run_shared`."""
     _check_data(x, "training data")
     if x_val is not None:
         _check_data(x_val, "validation data")
@@ -293,6 +295,9 @@ def train_gpe_encoder(encoder: Encoder, x: torch.Tensor, x_val: Optional[torch.T
 
     ev = (lambda m: {"val_gme": evaluate_gme(m, x_val)}) if x_val is not None else None
     stop = (lambda r: r.get("val_gme", math.inf) < gme_threshold) if gme_threshold is not None and ev else None
+    if stop_fn is not None:  # a caller's hook (e.g. snapshots at several thresholds), OR-ed with the threshold
+        base = stop
+        stop = (lambda r: bool(stop_fn(r)) | bool(base(r))) if base is not None else stop_fn
     return _run(engine, encoder, loss_fn, x, steps=steps, eval_fn=ev, eval_every=eval_every, stop_fn=stop,
                 name=kw.pop("name", "encoder"), **kw)
 

@@ -1,0 +1,364 @@
+"""GPE vs VAE / AE / VAE+MDS / AE+MDS on Fashion-MNIST 32x32 (latent 30, batch 100, identical architectures).
+
+Measures, at this machine's scale (GPE paper Table 1, sections 8.2 and 8.4):
+  (a) iterations and seconds for a FRESH decoder to reach validation MSE 0.05 / 0.025 / 0.015 on a frozen GPE
+      encoder vs a frozen (jointly trained) VAE encoder;
+  (b) end-to-end time to the same thresholds: GPE (encoder, then decoder; the encoder time is included) vs VAE,
+      AE, VAE+MDS, AE+MDS trained jointly;
+  (c) decoder convergence on GPE encoders stopped at three held-out GME thresholds.
+
+Timing: by default the CPU time of each single-threaded training process (``--clock cpu``), so that the numbers
+are comparable on a shared, loaded machine; evaluation time is excluded, the GPE latent pre-computation (exact:
+the encoder is frozen) is included. Validation = the first ``--n-val`` Fashion-MNIST TEST images (pixels in
+[-1, 1]; MSE per pixel). All methods: Adam(lr, betas 0.5/0.999), batch 100, same seeds.
+
+    python benchmarks/gpe_vs_vae.py --budget-seconds 150 --jobs 2      # the reduced run reported in results/
+    python benchmarks/gpe_vs_vae.py --quick                            # smoke test (~1-2 min)
+
+Writes benchmarks/results/gpe_vs_vae.json (+ _curves.png) and prints the JSON.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+MSE_THRESHOLDS = (0.05, 0.025, 0.015)
+JOINT = ("vae", "ae", "vae-mds", "ae-mds")
+
+
+def _data(cfg):
+    from latentgeo.data import fashion_mnist
+
+    x = fashion_mnist("train", pad=True, n=cfg["n_train"])
+    xv = fashion_mnist("test", pad=True, n=cfg["n_val"])
+    return x, xv
+
+
+def _setup(cfg):
+    torch.set_num_threads(cfg["threads"])
+    torch.manual_seed(cfg["seed"])
+
+
+def _crossings(history, key, thresholds, offset_s=0.0):
+    """First (step, seconds) at which history[key] < t, for each threshold (None if never)."""
+    out = {}
+    for t in thresholds:
+        hit = next((r for r in history if r.get(key, math.inf) < t), None)
+        out[str(t)] = None if hit is None else {"iterations": hit["step"], "seconds": round(hit["seconds"] + offset_s, 2)}
+    return out
+
+
+def _curve(history, key, offset_s=0.0):
+    return [[r["step"], round(r["seconds"] + offset_s, 3), r[key]] for r in history if key in r]
+
+
+def task_gpe_encoder(cfg, workdir):
+    """Train the GPE encoder on the GME cost; snapshot it when the held-out GME first drops below each threshold."""
+    from latentgeo.autoencoders import Encoder, evaluate_gme, train_gpe_encoder
+    from latentgeo.checkpoint import save
+
+    _setup(cfg)
+    x, xv = _data(cfg)
+    enc = Encoder([1, 32, 32], cfg["latent_dim"], width=cfg["enc_width"])
+    pending = sorted(cfg["gme_thresholds"], reverse=True)
+    snaps = {}
+
+    def stop(row):
+        while pending and row.get("val_gme", math.inf) < pending[0]:
+            t = pending.pop(0)
+            path = Path(workdir) / f"gpe_enc_{t}.safetensors"
+            save(enc, path)
+            snaps[str(t)] = {"path": str(path), "iterations": row["step"], "seconds": row["seconds"],
+                             "val_gme": row["val_gme"]}
+        return not pending
+
+    res = train_gpe_encoder(enc, x, xv[:cfg["n_val_gme"]], steps=10 ** 9, eval_every=cfg["enc_eval_every"],
+                            time_budget=cfg["enc_budget"], lr=cfg["lr"], seed=cfg["seed"], clock=cfg["clock"],
+                            stop_fn=stop)
+    final = Path(workdir) / "gpe_enc_final.safetensors"
+    save(enc, final)
+    return {"snapshots": snaps, "final": {"path": str(final), "iterations": res["steps"], "seconds": res["seconds"],
+                                          "val_gme": res["history"][-1].get("val_gme")},
+            "curve": _curve(res["history"], "val_gme")}
+
+
+def task_decoder(cfg, enc_path, label):
+    """A fresh decoder on a FROZEN encoder (normalised latents), trained for the budget."""
+    from latentgeo.autoencoders import Decoder, finalise_normalisation, train_decoder
+    from latentgeo.checkpoint import load
+
+    _setup(cfg)
+    x, xv = _data(cfg)
+    enc = load(enc_path).eval()
+    t0 = time.process_time() if cfg["clock"] == "cpu" else time.perf_counter()
+    finalise_normalisation(enc, None, x[:10000], decoder_on_raw=False)
+    norm_s = (time.process_time() if cfg["clock"] == "cpu" else time.perf_counter()) - t0
+    torch.manual_seed(cfg["seed"])
+    dec = Decoder([1, 32, 32], cfg["latent_dim"], width=cfg["dec_width"])
+    res = train_decoder(dec, enc, x, xv, steps=10 ** 9, eval_every=cfg["eval_every"], time_budget=cfg["budget"],
+                        lr=cfg["lr"], seed=cfg["seed"], clock=cfg["clock"],
+                        mse_threshold=min(MSE_THRESHOLDS) if cfg["stop_at_threshold"] else None)
+    h = res["history"]
+    return {"label": label, "iterations": res["steps"], "seconds": round(res["seconds"] + norm_s, 2),
+            "encode_seconds": round(res["encode_seconds"] + norm_s, 2),
+            "final_val_mse": h[-1]["val_mse"], "best_val_mse": min(r["val_mse"] for r in h),
+            "reach": _crossings(h, "val_mse", MSE_THRESHOLDS, norm_s),
+            "curve": _curve(h, "val_mse", norm_s),
+            "sec_per_iter": round(res["seconds"] / max(1, res["steps"]), 4)}
+
+
+def task_joint(cfg, method, workdir):
+    from latentgeo.autoencoders import Decoder, Encoder, train_joint
+    from latentgeo.checkpoint import save
+
+    _setup(cfg)
+    x, xv = _data(cfg)
+    enc = Encoder([1, 32, 32], cfg["latent_dim"], width=cfg["enc_width"], variational=method.startswith("vae"))
+    dec = Decoder([1, 32, 32], cfg["latent_dim"], width=cfg["dec_width"])
+    res = train_joint(method, enc, dec, x, xv, steps=10 ** 9, eval_every=cfg["eval_every"],
+                      time_budget=cfg["joint_budget"], lr=cfg["lr"], seed=cfg["seed"], clock=cfg["clock"],
+                      kl_weight=cfg["kl_weight"], mds_weight=cfg["mds_weight"],
+                      mse_threshold=min(MSE_THRESHOLDS) if cfg["stop_at_threshold"] else None)
+    path = Path(workdir) / f"{method}_enc.safetensors"
+    save(enc, path)
+    h = res["history"]
+    return {"method": method, "iterations": res["steps"], "seconds": round(res["seconds"], 2),
+            "final_val_mse": h[-1]["val_mse"], "best_val_mse": min(r["val_mse"] for r in h),
+            "reach": _crossings(h, "val_mse", MSE_THRESHOLDS), "curve": _curve(h, "val_mse"),
+            "sec_per_iter": round(res["seconds"] / max(1, res["steps"]), 4), "encoder_path": str(path)}
+
+
+def _machine(load_start):
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "logical_cpus": os.cpu_count(), "platform": platform.platform(),
+            "python": platform.python_version(), "torch": torch.__version__,
+            "loadavg_start": load_start, "loadavg_end": list(os.getloadavg()),
+            "note": "shared 2-core machine with several other engineers' jobs running; single-threaded processes, "
+                    "times are per-process CPU seconds unless clock=wall"}
+
+
+def _ratio(slow, fast):
+    if fast is None:
+        return None
+    if slow is None:
+        return None
+    return round(slow / fast, 2) if fast > 0 else None
+
+
+def summarise(cfg, enc, decs, joints, vae_dec):
+    gpe_final = decs["final"]
+    enc_s = enc["final"]["seconds"]
+    out = {"a_decoder_on_frozen_encoder": {}, "b_end_to_end": {}, "c_gme_threshold_vs_decoder": {}}
+    for t in map(str, MSE_THRESHOLDS):
+        g, v = gpe_final["reach"][t], vae_dec["reach"][t]
+        row = {"gpe": g, "vae": v}
+        if g and v:
+            row["iteration_ratio_vae_over_gpe"] = _ratio(v["iterations"], g["iterations"])
+            row["seconds_ratio_vae_over_gpe"] = _ratio(v["seconds"], g["seconds"])
+        elif g and not v:
+            row["iteration_ratio_vae_over_gpe"] = f">= {round(vae_dec['iterations'] / g['iterations'], 2)} " \
+                                                  f"(VAE-encoder decoder never reached it in {vae_dec['iterations']} iterations)"
+        out["a_decoder_on_frozen_encoder"][t] = row
+    for t in map(str, MSE_THRESHOLDS):
+        g = gpe_final["reach"][t]
+        row = {"gpe_seconds": None if g is None else round(g["seconds"] + enc_s, 2),
+               "gpe_encoder_seconds": round(enc_s, 2)}
+        best = None
+        for j in joints:
+            r = j["reach"][t]
+            row[j["method"]] = None if r is None else r["seconds"]
+            if r is not None and (best is None or r["seconds"] < best[1]):
+                best = (j["method"], r["seconds"])
+        row["best_joint"] = best[0] if best else None
+        if row["gpe_seconds"] is not None and best:
+            row["speedup_vs_best_joint"] = _ratio(best[1], row["gpe_seconds"])
+        elif row["gpe_seconds"] is not None:
+            longest = max(j["seconds"] for j in joints)
+            row["speedup_vs_best_joint"] = f">= {round(longest / row['gpe_seconds'], 2)} (no joint method reached it)"
+        out["b_end_to_end"][t] = row
+    for key, d in decs.items():
+        gme = enc["snapshots"].get(key, {}).get("val_gme") if key != "final" else enc["final"]["val_gme"]
+        out["c_gme_threshold_vs_decoder"][key] = {"encoder_val_gme": gme, "decoder_reach": d["reach"],
+                                                 "decoder_final_val_mse": d["final_val_mse"]}
+    return out
+
+
+def plot(res, path):
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from latentgeo.checkpoint import atomic_write_bytes
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    enc_s = res["gpe_encoder"]["final"]["seconds"]
+    c = res["decoders"]["final"]["curve"]
+    axes[0].plot([p[1] + enc_s for p in c], [p[2] for p in c], label="GPE (encoder then decoder)", lw=2)
+    axes[0].axvline(enc_s, color="C0", ls=":", lw=1)
+    for j in res["joint"]:
+        axes[0].plot([p[1] for p in j["curve"]], [p[2] for p in j["curve"]], label=j["method"])
+    axes[0].set_xlabel(f"{res['config']['clock']} seconds (1 thread)")
+    axes[0].set_title("(b) end to end: validation MSE")
+    for name, d in (("GPE encoder", res["decoders"]["final"]), ("VAE encoder", res["vae_frozen_decoder"])):
+        axes[1].plot([p[0] for p in d["curve"]], [p[2] for p in d["curve"]], label=name)
+    axes[1].set_xlabel("decoder iterations")
+    axes[1].set_title("(a) fresh decoder on a frozen encoder")
+    for key, d in res["decoders"].items():
+        gme = res["summary"]["c_gme_threshold_vs_decoder"][key]["encoder_val_gme"]
+        axes[2].plot([p[0] for p in d["curve"]], [p[2] for p in d["curve"]],
+                     label=f"encoder GME {gme:.3g}" if gme is not None else key)
+    axes[2].set_xlabel("decoder iterations")
+    axes[2].set_title("(c) decoder vs encoder GME")
+    for a in axes:
+        a.set_yscale("log")
+        a.set_ylabel("validation MSE")
+        for t in MSE_THRESHOLDS:
+            a.axhline(t, color="grey", lw=0.6, ls="--")
+        a.legend(fontsize=8)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
+    plt.close(fig)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--budget-seconds", type=float, default=600.0,
+                   help="training budget of each decoder run; joint methods get this plus the GPE encoder budget")
+    p.add_argument("--encoder-budget", type=float, default=None, help="GPE encoder budget (default budget/3)")
+    p.add_argument("--gme-thresholds", default="0.05,0.02,0.01", help="held-out GME stops for part (c)")
+    p.add_argument("--quick", action="store_true", help="tiny smoke run")
+    p.add_argument("--jobs", type=int, default=1, help="parallel single-threaded worker processes")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
+    p.add_argument("--n-train", type=int, default=60000)
+    p.add_argument("--n-val", type=int, default=1000)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--kl-weight", type=float, default=0.1)
+    p.add_argument("--mds-weight", type=float, default=1.0)
+    p.add_argument("--stop-at-threshold", action="store_true", help="stop each run once MSE < 0.015")
+    p.add_argument("--parts", choices=("abc", "c"), default="abc",
+                   help="'c' runs only part (c): the GPE encoder and decoders on its threshold snapshots")
+    p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/gpe_vs_vae[_c].json)")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.budget_seconds, a.n_train, a.n_val = min(a.budget_seconds, 15.0), min(a.n_train, 3000), min(a.n_val, 300)
+    enc_budget = a.encoder_budget if a.encoder_budget is not None else a.budget_seconds / 3
+    cfg = {"budget": a.budget_seconds, "enc_budget": enc_budget, "joint_budget": a.budget_seconds + enc_budget,
+           "gme_thresholds": [float(t) for t in a.gme_thresholds.split(",")], "threads": a.threads,
+           "clock": a.clock, "n_train": a.n_train, "n_val": a.n_val, "n_val_gme": min(a.n_val, 500), "lr": a.lr,
+           "kl_weight": a.kl_weight, "mds_weight": a.mds_weight, "latent_dim": 30, "batch_size": 100,
+           "enc_width": 32, "dec_width": 16, "eval_every": 25 if a.quick else 50, "enc_eval_every": 50,
+           "seed": 0, "stop_at_threshold": a.stop_at_threshold, "quick": a.quick, "jobs": a.jobs,
+           "data": "fashion-mnist 32x32 (padded), pixels in [-1, 1]; validation = first n_val test images"}
+    load_start = list(os.getloadavg())
+    t_start = time.time()
+    if a.out is None:
+        a.out = str(ROOT / "benchmarks" / "results" / ("gpe_vs_vae.json" if a.parts == "abc" else "gpe_vs_vae_c.json"))
+    if a.parts == "c":
+        return run_part_c(cfg, a, load_start, t_start)
+    with tempfile.TemporaryDirectory() as work, ProcessPoolExecutor(max_workers=max(1, a.jobs)) as pool:
+        f_enc = pool.submit(task_gpe_encoder, cfg, work)
+        f_joint = [pool.submit(task_joint, cfg, m, work) for m in JOINT]
+        enc = f_enc.result()
+        f_dec = {k: pool.submit(task_decoder, cfg, v["path"], f"gme<{k}") for k, v in enc["snapshots"].items()
+                 if float(k) != min(cfg["gme_thresholds"])}
+        f_dec["final"] = pool.submit(task_decoder, cfg, enc["final"]["path"], "final")
+        joints = [f.result() for f in f_joint]
+        vae_path = next(j["encoder_path"] for j in joints if j["method"] == "vae")
+        f_vae = pool.submit(task_decoder, cfg, vae_path, "vae-frozen")
+        decs = {k: f.result() for k, f in f_dec.items()}
+        vae_dec = f_vae.result()
+    for j in joints:
+        j.pop("encoder_path")
+    res = {"benchmark": "gpe_vs_vae", "config": cfg, "machine": _machine(load_start),
+           "wall_seconds_total": round(time.time() - t_start, 1), "gpe_encoder": enc, "decoders": decs,
+           "vae_frozen_decoder": vae_dec, "joint": joints}
+    for snap in enc["snapshots"].values():
+        snap.pop("path", None)
+    enc["final"].pop("path", None)
+    res["summary"] = summarise(cfg, enc, decs, joints, vae_dec)
+    from latentgeo.checkpoint import atomic_write_json
+
+    out = Path(a.out)
+    atomic_write_json(out, res)
+    plot(res, out.with_name(out.stem + "_curves.png"))
+    print(json.dumps({"summary": res["summary"], "machine": res["machine"],
+                      "sec_per_iter": {**{j["method"]: j["sec_per_iter"] for j in joints},
+                                       "gpe_decoder": decs["final"]["sec_per_iter"]}}, indent=1))
+
+
+def run_part_c(cfg, a, load_start, t_start):
+    """Part (c) alone: decoders on GPE encoders stopped at each held-out GME threshold (paper section 8.2)."""
+    from latentgeo.checkpoint import atomic_write_json
+
+    with tempfile.TemporaryDirectory() as work, ProcessPoolExecutor(max_workers=max(1, a.jobs)) as pool:
+        enc = pool.submit(task_gpe_encoder, cfg, work).result()
+        f_dec = {k: pool.submit(task_decoder, cfg, v["path"], f"gme<{k}") for k, v in enc["snapshots"].items()}
+        if not enc["snapshots"]:
+            f_dec["final"] = pool.submit(task_decoder, cfg, enc["final"]["path"], "final")
+        decs = {k: f.result() for k, f in f_dec.items()}
+    for snap in enc["snapshots"].values():
+        snap.pop("path", None)
+    enc["final"].pop("path", None)
+    table = {k: {"encoder_val_gme": enc["snapshots"].get(k, enc["final"])["val_gme"],
+                 "encoder_iterations": enc["snapshots"].get(k, enc["final"])["iterations"],
+                 "decoder_reach": d["reach"], "decoder_best_val_mse": d["best_val_mse"],
+                 "decoder_mse_at": {str(it): next((c[2] for c in d["curve"] if c[0] >= it), None)
+                                    for it in (100, 250, 500, 1000)}}
+             for k, d in decs.items()}
+    res = {"benchmark": "gpe_vs_vae part (c)", "config": cfg, "machine": _machine(load_start),
+           "wall_seconds_total": round(time.time() - t_start, 1), "gpe_encoder": enc, "decoders": decs,
+           "summary": {"c_gme_threshold_vs_decoder": table}}
+    out = Path(a.out)
+    atomic_write_json(out, res)
+    import io
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from latentgeo.checkpoint import atomic_write_bytes
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    for k, d in decs.items():
+        ax.plot([c[0] for c in d["curve"]], [c[2] for c in d["curve"]],
+                label=f"encoder GME {table[k]['encoder_val_gme']:.3g}")
+    ax.set_yscale("log")
+    ax.set_xlabel("decoder iterations")
+    ax.set_ylabel("validation MSE")
+    ax.set_title("(c) decoder convergence vs encoder GME")
+    ax.legend()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
+    atomic_write_bytes(out.with_name(out.stem + "_curves.png"), buf.getvalue())
+    plt.close(fig)
+    print(json.dumps({"summary": res["summary"], "machine": res["machine"]}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
