@@ -162,7 +162,7 @@ def _avoid_state(avoid):
 def tps_geodesic(denoiser, start, end, sigma_end: float, n_points: int = 128, n_nodes: int = 10,
                  steps: int = 1000, lr: float = 0.1, snr_penalty: float = 0.0, avoid: Optional[Tuple] = None,
                  avoid_weight: float = 1.0, avoid_kl: float = 3.0, seed: int = 0,
-                 n_probes: Optional[int] = 1):
+                 n_probes: Optional[int] = 1, compile: bool = False):
     """Spacetime geodesic between ``(start, sigma_end)`` and ``(end, sigma_end)``.
 
     Args:
@@ -172,6 +172,8 @@ def tps_geodesic(denoiser, start, end, sigma_end: float, n_points: int = 128, n_
             from it: ``avoid_weight * mean_n softplus(avoid_kl - KL(z* || gamma_n))``
             (:class:`latentgeo.spacetime.penalties.RegionAvoidance`).
         n_probes: Rademacher probes for the divergence per step (``None``: exact, two probes in 2-D).
+        compile: fused compiled optimisation step (:mod:`latentgeo.spacetime.fast`); used only when it applies
+            (exact divergence, no constraint), else the eager step.
 
     Returns:
         ``(xs [N, 2], sigmas [N], info)`` as float64 tensors, ``info`` with the geodesic ``energy``, ``length`` and
@@ -192,12 +194,14 @@ def tps_geodesic(denoiser, start, end, sigma_end: float, n_points: int = 128, n_
     gen = torch.Generator().manual_seed(seed)
     t0 = time.perf_counter()
     res = geodesic(denoiser, start=(a, sigma_end), end=(b, sigma_end), n_points=n_points, n_nodes=n_nodes,
-                   steps=steps, lr=lr, n_probes=n_probes, penalty=penalty, generator=gen, eval_probes=None)
+                   steps=steps, lr=lr, n_probes=n_probes, penalty=penalty, generator=gen, eval_probes=None,
+                   compile=bool(compile and penalty is None and n_probes is None))
     dt = time.perf_counter() - t0
     xs = torch.as_tensor(res.xs, dtype=torch.float64).detach().reshape(n_points, -1)
     sg = torch.as_tensor(res.sigmas, dtype=torch.float64).detach().reshape(-1)
     info = {"energy": float(res.energy), "length": float(res.length), "seconds": dt,
-            "seconds_per_step": float(res.seconds_per_step), "n_probes": n_probes}
+            "seconds_per_step": float(res.seconds_per_step), "n_probes": n_probes,
+            "compiled": bool(res.compile_seconds > 0), "compile_seconds": float(res.compile_seconds)}
     return xs, sg, info
 
 
@@ -225,6 +229,7 @@ def transition_paths(
     avoid: Optional[Tuple] = None,
     avoid_weight: float = 1.0,
     n_probes: Optional[int] = None,
+    geo_compile: bool = False,
     reach_radius: float = 0.5,
     net_kwargs: Optional[Dict[str, Any]] = None,
     seed: int = 0,
@@ -243,6 +248,7 @@ def transition_paths(
         k_steps (K), step, kT: annealed Langevin (``n_paths * N * K`` evaluations).
         snr_penalty, avoid, avoid_weight: optional constraints on the geodesic (see :func:`tps_geodesic`).
         n_probes: divergence probes in the geodesic energy (``None``: exact, cheap in 2-D).
+        geo_compile: compiled geodesic step (see :func:`tps_geodesic`).
         reach_radius: a path counts as reaching ``end`` if its last frame lies within this distance.
         net_kwargs: MLP settings (default ``hidden=64, depth=2, emb_dim=32``).
     """
@@ -277,7 +283,7 @@ def transition_paths(
     say(f"geodesic: N={n_points}, {geo_steps} steps")
     xs, sgs, ginfo = tps_geodesic(den, start, end, sigma_end, n_points=n_points, n_nodes=n_nodes, steps=geo_steps,
                                   lr=geo_lr, snr_penalty=snr_penalty, avoid=avoid, avoid_weight=avoid_weight,
-                                  seed=seed, n_probes=n_probes)
+                                  seed=seed, n_probes=n_probes, compile=geo_compile)
     seconds["geodesic"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
