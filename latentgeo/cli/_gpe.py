@@ -27,7 +27,8 @@ def train_ae(
     mds_weight: float = typer.Option(1.0, "--mds-weight", help="Weight of the MDS stress (vae-mds, ae-mds)."),
     arch: str = typer.Option("auto", "--arch", help="auto | mlp | conv."),
     n: Optional[int] = typer.Option(None, "--n", help="Training samples (default: all / 10000 synthetic)."),
-    n_val: int = typer.Option(1000, "--n-val", help="Held-out samples for validation."),
+    n_val: Optional[int] = typer.Option(None, "--n-val",
+                                        help="Held-out samples for validation (default: up to 1000 of the test split)."),
     batch_size: int = typer.Option(100, "--batch-size"),
     lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (betas 0.5, 0.999)."),
     seed: int = typer.Option(0, "--seed"),
@@ -49,7 +50,7 @@ def train_ae(
 
     check_choice(method, METHODS, "method")
     check_choice(engine, ("shared", "fit"), "engine")
-    for v, nm in ((steps, "--steps"), (batch_size, "--batch-size"), (n_val, "--n-val")):
+    for v, nm in ((steps, "--steps"), (batch_size, "--batch-size"), (1 if n_val is None else n_val, "--n-val")):
         if v < 1:
             raise LatentgeoError(f"{nm} must be a positive integer, got {v}")
     check_positive(lr, "--lr")
@@ -61,7 +62,10 @@ def train_ae(
             and not resume:
         raise LatentgeoError(f"'{out}' holds an unfinished run; pass --resume to continue it or choose another --out")
     x = _load_data(data, "train", n, seed, pad)
-    xv = _load_data(data, "test", n_val, seed, pad)
+    if n_val is None:  # small test splits (digits: 359) are used whole
+        xv = _load_data(data, "test", None, seed, pad)[:1000]
+    else:
+        xv = _load_data(data, "test", n_val, seed, pad)
     if latent_dim is None:
         latent_dim = 30 if x.ndim == 4 else min(2, math.prod(x.shape[1:]))
     torch.set_num_threads(max(1, torch.get_num_threads()))
