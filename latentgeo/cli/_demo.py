@@ -17,7 +17,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                                                                   "the cached feature classifier."),
         quick: bool = typer.Option(False, "--quick", help="Tiny step counts: a 1-2 minute smoke run."),
         seed: int = typer.Option(0, "--seed", help="Seed of every stage."),
-        threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: torch's choice)."),
+        threads: Optional[int] = typer.Option(
+            None, "--threads", help="torch threads (default: torch's choice); use 1 on a machine busy with other "
+                                    "jobs, where several threads contend badly."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
     ) -> None:
         """Train GPE and VAE, diffusion models, Fisher curves, a spacetime geodesic and latent generation on a small
