@@ -10,7 +10,7 @@ from latentgeo.molecules.potentials import (
     wrap_angle,
 )
 from latentgeo.molecules.bounds import grid_lower_bound, minimax_path
-from latentgeo.molecules.baselines import densify, straight_path, string_method
+from latentgeo.molecules.baselines import densify, straight_path, string_method, two_way_shooting
 from latentgeo.molecules.kde import KDEDenoiser
 from latentgeo.molecules.langevin import boltzmann_samples, langevin, uniform_starts
 from latentgeo.molecules.openmm_source import openmm_alanine_samples
@@ -32,6 +32,7 @@ __all__ = [
     "densify",
     "straight_path",
     "string_method",
+    "two_way_shooting",
     "KDEDenoiser",
     "boltzmann_samples",
     "langevin",

@@ -26,11 +26,12 @@ from latentgeo.spacetime.diffed import (edit_distance, edit_distance_matrix, edi
                                         pf_ode_path)
 from latentgeo.spacetime.family import (curve_energy, curve_length, divergence, eta, kl_from_state,
                                         lambda_of_sigma, mu, segment_terms, sigma_of_lambda)
+from latentgeo.spacetime.fast import compiled_energy_step
 from latentgeo.spacetime.geodesic import Geodesic, energy_and_grad, geodesic
 from latentgeo.spacetime.penalties import RegionAvoidance, SNRPenalty, SumPenalty, region_kl, snr_penalty_value
 from latentgeo.spacetime.spline import SplineCurve, spline_basis
 
 __all__ = ["eta", "mu", "divergence", "segment_terms", "curve_energy", "curve_length", "kl_from_state",
            "lambda_of_sigma", "sigma_of_lambda", "Geodesic", "geodesic", "energy_and_grad", "SplineCurve",
-           "spline_basis", "edit_distance", "edit_distance_pairs", "edit_distance_matrix", "encode_to_sigma",
+           "spline_basis", "compiled_energy_step", "edit_distance", "edit_distance_pairs", "edit_distance_matrix", "encode_to_sigma",
            "pf_ode_path", "SNRPenalty", "RegionAvoidance", "SumPenalty", "snr_penalty_value", "region_kl"]
