@@ -14,6 +14,11 @@ the encoder is frozen) is included. Validation = the first ``--n-val`` Fashion-M
 
     python benchmarks/gpe_vs_vae.py --budget-seconds 150 --jobs 2      # the reduced run reported in results/
     python benchmarks/gpe_vs_vae.py --quick                            # smoke test (~1-2 min)
+    python benchmarks/gpe_vs_vae.py --budget-seconds 180 --encoder-budget 60 --gme-thresholds 0.01 \
+        --methods vae,ae --jobs 3                                         # the wide-decoder run in results/
+
+``--decoder wide|lean`` picks the decoder architecture used by EVERY method (default wide; the earlier lean-decoder
+results are kept in results/gpe_vs_vae_lean.json).
 
 Writes benchmarks/results/gpe_vs_vae.json (+ _curves.png) and prints the JSON.
 """
@@ -107,7 +112,7 @@ def task_decoder(cfg, enc_path, label):
     finalise_normalisation(enc, None, x[:10000], decoder_on_raw=False)
     norm_s = (time.process_time() if cfg["clock"] == "cpu" else time.perf_counter()) - t0
     torch.manual_seed(cfg["seed"])
-    dec = Decoder([1, 32, 32], cfg["latent_dim"], width=cfg["dec_width"])
+    dec = Decoder([1, 32, 32], cfg["latent_dim"], width=cfg["dec_width"], decoder=cfg["decoder"])
     res = train_decoder(dec, enc, x, xv, steps=10 ** 9, eval_every=cfg["eval_every"], time_budget=cfg["budget"],
                         lr=cfg["lr"], seed=cfg["seed"], clock=cfg["clock"],
                         mse_threshold=min(MSE_THRESHOLDS) if cfg["stop_at_threshold"] else None)
@@ -127,7 +132,7 @@ def task_joint(cfg, method, workdir):
     _setup(cfg)
     x, xv = _data(cfg)
     enc = Encoder([1, 32, 32], cfg["latent_dim"], width=cfg["enc_width"], variational=method.startswith("vae"))
-    dec = Decoder([1, 32, 32], cfg["latent_dim"], width=cfg["dec_width"])
+    dec = Decoder([1, 32, 32], cfg["latent_dim"], width=cfg["dec_width"], decoder=cfg["decoder"])
     res = train_joint(method, enc, dec, x, xv, steps=10 ** 9, eval_every=cfg["eval_every"],
                       time_budget=cfg["joint_budget"], lr=cfg["lr"], seed=cfg["seed"], clock=cfg["clock"],
                       kl_weight=cfg["kl_weight"], mds_weight=cfg["mds_weight"],
@@ -259,11 +264,15 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--kl-weight", type=float, default=0.1)
     p.add_argument("--mds-weight", type=float, default=1.0)
+    p.add_argument("--decoder", choices=("wide", "lean"), default="wide", help="decoder architecture (all methods)")
+    p.add_argument("--methods", default=",".join(JOINT), help="jointly trained baselines to run (must include vae)")
     p.add_argument("--stop-at-threshold", action="store_true", help="stop each run once MSE < 0.015")
     p.add_argument("--parts", choices=("abc", "c"), default="abc",
                    help="'c' runs only part (c): the GPE encoder and decoders on its threshold snapshots")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/gpe_vs_vae[_c].json)")
     a = p.parse_args(argv)
+    if "vae" not in a.methods.split(",") or any(m not in JOINT for m in a.methods.split(",")):
+        p.error(f"--methods must be a comma list from {', '.join(JOINT)} including vae (part (a) needs its encoder)")
     if a.quick:
         a.budget_seconds, a.n_train, a.n_val = min(a.budget_seconds, 15.0), min(a.n_train, 3000), min(a.n_val, 300)
     enc_budget = a.encoder_budget if a.encoder_budget is not None else a.budget_seconds / 3
@@ -271,7 +280,8 @@ def main(argv=None):
            "gme_thresholds": [float(t) for t in a.gme_thresholds.split(",")], "threads": a.threads,
            "clock": a.clock, "n_train": a.n_train, "n_val": a.n_val, "n_val_gme": min(a.n_val, 500), "lr": a.lr,
            "kl_weight": a.kl_weight, "mds_weight": a.mds_weight, "latent_dim": 30, "batch_size": 100,
-           "enc_width": 32, "dec_width": 16, "eval_every": 25 if a.quick else 50, "enc_eval_every": 50,
+           "enc_width": 32, "dec_width": 0, "decoder": a.decoder,
+           "methods": [m for m in a.methods.split(",") if m], "eval_every": 25 if a.quick else 50, "enc_eval_every": 50,
            "seed": 0, "stop_at_threshold": a.stop_at_threshold, "quick": a.quick, "jobs": a.jobs,
            "data": "fashion-mnist 32x32 (padded), pixels in [-1, 1]; validation = first n_val test images"}
     load_start = list(os.getloadavg())
@@ -282,7 +292,7 @@ def main(argv=None):
         return run_part_c(cfg, a, load_start, t_start)
     with tempfile.TemporaryDirectory() as work, ProcessPoolExecutor(max_workers=max(1, a.jobs)) as pool:
         f_enc = pool.submit(task_gpe_encoder, cfg, work)
-        f_joint = [pool.submit(task_joint, cfg, m, work) for m in JOINT]
+        f_joint = [pool.submit(task_joint, cfg, m, work) for m in cfg["methods"]]
         enc = f_enc.result()
         f_dec = {k: pool.submit(task_decoder, cfg, v["path"], f"gme<{k}") for k, v in enc["snapshots"].items()
                  if float(k) != min(cfg["gme_thresholds"])}

@@ -10,8 +10,8 @@ Public API: :func:`gme_loss`, :func:`mds_stress`, :func:`kl_per_dim`, :class:`En
 """
 from latentgeo.autoencoders.geometry import DEFAULT_BETAS, as_encoder_fn, embed, geometry_report
 from latentgeo.autoencoders.losses import gather_with_grad, gme_loss, kl_per_dim, mds_stress, pairwise_sq_dists
-from latentgeo.autoencoders.nets import (ConvDecoderNet, ConvEncoderNet, Decoder, Encoder, MLPDecoderNet,
-                                         MLPEncoderNet)
+from latentgeo.autoencoders.nets import (DECODERS, ConvDecoderNet, ConvEncoderNet, Decoder, Encoder, MLPDecoderNet,
+                                         MLPEncoderNet, WideConvDecoderNet)
 from latentgeo.autoencoders.plots import plot_geometry
 from latentgeo.autoencoders.training import (METHODS, encode_batched, evaluate_gme, evaluate_mse, finalise_normalisation,
                                              fit, load_decoder, load_encoder, save_autoencoder, train_autoencoder,
@@ -20,6 +20,7 @@ from latentgeo.autoencoders.training import (METHODS, encode_batched, evaluate_g
 __all__ = [
     "gme_loss", "mds_stress", "kl_per_dim", "pairwise_sq_dists", "gather_with_grad",
     "Encoder", "Decoder", "MLPEncoderNet", "ConvEncoderNet", "MLPDecoderNet", "ConvDecoderNet",
+    "WideConvDecoderNet", "DECODERS",
     "METHODS", "fit", "train_gpe_encoder", "train_decoder", "train_joint", "train_autoencoder",
     "finalise_normalisation", "evaluate_mse", "evaluate_gme", "encode_batched",
     "save_autoencoder", "load_encoder", "load_decoder",

@@ -411,21 +411,22 @@ def train_autoencoder(method: str, x: torch.Tensor, x_val: Optional[torch.Tensor
                       batch_size: int = 100, lr: float = 1e-3, seed: int = 0,
                       out: Optional[Union[str, Path]] = None, resume: bool = False, verbose: bool = False,
                       extra: Optional[Dict[str, Any]] = None, engine: str = "fit",
-                      device: str = "cpu") -> Tuple[Encoder, Decoder, Dict[str, Any]]:
+                      device: str = "cpu", decoder: str = "wide") -> Tuple[Encoder, Decoder, Dict[str, Any]]:
     """Build and train an encoder/decoder pair with ``method`` in :data:`METHODS`; save it to ``out`` if given.
 
     GPE: ``steps`` encoder steps (early stop at ``gme_threshold`` on ``x_val``), normalisation fitted on ``x``,
     then ``decoder_steps`` (default ``steps``) decoder steps on the normalised latents. Baselines: ``steps``
     joint steps, then the normalisation. ``engine``: ``"fit"`` (built-in loop, stage files in ``out``) or
     ``"shared"`` (:func:`latentgeo.train.train_loop`, stage folders ``out/encoder``, ``out/decoder``,
-    ``out/joint``; ``device`` applies). Returns ``(encoder, decoder, info)`` on the CPU.
+    ``out/joint``; ``device`` applies). ``decoder``: ``"wide"`` or ``"lean"`` conv decoder for images (see
+    :class:`Decoder`). Returns ``(encoder, decoder, info)`` on the CPU.
     """
     check_choice(method, METHODS, "method")
     _check_data(x, "training data")
     torch.manual_seed(seed)  # initial weights
     shape = list(x.shape[1:])
     enc = Encoder(shape, latent_dim, arch=arch, width=enc_width, variational=method.startswith("vae"))
-    dec = Decoder(shape, latent_dim, arch=arch, width=dec_width)
+    dec = Decoder(shape, latent_dim, arch=arch, width=dec_width, decoder=decoder)
     common = dict(batch_size=batch_size, lr=lr, seed=seed, out=out, resume=resume, verbose=verbose, engine=engine)
     if engine == "shared":
         common["device"] = device
