@@ -332,8 +332,25 @@ def geodesic(denoiser: Denoiser, start, end, n_points: int = 64, n_nodes: int = 
 
     with torch.no_grad():
         xs, sig = curve.evaluate(n_points)
-    d = segment_terms(denoiser, xs, sig, n_probes=ep, generator=generator, chunk_size=chunk_size)
-    d = d.detach()
+        # Guard: Adam normalises gradients, so nearly coincident endpoints (tiny but non-zero gradients) can walk
+        # the curve away from the straight line it started on. Keep, per pair, whichever of the optimised curve and
+        # the straight line has the lower final objective (evaluated together, with the same probes).
+        zero = torch.zeros_like(curve.nodes)
+        xs0, sig0 = curve.evaluate(n_points, nodes=zero)
+    if steps > 0 and init_nodes is None and penalty is None:
+        both = segment_terms(denoiser, torch.cat([xs, xs0]), torch.cat([sig, sig0]), n_probes=ep,
+                             generator=generator, chunk_size=chunk_size).detach()
+        d, d0 = both[: xs.shape[0]], both[xs.shape[0]:]
+        obj, obj0 = (d.abs().sum(-1), d0.abs().sum(-1)) if robust else (d.sum(-1), d0.sum(-1))
+        keep_line = obj0 < obj
+        if bool(keep_line.any()):
+            with torch.no_grad():
+                curve.nodes[keep_line] = 0.0
+                xs, sig = curve.evaluate(n_points)
+            d = torch.where(keep_line[:, None], d0, d)
+    else:
+        d = segment_terms(denoiser, xs, sig, n_probes=ep, generator=generator, chunk_size=chunk_size)
+        d = d.detach()
     energy = 0.5 * (n_points - 1) * d.sum(-1)
     length = d.abs().sqrt().sum(-1)
     neg = d.clamp(max=0).abs().sum(-1) / d.abs().sum(-1).clamp_min(1e-300)
