@@ -75,6 +75,7 @@ _LAZY = {
     "MuellerBrown": ("latentgeo.molecules", "MuellerBrown"),
     "load_alanine_table": ("latentgeo.molecules", "load_alanine_table"),
     "grid_lower_bound": ("latentgeo.molecules", "grid_lower_bound"),
+    "two_way_shooting": ("latentgeo.molecules", "two_way_shooting"),
     # metrics / report / demo
     "sliced_wasserstein": ("latentgeo.metrics", "sliced_wasserstein"),
     "mmd": ("latentgeo.metrics", "mmd"),
