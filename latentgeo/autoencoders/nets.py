@@ -6,8 +6,9 @@
   ``"wide"`` (default, :class:`WideConvDecoderNet`): a hidden fully connected layer, then nearest-neighbour
   upsampling + 3x3 conv blocks with GroupNorm/SiLU; ``"lean"`` (:class:`ConvDecoderNet`): linear -> ``H/4`` map ->
   two k4 s2 transposed convs -> 3x3 conv. Both are small next to the authors' decoder (~0.39 s/iteration on a
-  2-core CPU, REFERENCE.md section 1); the lean one plateaus near MSE 0.033 on Fashion-MNIST 32x32 with latent 30,
-  the wide one goes below 0.025 at roughly 1.3x the cost per iteration (benchmarks/gpe_vs_vae.py).
+  2-core CPU, REFERENCE.md section 1). On Fashion-MNIST 32x32 with latent 30 (benchmarks/gpe_vs_vae.py) the wide
+  one costs ~0.1 CPU s/iteration (~1.9x the lean one) and takes a jointly trained AE from MSE 0.029 to 0.027 in the
+  same budget; decoders on a frozen GPE or VAE encoder stay near 0.031-0.033 with either net.
 
 :class:`Encoder` wraps a body and stores the latent normalisation ``z = C (T(x) - m)`` as buffers, so it travels
 with the checkpoint. :class:`Decoder` takes NORMALISED latents; for jointly trained baselines (whose decoder learnt
@@ -148,9 +149,9 @@ class WideConvDecoderNet(nn.Module):
     twice (nearest x2 upsampling, 3x3 conv, GroupNorm, SiLU) with ``2*width -> width -> width/2`` channels, then a
     3x3 conv to ``C`` channels (linear output).
 
-    Why: the lean decoder's capacity, not the optimiser, limits it (it plateaus near MSE 0.033 on Fashion-MNIST
-    32x32); the hidden fully connected layer is cheap (a GEMM) and upsample+conv blocks avoid the checkerboard
-    artefacts of transposed convs. GroupNorm keeps the decoder independent of the batch composition.
+    Why: more capacity where it is cheap (the hidden fully connected layer is one GEMM) and upsample+conv blocks,
+    which avoid the checkerboard artefacts of transposed convs. GroupNorm keeps the decoder independent of the
+    batch composition.
     """
 
     def __init__(self, latent_dim: int, out_shape: List[int], width: int = 32, hidden: int = 512):
