@@ -37,6 +37,7 @@ def train_ae(
     engine: str = typer.Option("shared", "--engine", help="shared (latentgeo.train loop: progress bar, DDP via torchrun) | fit (built-in loop)."),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda | auto (engine=shared)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar / log lines."),
+    decoder: str = typer.Option("wide", "--decoder", help="Image decoder: wide (default) | lean (cheaper per step)."),
 ) -> None:
     """Train an encoder/decoder: GPE (encoder on the GME cost, then decoder with the encoder frozen) or a jointly
     trained baseline with the same architectures."""
@@ -54,6 +55,10 @@ def train_ae(
         if v < 1:
             raise LatentgeoError(f"{nm} must be a positive integer, got {v}")
     check_positive(lr, "--lr")
+    from latentgeo.autoencoders.nets import DECODERS
+    from latentgeo.errors import check_choice
+
+    check_choice(decoder, DECODERS, "--decoder")
     outp = Path(out)
     if (outp / "autoencoder.json").exists() and not resume:
         raise LatentgeoError(f"'{out}' already holds a trained autoencoder; pass --resume to continue it or "
@@ -72,7 +77,7 @@ def train_ae(
     enc, dec, info = train_autoencoder(
         method, x, xv, latent_dim=latent_dim, arch=arch, steps=steps, decoder_steps=decoder_steps,
         gme_threshold=gme_threshold, kl_weight=kl_weight, mds_weight=mds_weight, batch_size=batch_size, lr=lr,
-        seed=seed, out=outp, resume=resume, verbose=not quiet, engine=engine, device=device,
+        seed=seed, out=outp, resume=resume, verbose=not quiet, engine=engine, device=device, decoder=decoder,
         extra={"data": data, "pad": bool(x.shape[-1] == 32 and pad is not False and x.ndim == 4), "n": n})
     typer.echo(f"saved {method} autoencoder to {outp}/ (encoder.safetensors, decoder.safetensors, autoencoder.json)")
     typer.echo(f"held-out MSE {info['val_mse']:.5g}  held-out GME {info['val_gme']:.5g}  "

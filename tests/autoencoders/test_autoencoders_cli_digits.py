@@ -14,3 +14,15 @@ def test_train_ae_digits_default_validation_size(tmp_path, capsys):
     info = json.loads((out / "autoencoder.json").read_text())
     assert info  # the run finished and wrote its description
     assert (out / "encoder.safetensors").exists() and (out / "decoder.safetensors").exists()
+
+
+def test_train_ae_unknown_decoder_fails_before_training(tmp_path, capsys):
+    import pytest
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", "ae", "--method", "gpe", "--data", "digits", "--out", str(tmp_path / "x"), "--steps", "3",
+              "--decoder", "bogus", "--quiet"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: unknown --decoder 'bogus'; choose one of: wide, lean"]
+    assert not (tmp_path / "x" / "encoder.safetensors").exists()
