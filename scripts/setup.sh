@@ -24,7 +24,9 @@ stamp=.venv/.latentgeo-setup
 want="$(cat pyproject.toml scripts/setup.sh | md5sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   $VPIP install -q --upgrade pip >/dev/null 2>&1 || true
-  $VPIP install -q "${LATENTGEO_TORCH:-torch==2.13.0}"
+  # word-split on purpose: LATENTGEO_TORCH may carry pip options (e.g. an --index-url for a CUDA build)
+  # shellcheck disable=SC2086
+  $VPIP install -q ${LATENTGEO_TORCH:-torch==2.13.0}
   $VPIP install -q -e ".[all]"
   if .venv/bin/python -m pip show torchvision >/dev/null 2>&1; then
     echo "error: torchvision got installed; it replaces CPU torch. Remove it: .venv/bin/pip uninstall -y torchvision" >&2
