@@ -34,10 +34,15 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         geo_steps: Optional[int] = typer.Option(None, "--geo-steps", help="Adam steps of the geodesic (1000)"),
         train_steps: Optional[int] = typer.Option(None, "--train-steps", help="denoiser training steps (3000)"),
         snr_penalty: float = typer.Option(0.0, "--snr-penalty", help="low-SNR penalty weight (REFERENCE: 100)"),
+        snr_lambda: float = typer.Option(3.0, "--snr-lambda",
+                                         help="log-SNR the penalty keeps the geodesic above (REFERENCE: 3)"),
         avoid: Optional[str] = typer.Option(None, "--avoid", help="forbidden spacetime state 'x,y,sigma'"),
         avoid_weight: float = typer.Option(100.0, "--avoid-weight", help="weight of the region-avoidance penalty"),
         data_kt: Optional[float] = typer.Option(None, "--data-kt",
                                                 help="temperature of the training-data Langevin (default 1)"),
+        scheme: str = typer.Option("em", "--scheme",
+                                   help="annealed-Langevin integrator: em (Euler-Maruyama, the paper's) | lm "
+                                        "(Leimkuhler-Matthews: same cost, more accurate kT sampling)"),
         quick: bool = typer.Option(False, "--quick", help="tiny settings for a smoke test"),
         no_baselines: bool = typer.Option(False, "--no-baselines", help="skip the string-method baseline"),
         seed: int = typer.Option(0, "--seed"),
@@ -55,6 +60,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
         check_choice(system, SYSTEMS, "system")
         check_choice(denoiser, ("mlp", "kde"), "denoiser")
+        check_choice(scheme, ("em", "lm"), "--scheme")
         if data_kt is not None and not data_kt > 0:
             raise LatentgeoError(f"--data-kt must be positive, got {data_kt}")
         if paths < 1:
@@ -64,7 +70,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                     avoid=_avoid(avoid), avoid_weight=avoid_weight, seed=seed,
                     progress=lambda m: typer.echo(f"  {m}", err=True), denoiser=denoiser, n_points=n_points,
                     k_steps=k_steps, geo_steps=geo_steps, train_steps=train_steps, data_kT=data_kt,
-                    geo_compile=compile_geodesic)
+                    geo_compile=compile_geodesic, snr_lambda=snr_lambda, scheme=scheme)
         typer.echo(f"MaxEnergy {s['max_energy_mean']:.2f} +- {s['max_energy_std']:.2f} (lower bound "
                    f"{s['lower_bound']:.2f}); {s['energy_evaluations']:,} gradient evaluations; "
                    f"{s['seconds']:.1f} s; wrote {out}/paths.npz, summary.json, paths.png")

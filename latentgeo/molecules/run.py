@@ -142,7 +142,7 @@ def run_tps(system: str, n_paths: int, out: Optional[str] = None, *, quick: bool
                      "sigma_max": float(res.geodesic_sigmas.max()), "sigma_end": res.info["sigma_end"]},
         "settings": {k: (v if isinstance(v, (int, float, str, list, type(None))) else
                          (list(v) if isinstance(v, tuple) else type(v).__name__)) for k, v in kw.items()},
-        "constraints": {"snr_penalty": snr_penalty, "avoid": avoid, "avoid_weight": avoid_weight},
+        "constraints": {"snr_penalty": snr_penalty, "snr_lambda": kw.get("snr_lambda", 3.0), "avoid": avoid, "avoid_weight": avoid_weight},
         "seed": seed,
         "machine": f"{platform.node() or 'unknown'} {platform.machine()}, torch threads {torch.get_num_threads()}",
     }

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from latentgeo.errors import LatentgeoError, check_choice, check_positive
-from latentgeo.molecules.langevin import boltzmann_samples
+from latentgeo.molecules.langevin import _Noise, boltzmann_samples
 from latentgeo.molecules.potentials import wrap_angle
 
 __all__ = ["TPSResult", "annealed_langevin", "max_energy", "fit_tps_denoiser", "tps_geodesic", "transition_paths"]
@@ -79,6 +79,7 @@ def annealed_langevin(
     kT: float = 1.0,
     generator: Optional[torch.Generator] = None,
     track_max: bool = False,
+    scheme: str = "em",
 ):
     """Annealed Langevin along a spacetime curve.
 
@@ -87,6 +88,8 @@ def annealed_langevin(
         xs: ``[N, 2]`` curve positions; sigmas: ``[N]`` curve noise levels (tether widths).
         n_paths: P; k_steps: K steps per curve point; step: Euler-Maruyama ``dt``; kT: temperature.
 
+        scheme: ``"em"`` Euler-Maruyama (the paper's Algorithm 1) or ``"lm"`` Leimkuhler-Matthews (same cost, second
+            order accurate stationary law; :mod:`latentgeo.molecules.langevin`).
         track_max: also return the running maximum of the scoring energy over EVERY Langevin state (``[P]``), the
             strict MaxEnergy of the continuous trajectory (the frames alone can step over a barrier between two
             recorded points when the tether is loose).
@@ -107,13 +110,14 @@ def annealed_langevin(
                              f"(need step < sigma^2); lower --step or raise the endpoint sigma")
     x = xs[0].expand(n_paths, 2).clone()
     noise = math.sqrt(2.0 * kT * step)
+    draw = _Noise(scheme, x.shape, x.dtype, generator)
     frames = torch.empty((n_paths, xs.shape[0], 2), dtype=torch.float64)
     strict = potential.score_energy(x.numpy()) if track_max else None
     for n in range(xs.shape[0]):
         c, iv = xs[n], float(inv_var[n])
         for _ in range(k_steps):
             g = potential.grad(x) + iv * (x - c)
-            x = x - step * g + noise * torch.randn(x.shape, generator=generator, dtype=x.dtype)
+            x = x - step * g + noise * draw()
             if track_max:
                 np.maximum(strict, potential.score_energy(x.numpy()), out=strict)
         frames[:, n] = x
@@ -160,14 +164,15 @@ def _avoid_state(avoid):
 
 
 def tps_geodesic(denoiser, start, end, sigma_end: float, n_points: int = 128, n_nodes: int = 10,
-                 steps: int = 1000, lr: float = 0.1, snr_penalty: float = 0.0, avoid: Optional[Tuple] = None,
+                 steps: int = 1000, lr: float = 0.1, snr_penalty: float = 0.0, snr_lambda: float = 3.0,
+                 avoid: Optional[Tuple] = None,
                  avoid_weight: float = 1.0, avoid_kl: float = 3.0, seed: int = 0,
                  n_probes: Optional[int] = 1, compile: bool = False):
     """Spacetime geodesic between ``(start, sigma_end)`` and ``(end, sigma_end)``.
 
     Args:
         snr_penalty: final weight of the low-SNR penalty ``mean_n softplus_10(3 - lambda_n)`` (ramped up from 0;
-            REFERENCE uses 100); 0 disables it.
+            REFERENCE uses 100); 0 disables it. snr_lambda: the log-SNR the penalty keeps the curve above (REFERENCE: 3).
         avoid: ``((x*, y*), sigma*)``: a forbidden spacetime state; the curve is pushed away by maximising the KL
             from it: ``avoid_weight * mean_n softplus(avoid_kl - KL(z* || gamma_n))``
             (:class:`latentgeo.spacetime.penalties.RegionAvoidance`).
@@ -184,7 +189,7 @@ def tps_geodesic(denoiser, start, end, sigma_end: float, n_points: int = 128, n_
 
     pens = []
     if snr_penalty > 0:
-        pens.append(SNRPenalty(weight=snr_penalty))
+        pens.append(SNRPenalty(weight=snr_penalty, lambda_min=snr_lambda))
     if avoid is not None:
         px, sg = _avoid_state(avoid)
         pens.append(RegionAvoidance(denoiser, px, sg, kl_min=avoid_kl, weight=avoid_weight, n_probes=n_probes))
@@ -225,7 +230,9 @@ def transition_paths(
     k_steps: int = 64,
     step: float = 4e-4,
     kT: float = 1.0,
+    scheme: str = "em",
     snr_penalty: float = 0.0,
+    snr_lambda: float = 3.0,
     avoid: Optional[Tuple] = None,
     avoid_weight: float = 1.0,
     n_probes: Optional[int] = None,
@@ -245,8 +252,9 @@ def transition_paths(
         train_steps: optimiser steps of the MLP denoiser.
         log_snr: endpoint log-SNR of the geodesic (``sigma = exp(-log_snr / 2)``).
         n_points (N), n_nodes, geo_steps, geo_lr: geodesic discretisation and Adam optimisation.
-        k_steps (K), step, kT: annealed Langevin (``n_paths * N * K`` evaluations).
-        snr_penalty, avoid, avoid_weight: optional constraints on the geodesic (see :func:`tps_geodesic`).
+        k_steps (K), step, kT, scheme: annealed Langevin (``n_paths * N * K`` evaluations; scheme ``"em"`` or
+            ``"lm"``, see :func:`annealed_langevin`).
+        snr_penalty, snr_lambda, avoid, avoid_weight: optional constraints on the geodesic (see :func:`tps_geodesic`).
         n_probes: divergence probes in the geodesic energy (``None``: exact, cheap in 2-D).
         geo_compile: compiled geodesic step (see :func:`tps_geodesic`).
         reach_radius: a path counts as reaching ``end`` if its last frame lies within this distance.
@@ -282,15 +290,15 @@ def transition_paths(
     sigma_end = math.exp(-log_snr / 2)
     say(f"geodesic: N={n_points}, {geo_steps} steps")
     xs, sgs, ginfo = tps_geodesic(den, start, end, sigma_end, n_points=n_points, n_nodes=n_nodes, steps=geo_steps,
-                                  lr=geo_lr, snr_penalty=snr_penalty, avoid=avoid, avoid_weight=avoid_weight,
-                                  seed=seed, n_probes=n_probes, compile=geo_compile)
+                                  lr=geo_lr, snr_penalty=snr_penalty, snr_lambda=snr_lambda, avoid=avoid,
+                                  avoid_weight=avoid_weight, seed=seed, n_probes=n_probes, compile=geo_compile)
     seconds["geodesic"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     say(f"annealed Langevin: {n_paths} paths x {n_points} points x {k_steps} steps")
     gen = torch.Generator().manual_seed(seed + 1)
     paths, strict = annealed_langevin(potential, xs, sgs, n_paths, k_steps=k_steps, step=step, kT=kT, generator=gen,
-                                      track_max=True)
+                                      track_max=True, scheme=scheme)
     n_sampling = potential.reset_counter()
     seconds["sampling"] = time.perf_counter() - t0
     me = max_energy(potential, paths)

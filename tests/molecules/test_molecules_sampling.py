@@ -80,6 +80,25 @@ def test_annealed_langevin_tether_matches_ou_closed_form():
         annealed_langevin(pot, xs, torch.full((3,), 0.01, dtype=torch.float64), 2, step=1e-3)
 
 
+def test_leimkuhler_matthews_scheme_has_the_exact_ou_variance():
+    """Same OU chain with the Leimkuhler-Matthews noise (xi_n + xi_{n+1}) / 2: y_n = x_n - c xi_n is an AR(1) with
+    innovation c (2 - a) xi_n (c = sqrt(2 dt) / 2), so Var x = c^2 (2 - a) / a + c^2 = 2 c^2 / a = sigma^2 EXACTLY,
+    where Euler-Maruyama is 2 / (2 - a) = 5% too wide here (a = 0.1): the test tells the two apart."""
+    pot = _Flat()
+    sigma, dt = 0.2, 4e-3
+    xs = torch.tensor([[0.5, 0.0]] * 2, dtype=torch.float64)
+    paths = annealed_langevin(pot, xs, torch.full((2,), sigma, dtype=torch.float64), 20000, k_steps=200, step=dt,
+                              generator=torch.Generator().manual_seed(1), scheme="lm")
+    v = paths[:, -1].var(0).mean().item()
+    assert v == pytest.approx(sigma ** 2, rel=4 * math.sqrt(2 / 40000))
+    assert abs(v - sigma ** 2 * 2 / (2 - dt / sigma ** 2)) > 0.02 * sigma ** 2
+    # the plain sampler takes the scheme too, and an unknown scheme is a clear error
+    x = langevin(pot, torch.zeros(4, 2, dtype=torch.float64), 3, 1e-3, scheme="lm")
+    assert x.shape == (4, 2)
+    with pytest.raises(LatentgeoError, match="unknown Langevin scheme 'heun'"):
+        langevin(pot, torch.zeros(4, 2, dtype=torch.float64), 3, 1e-3, scheme="heun")
+
+
 def test_kde_denoiser_equals_gaussian_mixture_oracle():
     from latentgeo.fisher.exact import GaussianMixture
 

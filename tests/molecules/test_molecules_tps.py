@@ -51,6 +51,10 @@ def test_snr_penalty_and_region_avoidance(ala_run):
     _, sg, _ = tps_geodesic(den, ALANINE_START, ALANINE_END, s_end, n_points=64, steps=100, snr_penalty=100.0)
     assert float(sg.max()) < base_max  # the low-SNR penalty keeps the curve at higher SNR (smaller sigma)
     assert float(-2 * torch.log(sg).min()) > float(-2 * np.log(base_max))
+    # a higher log-SNR floor keeps the curve at smaller sigma still (the penalty is a mean over the points)
+    _, sg4, _ = tps_geodesic(den, ALANINE_START, ALANINE_END, s_end, n_points=64, steps=100, snr_penalty=100.0,
+                             snr_lambda=4.5)
+    assert float(torch.log(sg4).mean()) < float(torch.log(sg).mean()) - 0.05
     # forbid a state next to the unconstrained curve (exactly on it the KL gradient vanishes): the constrained
     # curve moves away from it (larger KL)
     mid = len(res.geodesic_xs) // 2
