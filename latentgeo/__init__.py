@@ -42,6 +42,7 @@ _LAZY = {
     "VPToVE": ("latentgeo.diffusion", "VPToVE"),
     "train_loop": ("latentgeo.train", "train_loop"),
     "fit_flow": ("latentgeo.flows", "fit_flow"),
+    "load_flow": ("latentgeo.flows", "load_flow"),
     "flow_sample": ("latentgeo.flows", "flow_sample"),
     # GPE
     "gme_loss": ("latentgeo.autoencoders", "gme_loss"),

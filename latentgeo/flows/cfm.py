@@ -16,7 +16,7 @@ from torch import nn
 from latentgeo.checkpoint import register_module
 from latentgeo.errors import LatentgeoError, check_choice, check_finite
 
-__all__ = ["FlowModel", "ot_pair", "cfm_loss", "flow_sample", "fit_flow", "FLOW_METHODS"]
+__all__ = ["FlowModel", "ot_pair", "cfm_loss", "flow_sample", "fit_flow", "load_flow", "FLOW_METHODS"]
 
 
 @register_module
@@ -153,3 +153,31 @@ def fit_flow(z: Any, steps: int = 2000, batch_size: int = 256, lr: float = 2e-3,
                      lr=lr, seed=seed, ema_decay=ema, device=device, progress=progress, out=out,
                      warmup_steps=warmup_steps, description="flow", **loop_kwargs)
     return res.best_model.eval()
+
+
+def load_flow(path: Union[str, os.PathLike], ema: bool = True, device: str = "cpu") -> FlowModel:
+    """The trained velocity field from a training folder (``ema.safetensors`` by default, as written by
+    :func:`fit_flow` with ``out=`` or ``latentgeo train flow``) or a checkpoint file; eval mode, no gradients."""
+    from pathlib import Path
+
+    from latentgeo.checkpoint import load
+
+    p = Path(path)
+    if p.is_dir():
+        cand = [p / "ema.safetensors", p / "model.safetensors"] if ema else [p / "model.safetensors"]
+        f = next((c for c in cand if c.exists()), None)
+        if f is None:
+            raise LatentgeoError(f"'{p}' holds no trained model (no ema.safetensors or model.safetensors); "
+                                 "train one with `latentgeo train flow --out DIR`")
+    elif p.exists() or p.with_name(p.name + ".safetensors").exists():
+        f = p
+    else:
+        raise LatentgeoError(f"'{p}' does not exist; pass a training folder or a .safetensors checkpoint")
+    model = load(f, map_location=device)
+    if not isinstance(model, FlowModel):
+        raise LatentgeoError(f"'{f}' holds a {type(model).__name__}, not a flow; pass a folder written by "
+                             "`latentgeo train flow`")
+    model.eval()
+    for q in model.parameters():
+        q.requires_grad_(False)
+    return model
