@@ -91,8 +91,8 @@ def task_gpe_encoder(cfg, workdir):
         return not pending
 
     res = train_gpe_encoder(enc, x, xv[:cfg["n_val_gme"]], steps=10 ** 9, eval_every=cfg["enc_eval_every"],
-                            time_budget=cfg["enc_budget"], lr=cfg["lr"], seed=cfg["seed"], clock=cfg["clock"],
-                            stop_fn=stop)
+                            time_budget=cfg["enc_budget"], lr=cfg["encoder_lr"], seed=cfg["seed"],
+                            clock=cfg["clock"], stop_fn=stop, lr_schedule=cfg["lr_schedule"])
     final = Path(workdir) / "gpe_enc_final.safetensors"
     save(enc, final)
     return {"snapshots": snaps, "final": {"path": str(final), "iterations": res["steps"], "seconds": res["seconds"],
@@ -114,7 +114,7 @@ def task_decoder(cfg, enc_path, label):
     torch.manual_seed(cfg["seed"])
     dec = Decoder([1, 32, 32], cfg["latent_dim"], width=cfg["dec_width"], decoder=cfg["decoder"])
     res = train_decoder(dec, enc, x, xv, steps=10 ** 9, eval_every=cfg["eval_every"], time_budget=cfg["budget"],
-                        lr=cfg["lr"], seed=cfg["seed"], clock=cfg["clock"],
+                        lr=cfg["lr"], seed=cfg["seed"], clock=cfg["clock"], lr_schedule=cfg["lr_schedule"],
                         mse_threshold=min(MSE_THRESHOLDS) if cfg["stop_at_threshold"] else None)
     h = res["history"]
     return {"label": label, "iterations": res["steps"], "seconds": round(res["seconds"] + norm_s, 2),
@@ -135,6 +135,7 @@ def task_joint(cfg, method, workdir):
     dec = Decoder([1, 32, 32], cfg["latent_dim"], width=cfg["dec_width"], decoder=cfg["decoder"])
     res = train_joint(method, enc, dec, x, xv, steps=10 ** 9, eval_every=cfg["eval_every"],
                       time_budget=cfg["joint_budget"], lr=cfg["lr"], seed=cfg["seed"], clock=cfg["clock"],
+                      lr_schedule=cfg["lr_schedule"],
                       kl_weight=cfg["kl_weight"], mds_weight=cfg["mds_weight"],
                       mse_threshold=min(MSE_THRESHOLDS) if cfg["stop_at_threshold"] else None)
     path = Path(workdir) / f"{method}_enc.safetensors"
@@ -261,17 +262,25 @@ def main(argv=None):
     p.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
     p.add_argument("--n-train", type=int, default=60000)
     p.add_argument("--n-val", type=int, default=1000)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=1e-3, help="peak lr of the decoders and the joint methods")
+    p.add_argument("--encoder-lr", type=float, default=None, help="peak lr of the GPE encoder (default --lr)")
+    p.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                   help="every run (encoder, decoders, joint): constant, or cosine to 0 over its own time budget")
+    p.add_argument("--eval-every", type=int, default=None, help="validation period in iterations (default 50)")
     p.add_argument("--kl-weight", type=float, default=0.1)
     p.add_argument("--mds-weight", type=float, default=1.0)
-    p.add_argument("--decoder", choices=("wide", "lean"), default="wide", help="decoder architecture (all methods)")
+    p.add_argument("--decoder", choices=("wide", "lean", "mlp"), default="wide",
+                   help="decoder architecture (all methods)")
     p.add_argument("--methods", default=",".join(JOINT), help="jointly trained baselines to run (must include vae)")
     p.add_argument("--stop-at-threshold", action="store_true", help="stop each run once MSE < 0.015")
-    p.add_argument("--parts", choices=("abc", "c"), default="abc",
-                   help="'c' runs only part (c): the GPE encoder and decoders on its threshold snapshots")
+    p.add_argument("--parts", choices=("abc", "c", "joint"), default="abc",
+                   help="'c' runs only part (c): the GPE encoder and decoders on its threshold snapshots; 'joint' "
+                        "only the jointly trained --methods (JSON to merge with --extra-joint)")
+    p.add_argument("--extra-joint", default=None,
+                   help="JSON of a '--parts joint' run with the same config: its methods join part (b)")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/gpe_vs_vae[_c].json)")
     a = p.parse_args(argv)
-    if "vae" not in a.methods.split(",") or any(m not in JOINT for m in a.methods.split(",")):
+    if ("vae" not in a.methods.split(",") and a.parts != "joint") or any(m not in JOINT for m in a.methods.split(",")):
         p.error(f"--methods must be a comma list from {', '.join(JOINT)} including vae (part (a) needs its encoder)")
     if a.quick:
         a.budget_seconds, a.n_train, a.n_val = min(a.budget_seconds, 15.0), min(a.n_train, 3000), min(a.n_val, 300)
@@ -279,17 +288,21 @@ def main(argv=None):
     cfg = {"budget": a.budget_seconds, "enc_budget": enc_budget, "joint_budget": a.budget_seconds + enc_budget,
            "gme_thresholds": [float(t) for t in a.gme_thresholds.split(",")], "threads": a.threads,
            "clock": a.clock, "n_train": a.n_train, "n_val": a.n_val, "n_val_gme": min(a.n_val, 500), "lr": a.lr,
+           "encoder_lr": a.encoder_lr if a.encoder_lr is not None else a.lr, "lr_schedule": a.lr_schedule,
            "kl_weight": a.kl_weight, "mds_weight": a.mds_weight, "latent_dim": 30, "batch_size": 100,
            "enc_width": 32, "dec_width": 0, "decoder": a.decoder,
-           "methods": [m for m in a.methods.split(",") if m], "eval_every": 25 if a.quick else 50, "enc_eval_every": 50,
+           "methods": [m for m in a.methods.split(",") if m], "eval_every": a.eval_every or (25 if a.quick else 50), "enc_eval_every": 50,
            "seed": 0, "stop_at_threshold": a.stop_at_threshold, "quick": a.quick, "jobs": a.jobs,
            "data": "fashion-mnist 32x32 (padded), pixels in [-1, 1]; validation = first n_val test images"}
     load_start = list(os.getloadavg())
     t_start = time.time()
     if a.out is None:
-        a.out = str(ROOT / "benchmarks" / "results" / ("gpe_vs_vae.json" if a.parts == "abc" else "gpe_vs_vae_c.json"))
+        a.out = str(ROOT / "benchmarks" / "results" / {"abc": "gpe_vs_vae.json", "c": "gpe_vs_vae_c.json",
+                                                        "joint": "gpe_vs_vae_joint.json"}[a.parts])
     if a.parts == "c":
         return run_part_c(cfg, a, load_start, t_start)
+    if a.parts == "joint":
+        return run_joint_only(cfg, a, load_start, t_start)
     with tempfile.TemporaryDirectory() as work, ProcessPoolExecutor(max_workers=max(1, a.jobs)) as pool:
         f_enc = pool.submit(task_gpe_encoder, cfg, work)
         f_joint = [pool.submit(task_joint, cfg, m, work) for m in cfg["methods"]]
@@ -304,6 +317,14 @@ def main(argv=None):
         vae_dec = f_vae.result()
     for j in joints:
         j.pop("encoder_path")
+    if a.extra_joint:
+        extra = json.loads(Path(a.extra_joint).read_text())
+        for k in ("joint_budget", "lr", "lr_schedule", "decoder", "n_train", "n_val", "clock", "seed"):
+            if extra["config"].get(k) != cfg.get(k):
+                p.error(f"--extra-joint was run with {k}={extra['config'].get(k)!r}, this run has {cfg.get(k)!r}")
+        for j in extra["joint"]:
+            if j["method"] not in cfg["methods"]:
+                joints.append({**j, "run": f"separate invocation ({Path(a.extra_joint).name})"})
     res = {"benchmark": "gpe_vs_vae", "config": cfg, "machine": _machine(load_start),
            "wall_seconds_total": round(time.time() - t_start, 1), "gpe_encoder": enc, "decoders": decs,
            "vae_frozen_decoder": vae_dec, "joint": joints}
@@ -319,6 +340,21 @@ def main(argv=None):
     print(json.dumps({"summary": res["summary"], "machine": res["machine"],
                       "sec_per_iter": {**{j["method"]: j["sec_per_iter"] for j in joints},
                                        "gpe_decoder": decs["final"]["sec_per_iter"]}}, indent=1))
+
+
+def run_joint_only(cfg, a, load_start, t_start):
+    """Only the jointly trained ``--methods`` (for ``--extra-joint`` of a later or earlier full run)."""
+    from latentgeo.checkpoint import atomic_write_json
+
+    with tempfile.TemporaryDirectory() as work, ProcessPoolExecutor(max_workers=max(1, a.jobs)) as pool:
+        joints = [f.result() for f in [pool.submit(task_joint, cfg, m, work) for m in cfg["methods"]]]
+    for j in joints:
+        j.pop("encoder_path")
+    res = {"benchmark": "gpe_vs_vae joint baselines only", "config": cfg, "machine": _machine(load_start),
+           "wall_seconds_total": round(time.time() - t_start, 1), "joint": joints}
+    atomic_write_json(Path(a.out), res)
+    print(json.dumps({j["method"]: {"reach": j["reach"], "final_val_mse": j["final_val_mse"]} for j in joints},
+                     indent=1))
 
 
 def run_part_c(cfg, a, load_start, t_start):

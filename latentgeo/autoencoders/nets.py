@@ -28,7 +28,7 @@ from latentgeo.errors import LatentgeoError
 __all__ = ["Encoder", "Decoder", "MLPEncoderNet", "ConvEncoderNet", "MLPDecoderNet", "ConvDecoderNet",
            "WideConvDecoderNet", "DECODERS", "normalise_shape"]
 
-DECODERS = ("wide", "lean")
+DECODERS = ("wide", "lean", "mlp")
 
 Shape = Union[int, Sequence[int]]
 
@@ -100,15 +100,18 @@ class ConvEncoderNet(nn.Module):
 
 @register_module
 class MLPDecoderNet(nn.Module):
-    """``[B, d] -> [B, *out_shape]`` fully connected."""
+    """``[B, d] -> [B, *out_shape]`` fully connected: ``depth`` hidden layers of ``width`` units (LeakyReLU 0.2 or
+    SiLU), then a linear layer to all outputs. Also the ``"mlp"`` image decoder (width 1024, depth 2, SiLU)."""
 
-    def __init__(self, latent_dim: int, out_shape: List[int], width: int = 128, depth: int = 3):
+    def __init__(self, latent_dim: int, out_shape: List[int], width: int = 128, depth: int = 3, act: str = "leaky"):
         super().__init__()
+        if act not in ("leaky", "silu"):
+            raise LatentgeoError(f"unknown activation '{act}'; choose leaky or silu")
         self.out_shape = list(out_shape)
         layers: List[nn.Module] = []
         d = latent_dim
         for _ in range(depth):
-            layers += [nn.Linear(d, width), nn.LeakyReLU(0.2)]
+            layers += [nn.Linear(d, width), nn.LeakyReLU(0.2) if act == "leaky" else nn.SiLU()]
             d = width
         layers.append(nn.Linear(d, math.prod(out_shape)))
         self.net = nn.Sequential(*layers)
@@ -279,6 +282,8 @@ class Decoder(nn.Module):
         self._register_load_state_dict_pre_hook(self._legacy_hook)
 
     def _conv_net(self, kind: str) -> nn.Module:
+        if kind == "mlp":
+            return MLPDecoderNet(self.latent_dim, self.out_shape, self._width or 1024, depth=2, act="silu")
         if kind == "lean":
             return ConvDecoderNet(self.latent_dim, self.out_shape, self._width or 16)
         return WideConvDecoderNet(self.latent_dim, self.out_shape, self._width or 32)

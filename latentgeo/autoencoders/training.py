@@ -47,7 +47,8 @@ def fit(module: nn.Module, loss_fn: Callable, data: Batch, *, steps: int, batch_
         eval_fn: Optional[Callable[[nn.Module], Dict[str, float]]] = None, eval_every: int = 100,
         stop_fn: Optional[Callable[[Dict[str, float]], bool]] = None, time_budget: Optional[float] = None,
         out: Optional[Union[str, Path]] = None, name: str = "stage", ckpt_every: int = 500,
-        resume: bool = False, verbose: bool = False, clock: str = "wall") -> Dict[str, Any]:
+        resume: bool = False, verbose: bool = False, clock: str = "wall",
+        lr_schedule: str = "constant") -> Dict[str, Any]:
     """Minimise ``loss_fn(batch, generator) -> loss | (loss, metrics)`` over minibatches of ``data``.
 
     Args:
@@ -56,6 +57,10 @@ def fit(module: nn.Module, loss_fn: Callable, data: Batch, *, steps: int, batch_
         eval_fn / eval_every / stop_fn: every ``eval_every`` steps (and at the end) ``eval_fn(module)`` (run in
             eval mode, no grad) is logged; training stops early when ``stop_fn(metrics)`` is true.
         time_budget: stop once this many seconds of TRAINING time (evaluation excluded) have elapsed.
+        lr_schedule: ``"constant"`` (default) or ``"cosine"``: ``lr * (1 + cos(pi p)) / 2`` with ``p`` the fraction
+            of the run done, counted in steps, or in seconds of ``time_budget`` when that is set and ``steps`` is
+            not the binding limit (``steps >= 10**8``); a time-based schedule follows the clock, so it is not
+            bit-reproducible on resume.
         clock: ``"wall"`` (perf_counter) or ``"cpu"`` (process CPU time: robust on a shared, loaded machine when
             running single-threaded); it times the ``seconds`` column and the budget.
         out / name / ckpt_every / resume: state file ``out/state_<name>.safetensors`` (module, optimiser, RNG,
@@ -70,6 +75,8 @@ def fit(module: nn.Module, loss_fn: Callable, data: Batch, *, steps: int, batch_
     if n == 0:
         raise LatentgeoError("the training set is empty; pass at least one sample")
     check_choice(clock, ("wall", "cpu"), "clock")
+    check_choice(lr_schedule, ("constant", "cosine"), "lr schedule")
+    by_time = time_budget is not None and steps >= 10 ** 8
     timer = time.perf_counter if clock == "wall" else time.process_time
     params = list(module.parameters()) if params is None else list(params)
     opt = torch.optim.Adam(params, lr=lr, betas=betas)
@@ -121,6 +128,10 @@ def fit(module: nn.Module, loss_fn: Callable, data: Batch, *, steps: int, batch_
             stopped = "time"
             break
         t0 = timer()
+        if lr_schedule == "cosine":
+            frac = min(1.0, seconds / time_budget) if by_time else step / max(1, steps)
+            for group in opt.param_groups:
+                group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * frac))
         idx = torch.randint(0, n, (batch_size,), generator=gen)
         out_ = loss_fn(_take(data, idx), gen)
         loss, train_metrics = (out_[0], out_[1]) if isinstance(out_, tuple) else (out_, {})
@@ -153,7 +164,7 @@ def run_shared(module: nn.Module, loss_fn: Callable, data: Batch, *, steps: int,
                stop_fn: Optional[Callable[[Dict[str, float]], bool]] = None, time_budget: Optional[float] = None,
                out: Optional[Union[str, Path]] = None, name: str = "stage", ckpt_every: int = 500,
                resume: bool = False, verbose: bool = False, clock: str = "wall",
-               device: str = "cpu") -> Dict[str, Any]:
+               device: str = "cpu", lr_schedule: str = "constant") -> Dict[str, Any]:
     """Same contract as :func:`fit`, run by the project's shared loop :func:`latentgeo.train.train_loop`
     (progress bar, ``metrics.jsonl``, atomic checkpoints, exact resume, DDP under torchrun) in ``out/<name>/``.
 
@@ -167,6 +178,9 @@ def run_shared(module: nn.Module, loss_fn: Callable, data: Batch, *, steps: int,
 
     if time_budget is not None:
         raise LatentgeoError("a time budget needs the built-in loop (engine='fit'); pass steps instead")
+    if lr_schedule != "constant":
+        raise LatentgeoError(f"lr schedule '{lr_schedule}' needs the built-in loop (engine='fit'); the shared loop "
+                             "uses a constant learning rate")
     tmp = tempfile.TemporaryDirectory() if out is None else None
     sdir = Path(tmp.name if tmp is not None else out) / name
     marker = sdir / "stopped.json"
@@ -411,7 +425,8 @@ def train_autoencoder(method: str, x: torch.Tensor, x_val: Optional[torch.Tensor
                       batch_size: int = 100, lr: float = 1e-3, seed: int = 0,
                       out: Optional[Union[str, Path]] = None, resume: bool = False, verbose: bool = False,
                       extra: Optional[Dict[str, Any]] = None, engine: str = "fit",
-                      device: str = "cpu", decoder: str = "wide") -> Tuple[Encoder, Decoder, Dict[str, Any]]:
+                      device: str = "cpu", decoder: str = "wide",
+                      lr_schedule: str = "constant") -> Tuple[Encoder, Decoder, Dict[str, Any]]:
     """Build and train an encoder/decoder pair with ``method`` in :data:`METHODS`; save it to ``out`` if given.
 
     GPE: ``steps`` encoder steps (early stop at ``gme_threshold`` on ``x_val``), normalisation fitted on ``x``,
@@ -419,7 +434,8 @@ def train_autoencoder(method: str, x: torch.Tensor, x_val: Optional[torch.Tensor
     joint steps, then the normalisation. ``engine``: ``"fit"`` (built-in loop, stage files in ``out``) or
     ``"shared"`` (:func:`latentgeo.train.train_loop`, stage folders ``out/encoder``, ``out/decoder``,
     ``out/joint``; ``device`` applies). ``decoder``: ``"wide"`` or ``"lean"`` conv decoder for images (see
-    :class:`Decoder`). Returns ``(encoder, decoder, info)`` on the CPU.
+    :class:`Decoder`). ``lr_schedule``: ``"constant"`` or ``"cosine"`` (to 0 over each stage's steps; built-in
+    loop only). Returns ``(encoder, decoder, info)`` on the CPU.
     """
     check_choice(method, METHODS, "method")
     _check_data(x, "training data")
@@ -427,10 +443,12 @@ def train_autoencoder(method: str, x: torch.Tensor, x_val: Optional[torch.Tensor
     shape = list(x.shape[1:])
     enc = Encoder(shape, latent_dim, arch=arch, width=enc_width, variational=method.startswith("vae"))
     dec = Decoder(shape, latent_dim, arch=arch, width=dec_width, decoder=decoder)
-    common = dict(batch_size=batch_size, lr=lr, seed=seed, out=out, resume=resume, verbose=verbose, engine=engine)
+    common = dict(batch_size=batch_size, lr=lr, seed=seed, out=out, resume=resume, verbose=verbose, engine=engine,
+                  lr_schedule=lr_schedule)
     if engine == "shared":
         common["device"] = device
     info: Dict[str, Any] = {"method": method, "latent_dim": latent_dim, "data_shape": shape, "lr": lr,
+                            "lr_schedule": lr_schedule,
                             "batch_size": batch_size, "seed": seed}
     if out is not None:
         Path(out).mkdir(parents=True, exist_ok=True)

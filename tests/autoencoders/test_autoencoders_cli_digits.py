@@ -24,5 +24,5 @@ def test_train_ae_unknown_decoder_fails_before_training(tmp_path, capsys):
               "--decoder", "bogus", "--quiet"])
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert err == ["error: unknown --decoder 'bogus'; choose one of: wide, lean"]
+    assert err == ["error: unknown --decoder 'bogus'; choose one of: wide, lean, mlp"]
     assert not (tmp_path / "x" / "encoder.safetensors").exists()
