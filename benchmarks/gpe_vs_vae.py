@@ -17,7 +17,18 @@ the encoder is frozen) is included. Validation = the first ``--n-val`` Fashion-M
     python benchmarks/gpe_vs_vae.py --budget-seconds 180 --encoder-budget 60 --gme-thresholds 0.01 \
         --methods vae,ae --jobs 3                                         # the wide-decoder run in results/
 
-``--decoder wide|lean`` picks the decoder architecture used by EVERY method (default wide; the earlier lean-decoder
+The 10-minute run of issue 4's goal (results/gpe_vs_vae_10min.json; GPE: encoder 120 CPU s, early stop at
+held-out GME 0.005, then decoder 480 s; joint methods 600 s; every run cosine lr from 2e-3 to 0 over its budget):
+
+    python benchmarks/gpe_vs_vae.py --budget-seconds 480 --encoder-budget 120 --encoder-lr 2e-3 --lr 2e-3 \
+        --lr-schedule cosine --decoder wide --methods vae,ae --gme-thresholds 0.005 --jobs 1 \
+        --out benchmarks/results/gpe_vs_vae_10min.json
+    python benchmarks/gpe_vs_vae.py ...same options... --parts joint --methods vae-mds,ae-mds \
+        --out benchmarks/results/gpe_vs_vae_10min_mds.json
+    python benchmarks/gpe_vs_vae.py ...same options... --parts merge \
+        --extra-joint benchmarks/results/gpe_vs_vae_10min_mds.json --out benchmarks/results/gpe_vs_vae_10min.json
+
+``--decoder wide|lean|mlp`` picks the decoder architecture used by EVERY method (default wide; the earlier lean-decoder
 results are kept in results/gpe_vs_vae_lean.json).
 
 Writes benchmarks/results/gpe_vs_vae.json (+ _curves.png) and prints the JSON.
@@ -273,9 +284,10 @@ def main(argv=None):
                    help="decoder architecture (all methods)")
     p.add_argument("--methods", default=",".join(JOINT), help="jointly trained baselines to run (must include vae)")
     p.add_argument("--stop-at-threshold", action="store_true", help="stop each run once MSE < 0.015")
-    p.add_argument("--parts", choices=("abc", "c", "joint"), default="abc",
+    p.add_argument("--parts", choices=("abc", "c", "joint", "merge"), default="abc",
                    help="'c' runs only part (c): the GPE encoder and decoders on its threshold snapshots; 'joint' "
-                        "only the jointly trained --methods (JSON to merge with --extra-joint)")
+                        "only the jointly trained --methods (JSON to merge with --extra-joint); 'merge' folds "
+                        "--extra-joint into the finished run --out without training")
     p.add_argument("--extra-joint", default=None,
                    help="JSON of a '--parts joint' run with the same config: its methods join part (b)")
     p.add_argument("--out", default=None, help="JSON path (default benchmarks/results/gpe_vs_vae[_c].json)")
@@ -303,6 +315,10 @@ def main(argv=None):
         return run_part_c(cfg, a, load_start, t_start)
     if a.parts == "joint":
         return run_joint_only(cfg, a, load_start, t_start)
+    if a.parts == "merge":
+        if not a.extra_joint:
+            p.error("--parts merge needs --extra-joint and the finished run as --out")
+        return run_merge(a, p.error)
     with tempfile.TemporaryDirectory() as work, ProcessPoolExecutor(max_workers=max(1, a.jobs)) as pool:
         f_enc = pool.submit(task_gpe_encoder, cfg, work)
         f_joint = [pool.submit(task_joint, cfg, m, work) for m in cfg["methods"]]
@@ -318,13 +334,7 @@ def main(argv=None):
     for j in joints:
         j.pop("encoder_path")
     if a.extra_joint:
-        extra = json.loads(Path(a.extra_joint).read_text())
-        for k in ("joint_budget", "lr", "lr_schedule", "decoder", "n_train", "n_val", "clock", "seed"):
-            if extra["config"].get(k) != cfg.get(k):
-                p.error(f"--extra-joint was run with {k}={extra['config'].get(k)!r}, this run has {cfg.get(k)!r}")
-        for j in extra["joint"]:
-            if j["method"] not in cfg["methods"]:
-                joints.append({**j, "run": f"separate invocation ({Path(a.extra_joint).name})"})
+        _merge_joint(cfg, joints, a.extra_joint, p.error)
     res = {"benchmark": "gpe_vs_vae", "config": cfg, "machine": _machine(load_start),
            "wall_seconds_total": round(time.time() - t_start, 1), "gpe_encoder": enc, "decoders": decs,
            "vae_frozen_decoder": vae_dec, "joint": joints}
@@ -340,6 +350,33 @@ def main(argv=None):
     print(json.dumps({"summary": res["summary"], "machine": res["machine"],
                       "sec_per_iter": {**{j["method"]: j["sec_per_iter"] for j in joints},
                                        "gpe_decoder": decs["final"]["sec_per_iter"]}}, indent=1))
+
+
+def _merge_joint(cfg, joints, path, error):
+    """Append the joint runs of a ``--parts joint`` JSON (same budget/lr/decoder/data) to ``joints``."""
+    extra = json.loads(Path(path).read_text())
+    for k in ("joint_budget", "lr", "lr_schedule", "decoder", "n_train", "n_val", "clock", "seed", "enc_width"):
+        if extra["config"].get(k) != cfg.get(k):
+            error(f"{path} was run with {k}={extra['config'].get(k)!r}, this run has {cfg.get(k)!r}")
+    have = {j["method"] for j in joints}
+    for j in extra["joint"]:
+        if j["method"] not in have:
+            joints.append({**j, "run": f"separate invocation ({Path(path).name}), machine {extra['machine']}"})
+
+
+def run_merge(a, error):
+    """Fold the joint runs of ``--extra-joint`` into the finished full run ``--out`` (summary and plot redone)."""
+    from latentgeo.checkpoint import atomic_write_json
+
+    out = Path(a.out)
+    res = json.loads(out.read_text())
+    _merge_joint(res["config"], res["joint"], a.extra_joint, error)
+    res["config"]["methods"] = [j["method"] for j in res["joint"]]
+    res["summary"] = summarise(res["config"], res["gpe_encoder"], res["decoders"], res["joint"],
+                               res["vae_frozen_decoder"])
+    atomic_write_json(out, res)
+    plot(res, out.with_name(out.stem + "_curves.png"))
+    print(json.dumps(res["summary"], indent=1))
 
 
 def run_joint_only(cfg, a, load_start, t_start):
