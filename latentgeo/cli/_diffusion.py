@@ -8,6 +8,29 @@ from typing import Optional
 import typer
 
 
+# options shared by the training commands (typer reads these defaults as option declarations)
+_PAD = typer.Option(None, "--pad/--no-pad", help="Pad 28x28 images to 32x32 (default: off, or as the --encoder's "
+                                                 "input).")
+_EMA = typer.Option(0.999, "--ema", help="EMA decay of the weights (0 disables).")
+_DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:K.")
+_LOG_EVERY = typer.Option(100, "--log-every")
+_CKPT_EVERY = typer.Option(1000, "--ckpt-every")
+_RESUME = typer.Option(False, "--resume", help="Continue the run in --out exactly (same final weights).")
+_QUIET = typer.Option(False, "--quiet", help="No progress bar.")
+
+
+def _check_run_options(lr: float, ema: float, **positive_ints: int) -> None:
+    """One-line errors for the options every training command shares."""
+    from latentgeo.errors import LatentgeoError, check_positive
+
+    for name, v in positive_ints.items():
+        if v < 1:
+            raise LatentgeoError(f"{name} must be a positive integer, got {v}")
+    check_positive(lr, "--lr")
+    if not 0 <= ema < 1:
+        raise LatentgeoError(f"--ema must be in [0, 1), got {ema}")
+
+
 def _training_data(data: Optional[str], n: Optional[int], seed: int, pad: Optional[bool], encoder: Optional[str]):
     """The training array and what to record about it: the data itself, or its normalised latents
     ``z = C (T(x) - m)`` ``[N, d]`` under the trained encoder in folder ``encoder``."""
@@ -65,31 +88,25 @@ def train_diffusion(
     depth: int = typer.Option(4, "--depth", help="MLP residual blocks."),
     base: int = typer.Option(32, "--base", help="U-Net channels at the first level."),
     periodic: bool = typer.Option(False, "--periodic", help="MLP: sin/cos input embedding (angle data)."),
-    ema: float = typer.Option(0.999, "--ema", help="EMA decay of the weights (0 disables)."),
+    ema: float = _EMA,
     grad_clip: float = typer.Option(1.0, "--grad-clip", help="Clip the gradient norm (0 disables)."),
-    pad: Optional[bool] = typer.Option(None, "--pad/--no-pad", help="Pad 28x28 images to 32x32 (default: off, or "
-                                                                    "as the --encoder's input)."),
+    pad: Optional[bool] = _PAD,
     encoder: Optional[str] = typer.Option(None, "--encoder", help="Train in the normalised latent space of this "
                                                                   "`latentgeo train ae` folder (latent diffusion)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:K."),
-    log_every: int = typer.Option(100, "--log-every"),
-    ckpt_every: int = typer.Option(1000, "--ckpt-every"),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly (same final weights)."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    device: str = _DEVICE,
+    log_every: int = _LOG_EVERY,
+    ckpt_every: int = _CKPT_EVERY,
+    resume: bool = _RESUME,
+    quiet: bool = _QUIET,
 ) -> None:
     """Train an EDM denoiser (sigma_data estimated from the data) on data or, with --encoder, on an encoder's
     latents. Multi-GPU: `torchrun --nproc_per_node=K -m latentgeo train diffusion ...`."""
     from latentgeo.diffusion import train_denoiser
-    from latentgeo.errors import LatentgeoError, check_choice, check_positive
+    from latentgeo.errors import LatentgeoError, check_choice
 
     check_choice(net, ["mlp", "unet"], "net")
-    for v, nm in ((steps, "--steps"), (batch_size, "--batch-size"), (hidden, "--hidden"), (base, "--base"),
-                  (log_every, "--log-every"), (ckpt_every, "--ckpt-every")):
-        if v < 1:
-            raise LatentgeoError(f"{nm} must be a positive integer, got {v}")
-    check_positive(lr, "--lr")
-    if not 0 <= ema < 1:
-        raise LatentgeoError(f"--ema must be in [0, 1), got {ema}")
+    _check_run_options(lr, ema, **{"--steps": steps, "--batch-size": batch_size, "--hidden": hidden,
+                                   "--base": base, "--log-every": log_every, "--ckpt-every": ckpt_every})
     x, info = _training_data(data, n, seed, pad, encoder)
     if net == "unet" and x.ndim != 4:
         raise LatentgeoError(f"--net unet needs images [N, C, H, W] but '{info['data']}' has shape "
@@ -123,30 +140,24 @@ def train_flow(
     n: Optional[int] = typer.Option(None, "--n", help="Training samples (default: all)."),
     hidden: int = typer.Option(256, "--hidden", help="MLP width."),
     depth: int = typer.Option(4, "--depth", help="MLP residual blocks."),
-    ema: float = typer.Option(0.999, "--ema", help="EMA decay of the weights (0 disables)."),
-    pad: Optional[bool] = typer.Option(None, "--pad/--no-pad", help="Pad 28x28 images to 32x32 (default: off, or "
-                                                                    "as the --encoder's input)."),
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:K."),
-    log_every: int = typer.Option(100, "--log-every"),
-    ckpt_every: int = typer.Option(1000, "--ckpt-every"),
-    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out exactly."),
-    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    ema: float = _EMA,
+    pad: Optional[bool] = _PAD,
+    device: str = _DEVICE,
+    log_every: int = _LOG_EVERY,
+    ckpt_every: int = _CKPT_EVERY,
+    resume: bool = _RESUME,
+    quiet: bool = _QUIET,
 ) -> None:
     """Train a flow-matching model from N(0, I) to the data or, with --encoder, to an encoder's normalised latents
     (sample and decode with `latentgeo sample OUT`)."""
     import math
 
-    from latentgeo.errors import LatentgeoError, check_choice, check_positive
+    from latentgeo.errors import check_choice
     from latentgeo.flows import fit_flow
 
     check_choice(coupling, ["independent", "ot"], "--coupling")
-    for v, nm in ((steps, "--steps"), (batch_size, "--batch-size"), (hidden, "--hidden"), (depth, "--depth"),
-                  (log_every, "--log-every"), (ckpt_every, "--ckpt-every")):
-        if v < 1:
-            raise LatentgeoError(f"{nm} must be a positive integer, got {v}")
-    check_positive(lr, "--lr")
-    if not 0 <= ema < 1:
-        raise LatentgeoError(f"--ema must be in [0, 1), got {ema}")
+    _check_run_options(lr, ema, **{"--steps": steps, "--batch-size": batch_size, "--hidden": hidden,
+                                   "--depth": depth, "--log-every": log_every, "--ckpt-every": ckpt_every})
     x, info = _training_data(data, n, seed, pad, encoder)
     kw = {"in_dim": int(math.prod(x.shape[1:])), "hidden": hidden, "depth": depth, "max_freq": 100.0}
     info = {**info, "kind": "flow", "net": "mlp", "net_kwargs": kw, "coupling": coupling,

@@ -114,24 +114,10 @@ def load_denoiser(path: Union[str, os.PathLike], ema: bool = True, device: str =
     Returns an :class:`EDMDenoiser` in eval mode with gradients disabled on its parameters: call it as
     ``D(x, sigma)``.
     """
-    from latentgeo.checkpoint import load
+    from latentgeo.train import load_trained
 
-    p = Path(path)
-    if p.is_dir():
-        cand = [p / "ema.safetensors", p / "model.safetensors"] if ema else [p / "model.safetensors"]
-        f = next((c for c in cand if c.exists()), None)
-        if f is None:
-            raise LatentgeoError(f"'{p}' holds no trained model (no ema.safetensors or model.safetensors); "
-                                 "train one with `latentgeo train diffusion --out DIR`")
-    elif p.exists() or p.with_name(p.name + ".safetensors").exists():
-        f = p
-    else:
-        raise LatentgeoError(f"'{p}' does not exist; pass a training folder or a .safetensors checkpoint")
-    den = load(f, map_location=device)
+    den = load_trained(path, ema=ema, device=device, command="latentgeo train diffusion")
     if not isinstance(den, nn.Module) or not hasattr(den, "sigma_data"):
-        raise LatentgeoError(f"'{f}' does not hold a diffusion denoiser; pass a folder written by "
+        raise LatentgeoError(f"'{path}' does not hold a diffusion denoiser; pass a folder written by "
                              "`latentgeo train diffusion`")
-    den.eval()
-    for q in den.parameters():
-        q.requires_grad_(False)
     return den

@@ -158,26 +158,10 @@ def fit_flow(z: Any, steps: int = 2000, batch_size: int = 256, lr: float = 2e-3,
 def load_flow(path: Union[str, os.PathLike], ema: bool = True, device: str = "cpu") -> FlowModel:
     """The trained velocity field from a training folder (``ema.safetensors`` by default, as written by
     :func:`fit_flow` with ``out=`` or ``latentgeo train flow``) or a checkpoint file; eval mode, no gradients."""
-    from pathlib import Path
+    from latentgeo.train import load_trained
 
-    from latentgeo.checkpoint import load
-
-    p = Path(path)
-    if p.is_dir():
-        cand = [p / "ema.safetensors", p / "model.safetensors"] if ema else [p / "model.safetensors"]
-        f = next((c for c in cand if c.exists()), None)
-        if f is None:
-            raise LatentgeoError(f"'{p}' holds no trained model (no ema.safetensors or model.safetensors); "
-                                 "train one with `latentgeo train flow --out DIR`")
-    elif p.exists() or p.with_name(p.name + ".safetensors").exists():
-        f = p
-    else:
-        raise LatentgeoError(f"'{p}' does not exist; pass a training folder or a .safetensors checkpoint")
-    model = load(f, map_location=device)
+    model = load_trained(path, ema=ema, device=device, command="latentgeo train flow")
     if not isinstance(model, FlowModel):
-        raise LatentgeoError(f"'{f}' holds a {type(model).__name__}, not a flow; pass a folder written by "
+        raise LatentgeoError(f"'{path}' holds a {type(model).__name__}, not a flow; pass a folder written by "
                              "`latentgeo train flow`")
-    model.eval()
-    for q in model.parameters():
-        q.requires_grad_(False)
     return model

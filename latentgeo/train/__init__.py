@@ -41,6 +41,6 @@ Example::
     from latentgeo.train import train_loop
     res = train_loop(ae, lambda m, x, g: ((m(x) - x) ** 2).mean(), x_train, steps=5000, out="runs/ae")
 """
-from latentgeo.train.loop import TrainResult, dist_info, resolve_device, train_loop
+from latentgeo.train.loop import TrainResult, dist_info, load_trained, resolve_device, train_loop
 
-__all__ = ["train_loop", "TrainResult", "resolve_device", "dist_info"]
+__all__ = ["train_loop", "TrainResult", "resolve_device", "dist_info", "load_trained"]

@@ -16,7 +16,7 @@ from torch import nn
 from latentgeo import checkpoint as ckpt
 from latentgeo.errors import LatentgeoError
 
-__all__ = ["train_loop", "TrainResult", "resolve_device", "dist_info"]
+__all__ = ["train_loop", "TrainResult", "resolve_device", "dist_info", "load_trained"]
 
 _STATE = "state.safetensors"
 
@@ -35,6 +35,30 @@ class TrainResult:
     def best_model(self) -> nn.Module:
         """The EMA model if EMA was used, else the raw model."""
         return self.ema if self.ema is not None else self.model
+
+
+def load_trained(path: Union[str, os.PathLike], ema: bool = True, device: str = "cpu",
+                 command: str = "latentgeo train") -> nn.Module:
+    """The model a :func:`train_loop` run saved: ``ema.safetensors`` (or ``model.safetensors`` with ``ema=False``,
+    or when no EMA was kept) from a run folder, or a checkpoint file; eval mode, parameters frozen. ``command``
+    names the training command in the error for an empty folder."""
+    p = Path(path)
+    if p.is_dir():
+        cand = [p / "ema.safetensors", p / "model.safetensors"] if ema else [p / "model.safetensors"]
+        f = next((c for c in cand if c.exists()), None)
+        if f is None:
+            raise LatentgeoError(f"'{p}' holds no trained model (no ema.safetensors or model.safetensors); "
+                                 f"train one with `{command} --out DIR`")
+    elif p.exists() or p.with_name(p.name + ".safetensors").exists():
+        f = p
+    else:
+        raise LatentgeoError(f"'{p}' does not exist; pass a training folder or a .safetensors checkpoint")
+    model = ckpt.load(f, map_location=device)
+    if isinstance(model, nn.Module):
+        model.eval()
+        for q in model.parameters():
+            q.requires_grad_(False)
+    return model
 
 
 def resolve_device(device: Union[str, torch.device, None] = "auto") -> torch.device:
