@@ -5,10 +5,13 @@
   linear head) and one of two decoders (``Decoder(..., decoder=...)``):
   ``"wide"`` (default, :class:`WideConvDecoderNet`): a hidden fully connected layer, then nearest-neighbour
   upsampling + 3x3 conv blocks with GroupNorm/SiLU; ``"lean"`` (:class:`ConvDecoderNet`): linear -> ``H/4`` map ->
-  two k4 s2 transposed convs -> 3x3 conv. Both are small next to the authors' decoder (~0.39 s/iteration on a
-  2-core CPU, REFERENCE.md section 1). On Fashion-MNIST 32x32 with latent 30 (benchmarks/gpe_vs_vae.py) the wide
-  one costs ~0.1 CPU s/iteration (~1.9x the lean one) and takes a jointly trained AE from MSE 0.029 to 0.027 in the
-  same budget; decoders on a frozen GPE or VAE encoder stay near 0.031-0.033 with either net.
+  two k4 s2 transposed convs -> 3x3 conv; ``"mlp"`` (:class:`MLPDecoderNet`, 2 hidden SiLU layers of 1024):
+  fully connected, ~0.02 CPU s/iteration. The conv ones are small next to the authors' decoder (~0.39 s/iteration
+  on a 2-core CPU, REFERENCE.md section 1). On Fashion-MNIST 32x32 with latent 30 (benchmarks/gpe_vs_vae.py) the
+  wide one costs ~0.09-0.1 CPU s/iteration (~1.9x the lean one). With Adam lr 2e-3 cosine-annealed over 480 CPU s
+  it reaches validation MSE 0.0256 on a frozen GPE encoder (held-out GME 0.005) and 0.0283 on a frozen VAE encoder;
+  the MLP one matches it per CPU second for ~60 s but ends worse over 240 s (0.0273 vs 0.0260) and is less stable
+  at high learning rates (results/gpe_vs_vae_search_10min.json).
 
 :class:`Encoder` wraps a body and stores the latent normalisation ``z = C (T(x) - m)`` as buffers, so it travels
 with the checkpoint. :class:`Decoder` takes NORMALISED latents; for jointly trained baselines (whose decoder learnt
@@ -259,8 +262,9 @@ class Decoder(nn.Module):
     ``forward(z) = net(z / in_scale + in_shift)``; both buffers are identity (1, 0) for a decoder trained on
     normalised latents (GPE) and set to the encoder's ``(C, m)`` for a decoder that learnt on raw ``T(x)``.
 
-    ``decoder`` picks the conv decoder for images: ``"wide"`` (default, :class:`WideConvDecoderNet`, width 32) or
-    ``"lean"`` (:class:`ConvDecoderNet`, width 16); it is ignored by the MLP architecture. Checkpoints written
+    ``decoder`` picks the decoder for images: ``"wide"`` (default, :class:`WideConvDecoderNet`, width 32),
+    ``"lean"`` (:class:`ConvDecoderNet`, width 16) or ``"mlp"`` (:class:`MLPDecoderNet`, width 1024, depth 2,
+    SiLU); it is ignored by the MLP architecture. Checkpoints written
     before this option existed hold a lean decoder and still load (the state dict tells which one it is).
     """
 
