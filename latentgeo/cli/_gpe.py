@@ -37,7 +37,8 @@ def train_ae(
     engine: str = typer.Option("shared", "--engine", help="shared (latentgeo.train loop: progress bar, DDP via torchrun) | fit (built-in loop)."),
     device: str = typer.Option("cpu", "--device", help="cpu | cuda | auto (engine=shared)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar / log lines."),
-    decoder: str = typer.Option("wide", "--decoder", help="Image decoder: wide (default) | lean (cheaper per step)."),
+    decoder: str = typer.Option("wide", "--decoder",
+                                help="Image decoder: wide (default) | lean (cheaper per step) | mlp (fully connected)."),
 ) -> None:
     """Train an encoder/decoder: GPE (encoder on the GME cost, then decoder with the encoder frozen) or a jointly
     trained baseline with the same architectures."""
