@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -22,7 +23,7 @@ import torch
 from latentgeo.errors import LatentgeoError
 
 __all__ = ["register_module", "save", "load", "save_state", "load_state", "atomic_write_bytes",
-           "atomic_write_json", "module_config"]
+           "atomic_write_json", "module_config", "registered_class", "validate_config", "read_json"]
 
 _REGISTRY: Dict[str, type] = {}
 _FORMAT = "latentgeo-checkpoint-1"
@@ -87,17 +88,46 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates 0600; give the file the mode open() would (0666 less the umask), as users expect
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and not getattr(exc, "filename", None):  # ENOSPC & co. name no file: name it
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def read_json(path: str | os.PathLike, what: str = "") -> Any:
+    """``json.loads`` of a file, with a one-line :class:`LatentgeoError` when it is missing, unreadable or not
+    JSON (``what`` names the file's role, e.g. "run record")."""
+    p = Path(path)
+    role = f"{what} " if what else ""
+    try:
+        text = p.read_text()
+    except FileNotFoundError:
+        raise LatentgeoError(f"{role}'{p}' does not exist; check the path") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise LatentgeoError(f"cannot read {role}'{p}' ({getattr(exc, 'strerror', None) or type(exc).__name__}); "
+                             "check the file") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise LatentgeoError(f"{role}'{p}' is not valid JSON ({exc.msg} at line {exc.lineno}); restore it or "
+                             "start a new run folder") from None
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -174,40 +204,133 @@ def save(module: torch.nn.Module, path: str | os.PathLike, config: Optional[Dict
     return path
 
 
+# latentgeo's own modules that register classes. This constant table is the ONLY thing :func:`load` ever imports;
+# nothing named inside a file is imported, looked up as an attribute or called.
+_BUILTIN_MODULES = ("latentgeo.nets", "latentgeo.diffusion", "latentgeo.flows", "latentgeo.autoencoders",
+                    "latentgeo.metrics.classifier")
+_JSON_TYPES = (type(None), bool, int, float, str, list, dict)
+
+
+def registered_class(name: Any, what: str = "class", where: str = "") -> type:
+    """The class registered under ``name`` (full dotted name or bare class name) — from the registry only.
+
+    ``name`` usually comes from a file; it is used as a dictionary key and nothing else. Unknown names raise
+    :class:`LatentgeoError`; latentgeo's own modules are imported (from a fixed table) before giving up.
+    """
+    if not isinstance(name, str) or not name:
+        raise LatentgeoError(f"{where}names no {what} (got {name!r}); the file is damaged or was not written by "
+                             "latentgeo")
+    cls = _REGISTRY.get(name)
+    if cls is None:
+        _register_builtins()
+        cls = _REGISTRY.get(name)
+    if cls is None:
+        known = sorted(k for k in _REGISTRY if "." not in k)
+        lead = f"{where}names the {what} '{name[:80]}', which is" if where else f"the {what} '{name[:80]}' is"
+        raise LatentgeoError(f"{lead} not registered with latentgeo "
+                             f"(known: {', '.join(known)}); latentgeo never imports classes named in files — "
+                             "register your own class with latentgeo.register_module in the running process first")
+    return cls
+
+
+def _register_builtins() -> None:
+    import importlib
+
+    for mod in _BUILTIN_MODULES:
+        try:
+            importlib.import_module(mod)
+        except ImportError:  # an optional dependency of that module is missing; its classes stay unknown
+            pass
+
+
+def validate_config(cls: type, config: Any, where: str = "") -> Dict[str, Any]:
+    """Check constructor arguments read from a file before ``cls`` sees them: a dict of JSON values whose keys are
+    parameters of ``cls.__init__`` (``**kwargs`` classes accept any key). Returns a copy."""
+    if not isinstance(config, dict):
+        raise LatentgeoError(f"{where}has a config of type {type(config).__name__}, not a JSON object; the file is "
+                             "damaged or was not written by latentgeo")
+    sig = inspect.signature(getattr(cls.__init__, "__wrapped__", cls.__init__))
+    params = list(sig.parameters.values())[1:]
+    takes_any = any(p.kind == inspect.Parameter.VAR_KEYWORD for p in params)
+    names = {p.name for p in params if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                  inspect.Parameter.KEYWORD_ONLY)}
+    for k, v in config.items():
+        if not isinstance(k, str) or (k not in names and not takes_any):
+            raise LatentgeoError(f"{where}gives {cls.__qualname__} an unknown argument {k!r} (it takes "
+                                 f"{', '.join(sorted(names))}); the file was edited or saved by another version")
+        _check_json_value(v, f"{where}argument '{k}'")
+    missing = [p.name for p in params if p.default is inspect.Parameter.empty and p.name not in config
+               and p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)]
+    if missing:
+        raise LatentgeoError(f"{where}lacks the {cls.__qualname__} argument(s) {', '.join(missing)}; the file was "
+                             "edited or saved by another version")
+    return dict(config)
+
+
+def _check_json_value(v: Any, what: str, depth: int = 0) -> None:
+    if depth > 8 or not isinstance(v, _JSON_TYPES):
+        raise LatentgeoError(f"{what} is not a plain JSON value; the file was edited")
+    if isinstance(v, float) and not math.isfinite(v):
+        raise LatentgeoError(f"{what} is {v}, not a finite number; the file was edited")
+    if isinstance(v, list):
+        for u in v:
+            _check_json_value(u, what, depth + 1)
+    if isinstance(v, dict):
+        for k, u in v.items():
+            if not isinstance(k, str):
+                raise LatentgeoError(f"{what} has a non-string key; the file was edited")
+            _check_json_value(u, what, depth + 1)
+
+
+def _build_checked(cls: type, cfg: Dict[str, Any], tensors: Dict[str, torch.Tensor], path: Path) -> torch.nn.Module:
+    """Build ``cls(**cfg)`` — first on the meta device (no memory), so that a config edited to absurd sizes is
+    refused by comparing its parameter shapes with the tensors actually stored, before anything is allocated."""
+    where = f"checkpoint '{path}' "
+    try:
+        with torch.device("meta"):
+            probe = cls(**cfg)
+        shapes = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+    except LatentgeoError as exc:
+        raise LatentgeoError(f"{where}holds invalid settings for {cls.__qualname__}: {exc}") from None
+    except Exception:  # a constructor that cannot run on meta tensors: checked after building instead
+        shapes = None
+    if shapes is not None:
+        stored = {k: tuple(v.shape) for k, v in tensors.items()}
+        if shapes != stored:
+            bad = sorted(set(shapes) ^ set(stored)) or [k for k in shapes if shapes[k] != stored.get(k)]
+            raise LatentgeoError(f"{where}does not match {cls.__qualname__} (its settings and weights disagree at "
+                                 f"{', '.join(map(str, bad[:3]))}); the file was edited or saved by another version")
+    try:
+        module = cls(**cfg)
+        module.load_state_dict(tensors, strict=True)
+    except LatentgeoError as exc:
+        raise LatentgeoError(f"{where}holds invalid settings for {cls.__qualname__}: {exc}") from None
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise LatentgeoError(f"{where}does not match {cls.__qualname__} ({str(exc).splitlines()[0][:200]}); "
+                             "the file was edited or saved by another version") from exc
+    return module
+
+
 def load(path: str | os.PathLike, map_location: str | torch.device = "cpu", with_meta: bool = False):
-    """Rebuild and return the module saved at ``path`` (and its metadata if ``with_meta``)."""
+    """Rebuild and return the module saved at ``path`` (and its metadata if ``with_meta``).
+
+    Safe on files from strangers: the class comes from the registry (:func:`register_module`; latentgeo's own
+    classes are always known), never from importing a name in the file; its arguments are checked against the
+    constructor's signature and against the stored weights' shapes before the class is built.
+    """
     path = Path(path)
     if path.suffix != ".safetensors" and not path.exists():
         path = path.with_name(path.name + ".safetensors")
     tensors, meta = _read_safetensors(path)
     cls_name = meta.get("class")
-    cls = _REGISTRY.get(cls_name)
-    if cls is None:
-        _import_for(cls_name)
-        cls = _REGISTRY.get(cls_name)
-    if cls is None:
-        raise LatentgeoError(f"checkpoint '{path}' holds a '{cls_name}', which latentgeo does not know; "
-                             "import the module that defines it (decorated with register_module) before loading")
-    try:
-        module = cls(**meta.get("config", {}))
-        module.load_state_dict(tensors, strict=True)
-    except (TypeError, RuntimeError) as exc:
-        raise LatentgeoError(f"checkpoint '{path}' does not match {cls_name} ({str(exc).splitlines()[0]}); "
-                             "it was saved by an incompatible version") from exc
+    if cls_name == "__state__":
+        raise LatentgeoError(f"'{path}' is a training-state file (optimiser and RNG state for --resume), not a "
+                             "model; load model.safetensors or ema.safetensors from the same folder")
+    cls = registered_class(cls_name, "class", f"checkpoint '{path}' ")
+    cfg = validate_config(cls, meta.get("config", {}), f"checkpoint '{path}' ")
+    module = _build_checked(cls, cfg, tensors, path)
     module = module.to(map_location)
     return (module, meta) if with_meta else module
-
-
-def _import_for(cls_name: Optional[str]) -> None:
-    if not cls_name or "." not in cls_name:
-        return
-    import importlib
-
-    mod = cls_name.rsplit(".", 1)[0]
-    try:
-        importlib.import_module(mod)
-    except ImportError:
-        pass
 
 
 # ---------------------------------------------------------------- arbitrary nested state (resume)
@@ -276,4 +399,8 @@ def load_state(path: str | os.PathLike) -> Dict[str, Any]:
     tensors, meta = _read_safetensors(path)
     if meta.get("class") != "__state__":
         raise LatentgeoError(f"'{path}' is a model checkpoint, not a training-state file; use latentgeo.load")
-    return _unflatten(meta["tree"], tensors)
+    try:
+        return _unflatten(meta["tree"], tensors)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise LatentgeoError(f"training-state file '{path}' is damaged ({type(exc).__name__}); resume from an "
+                             "intact copy or start a new run folder") from None

@@ -49,10 +49,18 @@ for _mod in (_data, _diffusion, _gpe, _fisher, _spacetime, _tps, _demo):
     _mod.register(app, train_app)
 
 
+_INTERRUPTED = ("error: interrupted; checkpoints already written are kept; resume with --resume "
+                "(same command and --out)")
+
+
 def main(argv: Optional[list] = None) -> None:
     """Console entry point: user errors become one line ``error: ...`` and exit code 2."""
     try:
-        app(args=argv, standalone_mode=False)
+        rc = app(args=argv, standalone_mode=False)
+        if rc == 130:  # typer turns Ctrl-C into Exit(130), which standalone_mode=False returns instead of raising
+            raise KeyboardInterrupt
+        if isinstance(rc, int) and rc != 0:
+            sys.exit(rc)
     except LatentgeoError as exc:
         if _DEBUG["on"]:
             raise
@@ -61,13 +69,23 @@ def main(argv: Optional[list] = None) -> None:
     except (FileNotFoundError, PermissionError, IsADirectoryError) as exc:
         if _DEBUG["on"]:
             raise
-        typer.echo(f"error: cannot read '{exc.filename}': {exc.strerror}; check the path", err=True)
+        typer.echo(f"error: cannot access '{exc.filename}': {exc.strerror}; check the path and its permissions",
+                   err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.echo("error: interrupted; checkpoints already written are kept (use --resume to continue)", err=True)
+        typer.echo(_INTERRUPTED, err=True)
         sys.exit(130)
     except typer.Exit as exc:
+        if exc.exit_code == 130:
+            typer.echo(_INTERRUPTED, err=True)
         sys.exit(exc.exit_code)
+    except OSError as exc:  # disk full, read-only file system, ...: name the path, keep what was written
+        if _DEBUG["on"]:
+            raise
+        where = f" '{exc.filename}'" if getattr(exc, "filename", None) else ""
+        typer.echo(f"error: cannot write{where}: {exc.strerror or exc}; free space or choose another --out "
+                   "(files written earlier are kept)", err=True)
+        sys.exit(2)
     except typer.Abort:
         sys.exit(1)
     except Exception as exc:  # click usage errors (typer vendors its own click, so duck-type them)

@@ -4,7 +4,6 @@ VE convention: ``x = x0 + sigma * n``. A denoiser is ``D(x, sigma) -> E[x0 | x]`
 """
 from __future__ import annotations
 
-import importlib
 import math
 from typing import Any, Dict, Optional, Union
 
@@ -15,7 +14,36 @@ from latentgeo.checkpoint import module_config, register_module
 from latentgeo.errors import LatentgeoError
 
 __all__ = ["EDMDenoiser", "estimate_sigma_data", "edm_loss", "edm_sigmas", "sample_training_sigmas",
-           "as_sigma_batch"]
+           "as_sigma_batch", "check_sigma", "build_net"]
+
+
+def check_sigma(sigma: Union[float, torch.Tensor], name: str = "sigma") -> None:
+    """Raise unless every noise level is finite and >= 0. Free for Python numbers and CPU tensors; CUDA tensors are
+    not checked here (that would be a host sync per call) — the samplers and estimators build their sigmas."""
+    if isinstance(sigma, torch.Tensor):
+        if sigma.device.type != "cpu" or sigma.numel() == 0 or _is_transformed(sigma):
+            return
+        ok = bool(torch.isfinite(sigma).all()) and bool((sigma >= 0).all())
+        bad = sigma
+    else:
+        try:
+            v = float(sigma)
+        except (TypeError, ValueError):
+            raise LatentgeoError(f"{name} must be a number or a tensor, got {type(sigma).__name__}") from None
+        ok = math.isfinite(v) and v >= 0
+        bad = v
+    if not ok:
+        shown = bad if not isinstance(bad, torch.Tensor) else bad.reshape(-1)[:4].tolist()
+        raise LatentgeoError(f"{name} must be finite and >= 0 (the noise standard deviation), got {shown}; "
+                             "pass noise levels sigma >= 0")
+
+
+def _is_transformed(t: torch.Tensor) -> bool:
+    """True inside torch.func transforms (vmap / jvp / grad wrappers), where reading values is not allowed."""
+    try:
+        return bool(torch._C._functorch.is_functorch_wrapped_tensor(t))
+    except AttributeError:  # pragma: no cover - older torch
+        return False
 
 
 def as_sigma_batch(sigma: Union[float, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
@@ -29,21 +57,23 @@ def as_sigma_batch(sigma: Union[float, torch.Tensor], x: torch.Tensor) -> torch.
     return s
 
 
-def _resolve_net_class(name: str) -> type:
+def build_net(name: Any, net_kwargs: Any) -> nn.Module:
+    """The network registered as ``name`` (``"mlp"``, ``"unet"``, ``"diffusers_unet"`` or a registered class's
+    name), built with ``net_kwargs`` after checking them against its constructor.
+
+    ``name`` and ``net_kwargs`` may come from a file (a checkpoint's config): they are looked up in latentgeo's
+    registries only — nothing is imported or called by name — and a class that is not an ``nn.Module`` is refused.
+    """
+    from latentgeo.checkpoint import registered_class, validate_config
     from latentgeo.nets import NETS
 
-    if name in NETS:
-        return NETS[name]
-    if "." in name:
-        mod, _, qual = name.rpartition(".")
-        try:
-            obj = importlib.import_module(mod)
-            for part in qual.split("."):
-                obj = getattr(obj, part)
-            return obj
-        except (ImportError, AttributeError):
-            pass
-    raise LatentgeoError(f"unknown net '{name}'; use one of {sorted(NETS)} or a registered class's dotted name")
+    if not isinstance(name, str):
+        raise LatentgeoError(f"net must be a name or an nn.Module, got {type(name).__name__}; pass net='mlp'")
+    cls = NETS.get(name) or registered_class(name, "net")
+    if not (isinstance(cls, type) and issubclass(cls, nn.Module)):
+        raise LatentgeoError(f"net '{name}' is not a network class; use one of {sorted(NETS)}")
+    kw = validate_config(cls, {} if net_kwargs is None else net_kwargs, f"net '{name}' ")
+    return cls(**kw)
 
 
 @register_module
@@ -79,7 +109,7 @@ class EDMDenoiser(nn.Module):
                 "net": cls or f"{type(net).__module__}.{type(net).__qualname__}",
                 "sigma_data": float(sigma_data), "net_kwargs": dict(cfg) if cfg is not None else None})
         else:
-            self.net = _resolve_net_class(str(net))(**(net_kwargs or {}))
+            self.net = build_net(net, net_kwargs)
         if not (math.isfinite(float(sigma_data)) and float(sigma_data) > 0):
             raise LatentgeoError(f"sigma_data must be positive and finite, got {sigma_data}; estimate it from the data")
         self.sigma_data = float(sigma_data)
@@ -91,8 +121,15 @@ class EDMDenoiser(nn.Module):
         return sd ** 2 / s2, sigma * sd / s2.sqrt(), 1.0 / s2.sqrt(), sigma.log() / 4
 
     def forward(self, x: torch.Tensor, sigma: Union[float, torch.Tensor]) -> torch.Tensor:
+        check_sigma(sigma)
         s = as_sigma_batch(sigma, x)
-        c_skip, c_out, c_in, c_noise = self.precond(s)
+        # sigma = 0 is the exact limit D(x, 0) = x (c_skip -> 1, c_out -> 0); the net sees a tiny sigma instead of
+        # ln(0) = -inf, whose NaNs would survive the multiplication by c_out = 0.
+        zero = s == 0
+        s_net = torch.where(zero, torch.full_like(s, 1e-20), s)
+        c_skip, c_out, c_in, c_noise = self.precond(s_net)
+        c_skip = torch.where(zero, torch.ones_like(c_skip), c_skip)
+        c_out = torch.where(zero, torch.zeros_like(c_out), c_out)
         view = (-1,) + (1,) * (x.ndim - 1)
         x_in = x if getattr(self.net, "raw_input", False) else c_in.view(view) * x
         p = next(self.net.parameters(), None)

@@ -2,7 +2,6 @@
 ``load_denoiser``."""
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -82,23 +81,16 @@ def train_denoiser(x0: Any, out: Union[str, os.PathLike], net: str = "mlp", step
                    progress: bool = True, data_info: Optional[Dict[str, Any]] = None, **loop_kwargs):
     """Train an EDM denoiser with checkpoints in folder ``out`` (what ``latentgeo train diffusion`` runs).
 
-    On resume the net is rebuilt from ``out/config.json`` so its settings cannot drift. Returns the TrainResult.
+    On resume the net is built from the arguments, exactly as at the start; :func:`latentgeo.train.train_loop`
+    refuses the resume when anything that defines the run (net, its settings, sigma_data, data, lr, seed, ...)
+    differs from ``out/config.json``. Nothing in that file is used to build the model. Returns the TrainResult.
     """
     from latentgeo.train import train_loop
 
     x = _as_tensor(x0)
     out = Path(out)
-    cfg_file = out / "config.json"
-    if resume and cfg_file.exists():
-        user = json.loads(cfg_file.read_text()).get("user", {})
-        net, net_kwargs, sd = user.get("net", net), user.get("net_kwargs", net_kwargs), user.get("sigma_data")
-        if tuple(user.get("data_shape", x.shape[1:])) != tuple(x.shape[1:]):
-            raise LatentgeoError(f"data shape {tuple(x.shape[1:])} differs from the run in '{out}' "
-                                 f"({tuple(user['data_shape'])}); resume with the same data")
-    else:
-        sd = None
     torch.manual_seed(seed)
-    den = build_denoiser(x, net, net_kwargs, sd)
+    den = build_denoiser(x, net, net_kwargs, None)
     info = {"net": net, "net_kwargs": den._latentgeo_config["net_kwargs"], "sigma_data": den.sigma_data,
             "data_shape": list(x.shape[1:]), "n_train": int(x.shape[0]), "kind": "denoiser",
             **(data_info or {})}

@@ -29,7 +29,7 @@ class FlowModel(nn.Module):
 
     def __init__(self, net: Union[str, nn.Module] = "mlp", net_kwargs: Optional[Dict[str, Any]] = None):
         super().__init__()
-        from latentgeo.diffusion.edm import _resolve_net_class
+        from latentgeo.diffusion.edm import build_net
 
         if isinstance(net, nn.Module):
             self.net = net
@@ -37,7 +37,7 @@ class FlowModel(nn.Module):
                 "net": getattr(net, "_latentgeo_class", f"{type(net).__module__}.{type(net).__qualname__}"),
                 "net_kwargs": dict(getattr(net, "_latentgeo_config", {}) or {})})
         else:
-            self.net = _resolve_net_class(str(net))(**(net_kwargs or {}))
+            self.net = build_net(net, net_kwargs)
 
     def forward(self, x: torch.Tensor, t: Union[float, torch.Tensor]) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)

@@ -1,6 +1,7 @@
 """The generic training loop (see the package docstring of :mod:`latentgeo.train` for the API)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -15,6 +16,7 @@ from torch import nn
 
 from latentgeo import checkpoint as ckpt
 from latentgeo.errors import LatentgeoError
+from latentgeo.runfolder import RunLock, check_resume_config
 
 __all__ = ["train_loop", "TrainResult", "resolve_device", "dist_info", "load_trained"]
 
@@ -216,9 +218,13 @@ def train_loop(model: nn.Module, loss_fn: Callable, data: Any, *, steps: int, ba
         if batch_size % world:
             raise LatentgeoError(f"batch size {batch_size} is not divisible by the {world} processes; "
                                  f"use a multiple of {world}")
-        res = _run(model, loss_fn, data, steps, batch_size, lr, out, resume, seed, grad_clip, ema_decay,
-                   weight_decay, betas, warmup_steps, max(1, int(log_every)), max(1, int(ckpt_every)), progress,
-                   dev, config, save_extra, optimizer, description, rank, world)
+        # One writer per run folder: rank 0 holds the folder's lock for the whole run (re-entrant, so a command
+        # that already holds it can call this).
+        lock = RunLock(out) if (out is not None and rank == 0) else contextlib.nullcontext()
+        with lock:
+            res = _run(model, loss_fn, data, steps, batch_size, lr, out, resume, seed, grad_clip, ema_decay,
+                       weight_decay, betas, warmup_steps, max(1, int(log_every)), max(1, int(ckpt_every)), progress,
+                       dev, config, save_extra, optimizer, description, rank, world)
         if world > 1:  # every rank waits for rank 0's last checkpoint before returning / tearing down
             import torch.distributed as dist
 
@@ -255,10 +261,18 @@ def _run(model, loss_fn, data, steps, batch_size, lr, out, resume, seed, grad_cl
                "user": config or {}}
     if out_p is not None:
         state_file = out_p / _STATE
+        cfg_file = out_p / "config.json"
         if state_file.exists() and not resume:
             raise LatentgeoError(f"'{out_p}' already holds a training run; pass --resume (resume=True) to continue "
                                  "it or choose a new output folder")
         if resume and state_file.exists():
+            if cfg_file.exists():  # refuse before anything is loaded or written: the record must not change
+                old_cfg = ckpt.read_json(cfg_file, "run record")
+                if not isinstance(old_cfg, dict):
+                    raise LatentgeoError(f"run record '{cfg_file}' is not a JSON object; restore it or start a new "
+                                         "run folder")
+                _check_same_kind(old_cfg, run_cfg, out_p)
+                run_cfg = check_resume_config(old_cfg, run_cfg, out_p)
             st = ckpt.load_state(state_file)
             try:
                 model.load_state_dict(st["model"])
@@ -271,11 +285,17 @@ def _run(model, loss_fn, data, steps, batch_size, lr, out, resume, seed, grad_cl
             start = int(st["step"])
             mfile = out_p / "metrics.jsonl"
             if mfile.exists():  # drop lines logged after the checkpoint: they will be logged again
-                for line in mfile.read_text().splitlines():
-                    if line.strip():
+                for i, line in enumerate(mfile.read_text(errors="replace").splitlines()):
+                    if not line.strip():
+                        continue
+                    try:
                         rec = json.loads(line)
-                        if rec.get("step", 0) <= start:
-                            metrics.append(rec)
+                    except json.JSONDecodeError:
+                        raise LatentgeoError(f"'{mfile}' line {i + 1} is not valid JSON; delete the damaged lines "
+                                             "(or the file: it is only the log) and resume again") from None
+                    if isinstance(rec, dict) and isinstance(rec.get("step", 0), (int, float)) \
+                            and rec.get("step", 0) <= start:
+                        metrics.append(rec)
         if rank == 0:
             ckpt.atomic_write_json(out_p / "config.json", run_cfg)
     if world > 1:
@@ -367,6 +387,15 @@ def _run(model, loss_fn, data, steps, batch_size, lr, out, resume, seed, grad_cl
     model.eval()
     return TrainResult(model=model, ema=ema.module.eval() if ema is not None else None, step=max(start, steps),
                        metrics=metrics, out=out_p)
+
+
+def _check_same_kind(old: Dict[str, Any], new: Dict[str, Any], where: Path) -> None:
+    """A resume must continue the same kind of model (a flow never overwrites a diffusion run, or the reverse)."""
+    ok, nk = (old.get("user") or {}).get("kind"), (new.get("user") or {}).get("kind")
+    oc, nc = old.get("model_class"), new.get("model_class")
+    if (ok and nk and ok != nk) or (oc and nc and oc != nc):
+        raise LatentgeoError(f"'{where}' holds a {ok or oc} run, not a {nk or nc}; resume it with the command that "
+                             f"started it, or choose a new --out for the {nk or nc}")
 
 
 def _broadcast_buffers(model: nn.Module) -> None:

@@ -1,0 +1,219 @@
+"""Output paths and run folders: one check for every ``--out``, one writer per run folder.
+
+- :func:`check_output_dir` / :func:`check_output_file`: fail fast (before any work) when an output path cannot be
+  written — it is a file where a folder is wanted (or the reverse), it lies below a file, or its nearest existing
+  folder is not writable.
+- :class:`RunLock`: an exclusive, non-blocking ``flock`` on ``<folder>/.latentgeo.lock`` held while a process writes
+  a run folder. A second writer gets a one-line :class:`LatentgeoError`; the kernel drops the lock when its holder
+  dies (even by ``kill -9``), so a crashed run never blocks its ``--resume``. Taking the lock also removes the
+  ``.*.tmp`` files an interrupted atomic write left behind (only the lock holder could be writing them).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+from latentgeo.errors import LatentgeoError
+
+__all__ = ["check_output_dir", "check_output_file", "RunLock", "remove_orphan_tmp", "check_resume_config", "LOCK_NAME"]
+
+LOCK_NAME = ".latentgeo.lock"
+PathLike = Union[str, os.PathLike]
+
+
+def _nearest_existing(p: Path) -> Path:
+    q = p
+    while not q.exists():
+        if q.parent == q:
+            break
+        q = q.parent
+    return q
+
+
+def _check_parents(p: Path, what: str) -> None:
+    anc = _nearest_existing(p.parent if p.parent != p else p)
+    if anc.exists() and not anc.is_dir():
+        raise LatentgeoError(f"{what} '{p}' lies below '{anc}', which is a file, not a folder; choose another path")
+    if anc.exists() and not os.access(anc, os.W_OK | os.X_OK):
+        raise LatentgeoError(f"{what} '{p}' cannot be created: '{anc}' is not writable; choose a writable path")
+
+
+def check_output_dir(path: PathLike, what: str = "--out") -> Path:
+    """Raise unless ``path`` is (or can be created as) a writable folder. Creates nothing."""
+    p = Path(path).expanduser()
+    if str(path).strip() == "":
+        raise LatentgeoError(f"{what} is empty; pass a folder path")
+    if p.exists():
+        if not p.is_dir():
+            raise LatentgeoError(f"{what} '{p}' is a file, not a folder; choose a folder path (it is created)")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise LatentgeoError(f"{what} '{p}' is not writable; choose a writable folder")
+        return p
+    _check_parents(p, what)
+    return p
+
+
+def check_output_file(path: PathLike, what: str = "--out") -> Path:
+    """Raise unless ``path`` can be written as a file (an existing file is replaced). Creates nothing."""
+    p = Path(path).expanduser()
+    if str(path).strip() == "":
+        raise LatentgeoError(f"{what} is empty; pass a file path")
+    if p.is_dir():
+        raise LatentgeoError(f"{what} '{p}' is a folder, not a file; pass a file path")
+    if p.exists():
+        if not os.access(p.parent, os.W_OK | os.X_OK):
+            raise LatentgeoError(f"{what} '{p}' cannot be replaced: '{p.parent}' is not writable")
+        return p
+    _check_parents(p, what)
+    return p
+
+
+def remove_orphan_tmp(folder: PathLike) -> int:
+    """Delete ``.*.tmp`` files (left by interrupted atomic writes) directly in ``folder``; returns how many."""
+    n = 0
+    d = Path(folder)
+    if not d.is_dir():
+        return 0
+    for f in d.glob(".*.tmp"):
+        try:
+            f.unlink()
+            n += 1
+        except OSError:
+            pass
+    return n
+
+
+class RunLock:
+    """``with RunLock(folder):`` — exclusive writer of ``folder`` (created if missing).
+
+    Re-entrant within one process (nested locks on the same folder share one file descriptor), so library code
+    that takes the lock can be called from a command that already holds it.
+    """
+
+    _held: dict = {}
+
+    def __init__(self, folder: PathLike, what: str = "--out"):
+        self.folder = Path(folder).expanduser()
+        self.what = what
+        self._fd: Optional[int] = None
+        self._key: Optional[str] = None
+
+    def __enter__(self) -> "RunLock":
+        import fcntl
+
+        check_output_dir(self.folder, self.what)
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LatentgeoError(f"cannot create {self.what} '{self.folder}': {exc.strerror}; "
+                                 "choose a writable path") from None
+        key = str(self.folder.resolve())
+        if key in RunLock._held:
+            fd, count = RunLock._held[key]
+            RunLock._held[key] = (fd, count + 1)
+            self._key = key
+            return self
+        lock = self.folder / LOCK_NAME
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as exc:
+            raise LatentgeoError(f"cannot write {self.what} '{self.folder}': {exc.strerror}; "
+                                 "choose a writable folder") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            try:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            except OSError:
+                holder = "?"
+            os.close(fd)
+            raise LatentgeoError(f"{self.what} '{self.folder}' is being written by another latentgeo process "
+                                 f"(pid {holder}); wait for it to finish or choose another folder") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        RunLock._held[key] = (fd, 1)
+        self._key = key
+        remove_orphan_tmp(self.folder)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        key = self._key
+        if key is None or key not in RunLock._held:
+            return
+        fd, count = RunLock._held[key]
+        if count > 1:
+            RunLock._held[key] = (fd, count - 1)
+        else:
+            del RunLock._held[key]
+            try:
+                os.ftruncate(fd, 0)
+            except OSError:
+                pass
+            os.close(fd)  # closing the descriptor releases the flock
+        self._key = None
+
+
+# Settings that may differ on --resume without changing what the run computes.
+RESUME_FREE = frozenset({"device", "log_every", "ckpt_every", "progress", "quiet", "resume_history"})
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(_flat(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def check_resume_config(old: dict, new: dict, where: PathLike, extendable: tuple = ("steps",),
+                        free: frozenset = RESUME_FREE) -> dict:
+    """The config to record when resuming run ``where``: ``old`` with ``extendable`` counts raised to ``new``'s.
+
+    Raises a one-line :class:`LatentgeoError` naming every setting that differs between the recorded ``old`` and
+    the requested ``new`` config (other than ``free`` ones such as the device), and when an ``extendable`` count
+    would shrink. An extension is recorded in ``resume_history`` (``[{"steps": [old, new]}, ...]``).
+    """
+    fo, fn = _flat(old), _flat(new)
+    changed = []
+    for k in sorted(set(fo) | set(fn)):
+        leaf = k.rsplit(".", 1)[-1]
+        if leaf in free or k in extendable:
+            continue
+        a, b = fo.get(k, "<unset>"), fn.get(k, "<unset>")
+        if _norm(a) != _norm(b):
+            changed.append(f"{k} was {a!r}, now {b!r}")
+    if changed:
+        shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
+        raise LatentgeoError(f"cannot resume '{where}' with different settings ({shown}); resume with the "
+                             "settings it was started with (only --steps may grow) or choose a new --out")
+    merged = dict(old)
+    history = list(old.get("resume_history", []))
+    for k in extendable:
+        a, b = fo.get(k), fn.get(k)
+        if a is None or b is None or a == b:
+            continue
+        if b < a:
+            raise LatentgeoError(f"cannot resume '{where}' with {k} {b} < the {a} it was started with; pass "
+                                 f"--{k.replace('_', '-')} {a} or more")
+        history.append({k: [a, b]})
+        merged[k] = b
+    for k in free:
+        if k in new and k != "resume_history":
+            merged[k] = new[k]
+    if history:
+        merged["resume_history"] = history
+    return merged
+
+
+def _norm(v):
+    if isinstance(v, tuple):
+        return [_norm(x) for x in v]
+    if isinstance(v, list):
+        return [_norm(x) for x in v]
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
