@@ -18,7 +18,6 @@ import importlib
 from typing import Any
 
 from latentgeo._version import __version__
-from latentgeo.checkpoint import load, load_state, register_module, save, save_state
 from latentgeo.errors import LatentgeoError
 
 _SUBPACKAGES = ("data", "nets", "diffusion", "train", "flows", "autoencoders", "fisher", "spacetime", "molecules",
@@ -26,6 +25,12 @@ _SUBPACKAGES = ("data", "nets", "diffusion", "train", "flows", "autoencoders", "
 
 # public name -> (module, attribute)
 _LAZY = {
+    # checkpoints (lazy too: `import latentgeo` and the CLI's start-up do not import torch)
+    "save": ("latentgeo.checkpoint", "save"),
+    "load": ("latentgeo.checkpoint", "load"),
+    "save_state": ("latentgeo.checkpoint", "save_state"),
+    "load_state": ("latentgeo.checkpoint", "load_state"),
+    "register_module": ("latentgeo.checkpoint", "register_module"),
     # data
     "load_dataset": ("latentgeo.data", "load"),
     "DATASETS": ("latentgeo.data", "DATASETS"),
@@ -85,8 +90,7 @@ _LAZY = {
     "run_demo": ("latentgeo.demo", "run_demo"),
 }
 
-__all__ = ["__version__", "LatentgeoError", "save", "load", "save_state", "load_state", "register_module",
-           *_LAZY, *_SUBPACKAGES]
+__all__ = ["__version__", "LatentgeoError", *_LAZY, *_SUBPACKAGES]
 
 
 def __getattr__(name: str) -> Any:

@@ -21,6 +21,7 @@ from typing import Any, Callable, Dict, Optional
 import torch
 
 from latentgeo.errors import LatentgeoError
+from latentgeo.runfolder import read_json  # noqa: F401  (re-exported: one reader of JSON records)
 
 __all__ = ["register_module", "save", "load", "save_state", "load_state", "atomic_write_bytes",
            "atomic_write_json", "module_config", "registered_class", "validate_config", "read_json"]
@@ -109,25 +110,6 @@ def _umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
-
-
-def read_json(path: str | os.PathLike, what: str = "") -> Any:
-    """``json.loads`` of a file, with a one-line :class:`LatentgeoError` when it is missing, unreadable or not
-    JSON (``what`` names the file's role, e.g. "run record")."""
-    p = Path(path)
-    role = f"{what} " if what else ""
-    try:
-        text = p.read_text()
-    except FileNotFoundError:
-        raise LatentgeoError(f"{role}'{p}' does not exist; check the path") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise LatentgeoError(f"cannot read {role}'{p}' ({getattr(exc, 'strerror', None) or type(exc).__name__}); "
-                             "check the file") from None
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise LatentgeoError(f"{role}'{p}' is not valid JSON ({exc.msg} at line {exc.lineno}); restore it or "
-                             "start a new run folder") from None
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -284,22 +266,23 @@ def _check_json_value(v: Any, what: str, depth: int = 0) -> None:
 
 def _build_checked(cls: type, cfg: Dict[str, Any], tensors: Dict[str, torch.Tensor], path: Path) -> torch.nn.Module:
     """Build ``cls(**cfg)`` — first on the meta device (no memory), so that a config edited to absurd sizes is
-    refused by comparing its parameter shapes with the tensors actually stored, before anything is allocated."""
+    refused, by comparing the parameter count it asks for with the weights actually stored, before anything is
+    allocated. (Shapes are compared strictly by ``load_state_dict`` afterwards, which also runs the classes'
+    own hooks for checkpoints of earlier versions.)"""
     where = f"checkpoint '{path}' "
     try:
         with torch.device("meta"):
             probe = cls(**cfg)
-        shapes = {k: tuple(v.shape) for k, v in probe.state_dict().items()}
+        wanted = sum(v.numel() for v in probe.state_dict().values())
     except LatentgeoError as exc:
         raise LatentgeoError(f"{where}holds invalid settings for {cls.__qualname__}: {exc}") from None
     except Exception:  # a constructor that cannot run on meta tensors: checked after building instead
-        shapes = None
-    if shapes is not None:
-        stored = {k: tuple(v.shape) for k, v in tensors.items()}
-        if shapes != stored:
-            bad = sorted(set(shapes) ^ set(stored)) or [k for k in shapes if shapes[k] != stored.get(k)]
-            raise LatentgeoError(f"{where}does not match {cls.__qualname__} (its settings and weights disagree at "
-                                 f"{', '.join(map(str, bad[:3]))}); the file was edited or saved by another version")
+        wanted = None
+    stored = sum(v.numel() for v in tensors.values())
+    if wanted is not None and wanted > 4 * stored + 1_000_000:
+        raise LatentgeoError(f"{where}does not match {cls.__qualname__}: its settings ask for {wanted:,} weights but "
+                             f"the file stores {stored:,} (settings and weights disagree); the file was edited or "
+                             "saved by another version")
     try:
         module = cls(**cfg)
         module.load_state_dict(tensors, strict=True)

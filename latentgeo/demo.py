@@ -560,17 +560,32 @@ class _Ctx:
         self.x = self.y = self.xte = self.yte = self.clf = None
 
 
+#: Upper bounds of the preset entries a budget dict may set (larger values are typos that never finish).
+_BUDGET_MAX = dict(clf_steps=10 ** 6, latent_dim=1024, enc_steps=10 ** 6, dec_steps=10 ** 6, ae_batch=65536,
+                   den_steps=10 ** 6, lat_den_steps=10 ** 6, den_batch=65536, fisher_n=100_000, fisher_sigmas=1000,
+                   fisher_probes=1000, geo_points=10_000, geo_nodes=1000, geo_steps=10 ** 6, flow_steps=10 ** 6,
+                   n_gen=100_000, sample_steps=10_000, flow_ode_steps=10_000, n_train_fashion=60_000)
+
+
 def _resolve_budget(budget: Union[str, float, Dict[str, Any]]) -> Dict[str, Any]:
     if isinstance(budget, dict):
         p = dict(PRESETS["full"])
+        for k, v in budget.items():
+            if k not in PRESETS["full"]:
+                raise LatentgeoError(f"unknown budget entry '{k}'; choose among: {', '.join(PRESETS['full'])}")
+            hi = _BUDGET_MAX.get(k, 10 ** 6)
+            if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
+                raise LatentgeoError(f"budget entry {k} must be an integer in 1 .. {hi:,}, got {v!r}")
         p.update(budget)
         return p
+    if isinstance(budget, bool) or not isinstance(budget, (str, int, float)):
+        raise LatentgeoError(f"budget must be 'full', 'quick', a positive scale factor or a dict, got {budget!r}")
     if isinstance(budget, str):
         check_choice(budget, list(PRESETS), "budget")
         return dict(PRESETS[budget])
     f = float(budget)
-    if not (math.isfinite(f) and f > 0):
-        raise LatentgeoError(f"budget must be 'full', 'quick' or a positive scale factor, got {budget!r}")
+    if not (math.isfinite(f) and 0 < f <= 1000):
+        raise LatentgeoError(f"budget must be 'full', 'quick' or a scale factor in (0, 1000], got {budget!r}")
     p = dict(PRESETS["full"])
     for k in ("clf_steps", "enc_steps", "dec_steps", "den_steps", "lat_den_steps", "geo_steps", "flow_steps"):
         p[k] = max(5, int(round(p[k] * f)))
@@ -593,11 +608,22 @@ def run_demo(data: str = "digits", out: Union[str, os.PathLike] = "runs/demo", s
         stages: subset of :data:`STAGES` to run (default all; later stages skip what they lack).
         threads: torch intra-op threads (default: leave torch's setting).
     """
+    from latentgeo.runfolder import RunLock, check_output_dir
+
     data = check_choice(str(data).lower().replace("_", "-"), ["digits", "fashion-mnist"], "data set")
     p = _resolve_budget(budget)
     stages = list(STAGES) if stages is None else [check_choice(s, STAGES, "stage") for s in stages]
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
+        raise LatentgeoError(f"seed must be an integer in 0 .. 2^32-1, got {seed!r}")
+    if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 4096):
+        raise LatentgeoError(f"threads must be an integer in 1 .. 4096, got {threads!r}; e.g. --threads 1")
+    out = check_output_dir(out, "--out")
+    with RunLock(out):  # one demo writes a run folder at a time (report, summary, cached classifier)
+        return _run_demo(data, out, seed, budget, p, progress, stages, threads)
+
+
+def _run_demo(data: str, out: Path, seed: int, budget: Any, p: Dict[str, Any], progress: bool, stages: List[str],
+              threads: Optional[int]) -> Path:
     if threads:
         torch.set_num_threads(int(threads))
     from latentgeo.report import Report

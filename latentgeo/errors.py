@@ -9,7 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any, Sequence
 
-__all__ = ["LatentgeoError", "check_finite", "check_rank", "check_nonempty", "check_choice", "check_positive"]
+__all__ = ["LatentgeoError", "check_finite", "check_rank", "check_nonempty", "check_choice", "check_positive",
+           "values_readable"]
 
 
 class LatentgeoError(ValueError):
@@ -60,3 +61,26 @@ def check_positive(value: float, name: str) -> float:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
         raise LatentgeoError(f"{name} must be a positive finite number, got {value!r}")
     return value
+
+
+def values_readable(t: Any) -> bool:
+    """False where a tensor's values cannot be read without breaking a transform: inside torch.func transforms
+    (vmap / jvp / grad wrappers) and make_fx / torch.compile tracing. Input checks that read values (NaN, sign,
+    range) skip themselves there; the traced computation checks its outputs instead."""
+    import torch
+
+    if not isinstance(t, torch.Tensor):
+        return True
+    try:
+        if torch._C._functorch.is_functorch_wrapped_tensor(t):
+            return False
+    except AttributeError:  # pragma: no cover - older torch
+        pass
+    try:
+        from torch.fx.experimental.proxy_tensor import get_proxy_mode
+
+        if get_proxy_mode() is not None:
+            return False
+    except ImportError:  # pragma: no cover
+        pass
+    return not torch.compiler.is_compiling()

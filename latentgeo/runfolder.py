@@ -16,7 +16,8 @@ from typing import Optional, Union
 
 from latentgeo.errors import LatentgeoError
 
-__all__ = ["check_output_dir", "check_output_file", "RunLock", "remove_orphan_tmp", "check_resume_config", "LOCK_NAME"]
+__all__ = ["check_output_dir", "check_output_file", "RunLock", "remove_orphan_tmp", "check_resume_config", "read_json",
+           "LOCK_NAME"]
 
 LOCK_NAME = ".latentgeo.lock"
 PathLike = Union[str, os.PathLike]
@@ -188,8 +189,9 @@ def check_resume_config(old: dict, new: dict, where: PathLike, extendable: tuple
             changed.append(f"{k} was {a!r}, now {b!r}")
     if changed:
         shown = "; ".join(changed[:4]) + (f"; and {len(changed) - 4} more" if len(changed) > 4 else "")
+        grow = " and ".join(f"--{k.replace('_', '-')}" for k in extendable)
         raise LatentgeoError(f"cannot resume '{where}' with different settings ({shown}); resume with the "
-                             "settings it was started with (only --steps may grow) or choose a new --out")
+                             f"settings it was started with (only {grow} may grow) or choose a new --out")
     merged = dict(old)
     history = list(old.get("resume_history", []))
     for k in extendable:
@@ -217,3 +219,31 @@ def _norm(v):
     if isinstance(v, float) and v.is_integer():
         return int(v)
     return v
+
+
+def read_json(path: PathLike, what: str = "", fix: Optional[str] = None, want_object: bool = False):
+    """``json.loads`` of a file; a missing, unreadable or corrupt file (or, with ``want_object``, one that holds no
+    JSON object) raises one line naming the file (``what`` its role, e.g. "run record") and ``fix``."""
+    import json
+
+    p = Path(path)
+    role = f"{what} " if what else ""
+    fix = fix or "restore it or start a new run folder"
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise LatentgeoError(f"{role}'{p}' does not exist; {fix}") from None
+    except IsADirectoryError:
+        raise LatentgeoError(f"{role}'{p}' is a folder, not a JSON file; {fix}") from None
+    except UnicodeDecodeError:
+        raise LatentgeoError(f"{role}'{p}' is corrupt (not UTF-8 text); {fix}") from None
+    except OSError as exc:
+        raise LatentgeoError(f"cannot read {role}'{p}': {exc.strerror or exc}; check its permissions") from None
+    try:
+        obj = json.loads(text)
+    except ValueError as exc:
+        where = f"line {exc.lineno} column {exc.colno}: " if hasattr(exc, "lineno") else ""
+        raise LatentgeoError(f"{role}'{p}' is corrupt, not valid JSON ({where}{getattr(exc, 'msg', exc)}); {fix}") from None
+    if want_object and not isinstance(obj, dict):
+        raise LatentgeoError(f"{role}'{p}' holds a JSON {type(obj).__name__}, not an object; {fix}")
+    return obj

@@ -8,6 +8,7 @@ are excluded), which is what the wall-clock benchmark compares.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -24,7 +25,8 @@ from latentgeo.autoencoders.losses import gme_loss, kl_per_dim, mds_stress
 from latentgeo.autoencoders.nets import Decoder, Encoder
 
 __all__ = ["METHODS", "finalise_normalisation", "fit", "run_shared", "train_gpe_encoder", "train_decoder", "train_joint", "train_autoencoder",
-           "evaluate_mse", "evaluate_gme", "save_autoencoder", "load_encoder", "load_decoder", "encode_batched"]
+           "evaluate_mse", "evaluate_gme", "save_autoencoder", "load_encoder", "load_decoder", "encode_batched",
+           "run_folder_kind", "check_autoencoder_dir"]
 
 METHODS = ("gpe", "vae", "ae", "vae-mds", "ae-mds")
 
@@ -193,8 +195,8 @@ def run_shared(module: nn.Module, loss_fn: Callable, data: Batch, *, steps: int,
 
     try:
         if resume and marker.exists():
-            info = json.loads(marker.read_text())
-            if info["stopped"] == "threshold" or info["steps"] >= steps:
+            info = _read_json(marker, "stage record")
+            if info.get("stopped") == "threshold" or int(info.get("steps", 0)) >= steps:
                 train_loop(module, fn, data, steps=info["steps"], out=sdir, resume=True,
                            **{**common, "progress": False})  # restores the weights, runs no step
                 return info
@@ -436,9 +438,99 @@ def train_autoencoder(method: str, x: torch.Tensor, x_val: Optional[torch.Tensor
     ``out/joint``; ``device`` applies). ``decoder``: ``"wide"`` or ``"lean"`` conv decoder for images (see
     :class:`Decoder`). ``lr_schedule``: ``"constant"`` or ``"cosine"`` (to 0 over each stage's steps; built-in
     loop only). Returns ``(encoder, decoder, info)`` on the CPU.
+
+    With ``out``: the process holds :class:`latentgeo.runfolder.RunLock` on ``out`` for the whole run (a second
+    writer is refused), ``out/config.json`` records the settings (``kind: "autoencoder"``) before training, and a
+    folder that already holds a run is refused unless ``resume``; ``resume`` refuses changed settings (only
+    ``steps`` / ``decoder_steps`` may grow, recorded in ``resume_history``).
     """
     check_choice(method, METHODS, "method")
+    check_choice(engine, ("fit", "shared"), "training engine")
     _check_data(x, "training data")
+    if out is None:
+        return _train_autoencoder(method, x, x_val, latent_dim=latent_dim, arch=arch, enc_width=enc_width,
+                                  dec_width=dec_width, steps=steps, decoder_steps=decoder_steps,
+                                  gme_threshold=gme_threshold, kl_weight=kl_weight, mds_weight=mds_weight,
+                                  batch_size=batch_size, lr=lr, seed=seed, out=None, resume=resume,
+                                  verbose=verbose, extra=extra, engine=engine, device=device, decoder=decoder,
+                                  lr_schedule=lr_schedule)
+    from latentgeo.data import content_hash
+    from latentgeo.runfolder import RunLock
+
+    gpe = method == "gpe"
+    record: Dict[str, Any] = {
+        "kind": "autoencoder", "method": method, "latent_dim": latent_dim, "arch": arch, "enc_width": enc_width,
+        "dec_width": dec_width, "decoder": decoder, "steps": steps,
+        "decoder_steps": (decoder_steps if decoder_steps is not None else steps) if gpe else None,
+        "batch_size": batch_size, "lr": lr, "lr_schedule": lr_schedule, "seed": seed, "engine": engine,
+        "device": str(device), "data_shape": list(x.shape[1:]), "n_train": int(x.shape[0]),
+        "n_val": None if x_val is None else int(x_val.shape[0]), "data_hash": content_hash(x)}
+    if gpe:
+        record["gme_threshold"] = gme_threshold
+    else:
+        record.update(kl_weight=kl_weight, mds_weight=mds_weight)
+    record.update({k: v for k, v in (extra or {}).items() if k not in record})
+    outp = Path(out)
+    # One writer per folder; under torchrun only rank 0 writes (and checks), the other ranks follow it.
+    rank0 = int(os.environ.get("RANK", "0")) == 0
+    with (RunLock(outp) if rank0 else contextlib.nullcontext()):
+        if rank0:
+            _check_ae_folder(outp, record, resume, gpe, steps)
+        return _train_autoencoder(method, x, x_val, latent_dim=latent_dim, arch=arch, enc_width=enc_width,
+                                  dec_width=dec_width, steps=steps, decoder_steps=decoder_steps,
+                                  gme_threshold=gme_threshold, kl_weight=kl_weight, mds_weight=mds_weight,
+                                  batch_size=batch_size, lr=lr, seed=seed, out=outp, resume=resume,
+                                  verbose=verbose, extra=extra, engine=engine, device=device, decoder=decoder,
+                                  lr_schedule=lr_schedule)
+
+
+def _check_ae_folder(outp: Path, record: Dict[str, Any], resume: bool, gpe: bool, steps: int) -> None:
+    """Refuse a folder that holds another run, a started run without ``resume``, or changed settings on resume;
+    then record the settings in ``outp/config.json``."""
+    from latentgeo.runfolder import check_resume_config
+
+    cfg_file = outp / "config.json"
+    old = _read_json(cfg_file, "run record") if cfg_file.exists() else None
+    if old is not None and old.get("kind") != "autoencoder":
+        raise LatentgeoError(f"'{outp}' holds a {run_folder_kind(outp)} run, not an autoencoder run; choose "
+                             "another output folder (--out)")
+    if old is None and run_folder_kind(outp) not in ("empty", "autoencoder"):
+        raise LatentgeoError(f"'{outp}' holds a {run_folder_kind(outp)} run, not an autoencoder run; choose "
+                             "another output folder (--out)")
+    started = old is not None or _has_ae_stages(outp) or (outp / "autoencoder.json").exists()
+    if started and not resume:
+        what = "a trained autoencoder" if (outp / "autoencoder.json").exists() else "an unfinished autoencoder run"
+        raise LatentgeoError(f"'{outp}' already holds {what}; pass --resume (resume=True) to continue it or "
+                             "choose another output folder (--out)")
+    if resume and old is not None:
+        old_dec, new_dec = old.get("decoder_steps"), record.get("decoder_steps")
+        if (gpe and old.get("steps") is not None and steps > int(old["steps"]) and _decoder_started(outp)
+                and old_dec is not None and new_dec is not None and new_dec <= old_dec):
+            raise LatentgeoError(f"growing --steps of '{outp}' to {steps} changes its encoder, but its decoder "
+                                 f"already ran its {old_dec} steps on the {old['steps']}-step encoder and would not "
+                                 "be trained on the new one; grow --decoder-steps too (or leave it unset) or choose "
+                                 "a new --out")
+        record = check_resume_config(old, record, outp, extendable=("steps", "decoder_steps"))
+    atomic_write_json(cfg_file, record)
+
+
+def _has_ae_stages(out: Path) -> bool:
+    """True when ``out`` holds a stage of an autoencoder run (either engine)."""
+    return any((out / f"state_{s}.safetensors").exists() or (out / s / "state.safetensors").exists()
+               or (out / s / "stopped.json").exists() for s in ("encoder", "decoder", "joint"))
+
+
+def _decoder_started(out: Path) -> bool:
+    return any((out / p).exists() for p in ("state_decoder.safetensors", "decoder/state.safetensors",
+                                            "decoder/stopped.json", "autoencoder.json"))
+
+
+def _train_autoencoder(method: str, x: torch.Tensor, x_val: Optional[torch.Tensor], *, latent_dim: int, arch: str,
+                       enc_width: int, dec_width: int, steps: int, decoder_steps: Optional[int],
+                       gme_threshold: Optional[float], kl_weight: float, mds_weight: float, batch_size: int,
+                       lr: float, seed: int, out: Optional[Path], resume: bool, verbose: bool,
+                       extra: Optional[Dict[str, Any]], engine: str, device: str, decoder: str,
+                       lr_schedule: str) -> Tuple[Encoder, Decoder, Dict[str, Any]]:
     torch.manual_seed(seed)  # initial weights
     shape = list(x.shape[1:])
     enc = Encoder(shape, latent_dim, arch=arch, width=enc_width, variational=method.startswith("vae"))
@@ -496,12 +588,71 @@ def save_autoencoder(out: Union[str, Path], encoder: Encoder, decoder: Optional[
     return out
 
 
+def _read_json(path: Union[str, Path], what: str) -> Dict[str, Any]:
+    """The JSON object in ``path`` (``what`` names its role), or one line naming the damaged file and the fix."""
+    from latentgeo.runfolder import read_json
+
+    return read_json(path, what, want_object=True)
+
+
+def run_folder_kind(directory: Union[str, Path]) -> str:
+    """What a folder holds: ``"autoencoder"`` (``latentgeo train ae``), ``"diffusion"`` / ``"flow"`` (``train
+    diffusion`` / ``train flow``), ``"training"`` (another :func:`latentgeo.train.train_loop` run), ``"empty"``
+    (nothing latentgeo wrote) or ``"missing"`` / ``"file"``. A corrupt ``config.json`` raises one line."""
+    d = Path(directory)
+    if not d.exists():
+        return "missing"
+    if not d.is_dir():
+        return "file"
+    if (d / "encoder.safetensors").exists() or (d / "autoencoder.json").exists() or _has_ae_stages(d):
+        return "autoencoder"
+    if (d / "config.json").exists():
+        cfg = _read_json(d / "config.json", "run record")
+        if cfg.get("kind") == "autoencoder":
+            return "autoencoder"
+        user = cfg.get("user") if isinstance(cfg.get("user"), dict) else {}
+        return {"denoiser": "diffusion", "flow": "flow"}.get(user.get("kind"), "training")
+    if any((d / f).exists() for f in ("ema.safetensors", "model.safetensors", "state.safetensors")):
+        return "training"
+    return "empty"
+
+
+def check_autoencoder_dir(directory: Union[str, Path], what: str = "--encoder", allow_file: bool = False) -> Path:
+    """``directory`` if it holds a trained autoencoder (``encoder.safetensors``; with ``allow_file`` an encoder
+    ``.safetensors`` file also passes), else one line saying what it is and what to pass instead."""
+    d = Path(directory)
+    kind = run_folder_kind(d)
+    fix = "pass the --out folder of `latentgeo train ae`"
+    what = f"{what} " if what else ""
+    if kind == "missing":
+        raise LatentgeoError(f"{what}'{d}' does not exist; {fix}")
+    if kind == "file":
+        if allow_file and d.suffix == ".safetensors":
+            return d
+        raise LatentgeoError(f"{what}'{d}' is not a folder; {fix}")
+    if (d / "encoder.safetensors").exists():
+        return d
+    if kind == "autoencoder":
+        raise LatentgeoError(f"{what}'{d}' holds an unfinished `latentgeo train ae` run (no encoder.safetensors "
+                             "yet); finish it with `latentgeo train ae ... --resume` (same settings and --out) or "
+                             f"{fix}")
+    if kind in ("diffusion", "flow"):
+        raise LatentgeoError(f"{what}'{d}' is a {kind} run, not an autoencoder; {fix}")
+    if kind == "training":
+        raise LatentgeoError(f"{what}'{d}' is a training run of another kind, not an autoencoder; {fix}")
+    raise LatentgeoError(f"{what}'{d}' holds no autoencoder (no encoder.safetensors); {fix}")
+
+
 def _ckpt_path(d: Union[str, Path], stem: str) -> Path:
     d = Path(d)
     if d.is_file():
         return d
     p = d / f"{stem}.safetensors"
     if not p.exists():
+        kind = run_folder_kind(d)
+        if kind in ("diffusion", "flow"):
+            raise LatentgeoError(f"'{d}' is a {kind} run, not an autoencoder (no {p.name}); pass the --out folder "
+                                 "of `latentgeo train ae`")
         raise LatentgeoError(f"no {stem} checkpoint in '{d}' (expected {p.name}); train one with "
                              "`latentgeo train ae --out DIR` or pass the right folder")
     return p

@@ -5,6 +5,8 @@ from typing import Optional
 
 import typer
 
+from latentgeo.cli._options import MAX_SAMPLES, opt_int, opt_seed
+
 data_app = typer.Typer(help="Data sets: list them, check that one loads.", no_args_is_help=True)
 
 
@@ -24,14 +26,21 @@ def check(
     name: str = typer.Argument(..., help="Data set name (see `latentgeo data list`) or a .npy/.npz file / PNG folder."),
     path: Optional[str] = typer.Option(None, "--path", help="Folder holding the Fashion-MNIST IDX files."),
     split: str = typer.Option("train", "--split", help="train or test."),
-    n: Optional[int] = typer.Option(None, "--n", help="Number of samples (synthetic default 10000; else all)."),
-    seed: int = typer.Option(0, "--seed", help="Sampling / split seed."),
+    n: Optional[int] = opt_int(None, "--n", help="Number of samples (synthetic default 10000; else all).", lo=1,
+                               hi=MAX_SAMPLES),
+    seed: int = opt_seed(0, "--seed", help="Sampling / split seed (0 .. 2^32-1)."),
     pad: bool = typer.Option(False, "--pad", help="Pad 28x28 images to 32x32 with the background value -1."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of text."),
 ) -> None:
     """Load a data set and print its size, shape, dtype, range, mean/std and a content hash."""
     from latentgeo.data import describe, is_image, load
+    from latentgeo.data.registry import canonical_name
+    from latentgeo.errors import LatentgeoError
 
+    if path is not None:
+        if canonical_name(name) != "fashion-mnist":
+            raise LatentgeoError(f"--path names the folder of the Fashion-MNIST IDX files; '{name}' does not use "
+                                 "it, so drop --path")
     x = load(name, split=split, n=n, seed=seed, path=path, pad=pad)
     info = describe(x)
     if as_json:

@@ -6,6 +6,8 @@ from typing import Optional
 
 import typer
 
+from latentgeo.cli._options import opt_out_dir, opt_seed, opt_threads
+
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
     """Add ``latentgeo demo`` to the root app."""
@@ -13,13 +15,13 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     @app.command("demo")
     def demo(
         data: str = typer.Option("digits", "--data", help="digits (embedded, default) or fashion-mnist."),
-        out: Path = typer.Option(Path("runs/demo"), "--out", help="Run folder for report.html, summary.json and "
-                                                                  "the cached feature classifier."),
+        out: Path = opt_out_dir(Path("runs/demo"), "--out", help="Run folder for report.html, summary.json and "
+                                                                 "the cached feature classifier."),
         quick: bool = typer.Option(False, "--quick", help="Tiny step counts: a 1-2 minute smoke run."),
-        seed: int = typer.Option(0, "--seed", help="Seed of every stage."),
-        threads: Optional[int] = typer.Option(
-            None, "--threads", help="torch threads (default: torch's choice); use 1 on a machine busy with other "
-                                    "jobs, where several threads contend badly."),
+        seed: int = opt_seed(0, "--seed", help="Seed of every stage (0 .. 2^32-1)."),
+        threads: Optional[int] = opt_threads(help="torch threads, 1 .. 4096 (default: torch's choice); use 1 on a "
+                                                  "machine busy with other jobs, where several threads contend "
+                                                  "badly."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
     ) -> None:
         """Train GPE and VAE, diffusion models, Fisher curves, a spacetime geodesic and latent generation on a small

@@ -7,38 +7,64 @@ from typing import Optional
 
 import typer
 
+from latentgeo.cli._options import (MAX_BATCH, MAX_SAMPLES, MAX_STEPS, MAX_WIDTH, opt_device, opt_float, opt_int,
+                                    opt_out_dir, opt_out_file, opt_seed)
+
+#: Sampler steps above this are typos (the EDM / ODE schedules converge long before).
+MAX_SAMPLER_STEPS = 100_000
+#: Residual blocks / U-Net base channels above these are typos (they only end in out-of-memory crashes).
+MAX_DEPTH = 1024
+MAX_BASE = 1024
+#: Refuse an MLP with more parameters than this (4 GB of float32 weights, 16 GB with Adam's state).
+MAX_MLP_PARAMS = 1_000_000_000
 
 # options shared by the training commands (typer reads these defaults as option declarations)
 _PAD = typer.Option(None, "--pad/--no-pad", help="Pad 28x28 images to 32x32 (default: off, or as the --encoder's "
                                                  "input).")
-_EMA = typer.Option(0.999, "--ema", help="EMA decay of the weights (0 disables).")
-_DEVICE = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:K.")
-_LOG_EVERY = typer.Option(100, "--log-every")
-_CKPT_EVERY = typer.Option(1000, "--ckpt-every")
+_EMA = opt_float(0.999, "--ema", help="EMA decay of the weights, in [0, 1) (0 disables).", lo=0, hi=1, hi_open=True)
+_DEVICE = opt_device()
+_LOG_EVERY = opt_int(100, "--log-every", help="Log a metrics line every N steps.", lo=1, hi=MAX_STEPS)
+_CKPT_EVERY = opt_int(1000, "--ckpt-every", help="Write a checkpoint every N steps.", lo=1, hi=MAX_STEPS)
 _RESUME = typer.Option(False, "--resume", help="Continue the run in --out exactly (same final weights).")
 _QUIET = typer.Option(False, "--quiet", help="No progress bar.")
+_LR = opt_float(2e-3, "--lr", help="Adam learning rate.", lo=0, lo_open=True, hi=10)
+_SEED = opt_seed()
+_N = opt_int(None, "--n", help="Training samples (default: all / 10000 synthetic).", lo=2, hi=MAX_SAMPLES)
+_BATCH = opt_int(256, "--batch-size", help="Global batch size (split over torchrun processes).", lo=1,
+                 hi=MAX_BATCH)
+_HIDDEN = opt_int(256, "--hidden", help="MLP width.", lo=1, hi=MAX_WIDTH)
 
 
-def _check_run_options(lr: float, ema: float, **positive_ints: int) -> None:
-    """One-line errors for the options every training command shares."""
-    from latentgeo.errors import LatentgeoError, check_positive
+def _check_mlp_size(hidden: int, depth: int) -> None:
+    """Refuse an MLP too large to build (two hidden x hidden matrices per residual block)."""
+    from latentgeo.errors import LatentgeoError
 
-    for name, v in positive_ints.items():
-        if v < 1:
-            raise LatentgeoError(f"{name} must be a positive integer, got {v}")
-    check_positive(lr, "--lr")
-    if not 0 <= ema < 1:
-        raise LatentgeoError(f"--ema must be in [0, 1), got {ema}")
+    params = 2 * depth * hidden * (hidden + 1) + 4 * hidden * (hidden + 1)
+    if params > MAX_MLP_PARAMS:
+        raise LatentgeoError(f"--hidden {hidden} --depth {depth} make an MLP of about {params / 1e9:.1f} billion "
+                             f"parameters ({params * 4 / 2 ** 30:.0f} GiB of weights, 4x that with Adam); use a "
+                             "smaller --hidden or --depth")
+
+
+def _check_out_kind(out: str, kind: str) -> None:
+    """Refuse an --out folder that holds a run of another kind (its record would be overwritten)."""
+    from latentgeo.autoencoders.training import run_folder_kind
+    from latentgeo.errors import LatentgeoError
+
+    have = run_folder_kind(out)
+    if have == "autoencoder":
+        raise LatentgeoError(f"--out '{out}' holds an autoencoder (`latentgeo train ae`), not a {kind} run; choose "
+                             "another --out (pass the autoencoder as --encoder to train in its latent space)")
+    if have in ("diffusion", "flow") and have != kind:
+        raise LatentgeoError(f"--out '{out}' holds a {have} run, not a {kind} run; choose another --out")
 
 
 def _training_data(data: Optional[str], n: Optional[int], seed: int, pad: Optional[bool], encoder: Optional[str]):
     """The training array and what to record about it: the data itself, or its normalised latents
     ``z = C (T(x) - m)`` ``[N, d]`` under the trained encoder in folder ``encoder``."""
-    import json
-    from pathlib import Path
-
     import torch
 
+    from latentgeo.cli._options import read_json_file
     from latentgeo.data import load
     from latentgeo.errors import LatentgeoError
 
@@ -50,11 +76,12 @@ def _training_data(data: Optional[str], n: Optional[int], seed: int, pad: Option
             x = x[:, None]
         return x, {"data": data, "image": x.ndim == 4}
     from latentgeo.autoencoders import encode_batched, load_encoder
+    from latentgeo.autoencoders.training import check_autoencoder_dir
 
-    d = Path(encoder)
-    if not d.is_dir():
-        raise LatentgeoError(f"--encoder '{encoder}' is not a folder; pass the --out folder of `latentgeo train ae`")
-    meta = json.loads((d / "autoencoder.json").read_text()) if (d / "autoencoder.json").exists() else {}
+    d = check_autoencoder_dir(encoder, "--encoder")
+    meta = (read_json_file(d / "autoencoder.json", f"re-train the autoencoder with `latentgeo train ae` (new --out), "
+                                                   "or delete the file and pass --data NAME")
+            if (d / "autoencoder.json").exists() else {})
     data = data or meta.get("data")
     if data is None:
         raise LatentgeoError(f"no data set is recorded with the encoder in '{encoder}'; pass --data NAME")
@@ -77,19 +104,19 @@ def train_diffusion(
     data: Optional[str] = typer.Option(None, "--data", help="Data set name (see `latentgeo data list`) or a .npy/.npz "
                                                             "path (first array, or key `x`); with --encoder, "
                                                             "default: the encoder's data."),
-    out: str = typer.Option(..., "--out", help="Output folder (config.json, metrics.jsonl, checkpoints)."),
+    out: str = opt_out_dir(..., "--out", help="Output folder (config.json, metrics.jsonl, checkpoints)."),
     net: str = typer.Option("mlp", "--net", help="mlp | unet (unet needs images [N, C, H, W])."),
-    steps: int = typer.Option(10000, "--steps", help="Total optimiser steps."),
-    batch_size: int = typer.Option(256, "--batch-size", help="Global batch size (split over torchrun processes)."),
-    lr: float = typer.Option(2e-3, "--lr", help="Adam learning rate."),
-    seed: int = typer.Option(0, "--seed"),
-    n: Optional[int] = typer.Option(None, "--n", help="Training samples (default: all / 10000 synthetic)."),
-    hidden: int = typer.Option(256, "--hidden", help="MLP width."),
-    depth: int = typer.Option(4, "--depth", help="MLP residual blocks."),
-    base: int = typer.Option(32, "--base", help="U-Net channels at the first level."),
+    steps: int = opt_int(10000, "--steps", help="Total optimiser steps.", lo=1, hi=MAX_STEPS),
+    batch_size: int = _BATCH,
+    lr: float = _LR,
+    seed: int = _SEED,
+    n: Optional[int] = _N,
+    hidden: int = _HIDDEN,
+    depth: int = opt_int(4, "--depth", help="MLP residual blocks.", lo=0, hi=MAX_DEPTH),
+    base: int = opt_int(32, "--base", help="U-Net channels at the first level.", lo=1, hi=MAX_BASE),
     periodic: bool = typer.Option(False, "--periodic", help="MLP: sin/cos input embedding (angle data)."),
     ema: float = _EMA,
-    grad_clip: float = typer.Option(1.0, "--grad-clip", help="Clip the gradient norm (0 disables)."),
+    grad_clip: float = opt_float(1.0, "--grad-clip", help="Clip the gradient norm (0 disables).", lo=0),
     pad: Optional[bool] = _PAD,
     encoder: Optional[str] = typer.Option(None, "--encoder", help="Train in the normalised latent space of this "
                                                                   "`latentgeo train ae` folder (latent diffusion)."),
@@ -105,8 +132,12 @@ def train_diffusion(
     from latentgeo.errors import LatentgeoError, check_choice
 
     check_choice(net, ["mlp", "unet"], "net")
-    _check_run_options(lr, ema, **{"--steps": steps, "--batch-size": batch_size, "--hidden": hidden,
-                                   "--base": base, "--log-every": log_every, "--ckpt-every": ckpt_every})
+    if net == "unet" and encoder is not None:
+        raise LatentgeoError("--net unet needs images [N, C, H, W] but the latents of an --encoder are vectors "
+                             "[N, d]; use --net mlp")
+    if net == "mlp":
+        _check_mlp_size(hidden, depth)
+    _check_out_kind(out, "diffusion")
     x, info = _training_data(data, n, seed, pad, encoder)
     if net == "unet" and x.ndim != 4:
         raise LatentgeoError(f"--net unet needs images [N, C, H, W] but '{info['data']}' has shape "
@@ -128,18 +159,18 @@ def train_diffusion(
 def train_flow(
     data: Optional[str] = typer.Option(None, "--data", help="Data set name or .npy/.npz path; with --encoder, "
                                                             "default: the encoder's data."),
-    out: str = typer.Option(..., "--out", help="Output folder (config.json, metrics.jsonl, checkpoints)."),
+    out: str = opt_out_dir(..., "--out", help="Output folder (config.json, metrics.jsonl, checkpoints)."),
     encoder: Optional[str] = typer.Option(None, "--encoder", help="Train in the normalised latent space of this "
                                                                   "`latentgeo train ae` folder (latent generation)."),
     coupling: str = typer.Option("independent", "--coupling", help="independent | ot (exact minibatch OT pairs: "
                                                                    "straighter paths, fewer ODE steps)."),
-    steps: int = typer.Option(5000, "--steps", help="Total optimiser steps."),
-    batch_size: int = typer.Option(256, "--batch-size"),
-    lr: float = typer.Option(2e-3, "--lr", help="Adam learning rate."),
-    seed: int = typer.Option(0, "--seed"),
-    n: Optional[int] = typer.Option(None, "--n", help="Training samples (default: all)."),
-    hidden: int = typer.Option(256, "--hidden", help="MLP width."),
-    depth: int = typer.Option(4, "--depth", help="MLP residual blocks."),
+    steps: int = opt_int(5000, "--steps", help="Total optimiser steps.", lo=1, hi=MAX_STEPS),
+    batch_size: int = _BATCH,
+    lr: float = _LR,
+    seed: int = _SEED,
+    n: Optional[int] = opt_int(None, "--n", help="Training samples (default: all).", lo=2, hi=MAX_SAMPLES),
+    hidden: int = _HIDDEN,
+    depth: int = opt_int(4, "--depth", help="MLP residual blocks.", lo=1, hi=MAX_DEPTH),
     ema: float = _EMA,
     pad: Optional[bool] = _PAD,
     device: str = _DEVICE,
@@ -156,8 +187,8 @@ def train_flow(
     from latentgeo.flows import fit_flow
 
     check_choice(coupling, ["independent", "ot"], "--coupling")
-    _check_run_options(lr, ema, **{"--steps": steps, "--batch-size": batch_size, "--hidden": hidden,
-                                   "--depth": depth, "--log-every": log_every, "--ckpt-every": ckpt_every})
+    _check_mlp_size(hidden, depth)
+    _check_out_kind(out, "flow")
     x, info = _training_data(data, n, seed, pad, encoder)
     kw = {"in_dim": int(math.prod(x.shape[1:])), "hidden": hidden, "depth": depth, "max_freq": 100.0}
     info = {**info, "kind": "flow", "net": "mlp", "net_kwargs": kw, "coupling": coupling,
@@ -173,92 +204,233 @@ def train_flow(
                f"latentgeo.load_flow('{out}'))")
 
 
+_TRAIN_CMDS = "pass the --out folder of `latentgeo train diffusion` or `latentgeo train flow`"
+
+
+def _sample_run(run: str):
+    """``(folder, user config)`` of the diffusion / flow run ``run``, or one line saying what it is instead."""
+    from pathlib import Path
+
+    from latentgeo.autoencoders.training import run_folder_kind
+    from latentgeo.cli._options import read_json_file
+    from latentgeo.errors import LatentgeoError
+
+    runp = Path(run)
+    if not runp.exists():
+        raise LatentgeoError(f"'{run}' does not exist; {_TRAIN_CMDS}")
+    if not runp.is_dir():
+        raise LatentgeoError(f"'{run}' is a file, not a training folder; {_TRAIN_CMDS}")
+    ae_msg = (f"'{run}' is an autoencoder folder (`latentgeo train ae`), not a diffusion or flow run; train one in "
+              f"its latent space with `latentgeo train flow --encoder {run} --out RUN` (or `train diffusion`) and "
+              "sample RUN")
+    cfg_file = runp / "config.json"
+    if not cfg_file.exists():
+        if run_folder_kind(runp) == "autoencoder":
+            raise LatentgeoError(ae_msg)
+        raise LatentgeoError(f"'{run}' is not a latentgeo training folder (it has no config.json); {_TRAIN_CMDS}")
+    cfg = read_json_file(cfg_file, "the run cannot be sampled without its record; train it again into a new --out")
+    if cfg.get("kind") == "autoencoder" or (runp / "encoder.safetensors").exists():
+        raise LatentgeoError(ae_msg)
+    user = cfg.get("user") if isinstance(cfg.get("user"), dict) else {}
+    shape = user.get("data_shape")
+    if shape is None:
+        cls = cfg.get("model_class")
+        what = f" (it is a {cls} training run)" if cls else ""
+        raise LatentgeoError(f"'{cfg_file}' records no diffusion or flow model{what}; {_TRAIN_CMDS}")
+    if not (isinstance(shape, list) and shape and all(isinstance(v, int) and v > 0 for v in shape)):
+        raise LatentgeoError(f"'{cfg_file}' records a damaged data shape {shape!r}; train the run again into a new "
+                             "--out")
+    return runp, user
+
+
 def sample_cmd(
     run: str = typer.Argument(..., help="Training folder written by `latentgeo train diffusion` or `train flow`."),
-    n: int = typer.Option(64, "--n", help="Number of samples."),
-    steps: int = typer.Option(32, "--steps", help="Sampler steps (diffusion: rho = 7 schedule, sigma 80 -> 0.002; "
-                                                  "flow: uniform in t)."),
+    n: int = opt_int(64, "--n", help="Number of samples (written in batches of --batch-size).", lo=1,
+                     hi=MAX_SAMPLES),
+    steps: int = opt_int(32, "--steps", help="Sampler steps (diffusion: rho = 7 schedule, sigma 80 -> 0.002; "
+                                             "flow: uniform in t).", lo=1, hi=MAX_SAMPLER_STEPS),
     sampler: str = typer.Option("heun", "--sampler", help="diffusion: heun | euler | euler_maruyama | "
                                                           "edm_stochastic; flow: heun | euler | dopri5 | rk4."),
     autoencoder: Optional[str] = typer.Option(None, "--autoencoder", help="Latent runs: decode with this "
                                                                           "`train ae` folder (default: the one "
                                                                           "recorded at training)."),
-    seed: int = typer.Option(0, "--seed"),
-    out: Optional[str] = typer.Option(None, "--out", help="Output .npz (default RUN/samples.npz; PNG beside it)."),
-    batch_size: int = typer.Option(1024, "--batch-size", help="Samples per sampler call."),
-    device: str = typer.Option("auto", "--device"),
+    seed: int = _SEED,
+    out: Optional[str] = opt_out_file(None, "--out", help="Output .npz (default RUN/samples.npz; PNG beside it)."),
+    batch_size: int = opt_int(1024, "--batch-size", help="Samples per sampler call.", lo=1, hi=MAX_BATCH),
+    device: str = _DEVICE,
     raw: bool = typer.Option(False, "--raw", help="Use the raw weights instead of the EMA weights."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Draw samples from a trained denoiser or flow: writes samples.npz (key `x`; latent runs are decoded, with the
     latents under key `z`) and, for images or 2-D points, a PNG."""
-    import json
+    import math
+    import shutil
     from pathlib import Path
 
-    import numpy as np
     import torch
 
+    from latentgeo.autoencoders.training import check_autoencoder_dir
     from latentgeo.checkpoint import atomic_write_bytes
     from latentgeo.diffusion import SAMPLERS, load_denoiser, sample
     from latentgeo.errors import LatentgeoError, check_choice
     from latentgeo.flows import FLOW_METHODS, flow_sample, load_flow
+    from latentgeo.runfolder import check_output_file
     from latentgeo.train import resolve_device
 
-    if n < 1 or steps < 1 or batch_size < 1:
-        raise LatentgeoError("--n, --steps and --batch-size must be positive integers")
-    runp = Path(run)
-    if not runp.is_dir():
-        raise LatentgeoError(f"'{run}' is not a training folder; pass the --out folder of `latentgeo train diffusion` "
-                             "or `latentgeo train flow`")
-    cfg_file = runp / "config.json"
-    user = json.loads(cfg_file.read_text()).get("user", {}) if cfg_file.exists() else {}
-    shape = user.get("data_shape")
-    if shape is None:
-        raise LatentgeoError(f"'{run}/config.json' does not record the data shape; re-train with this version")
+    runp, user = _sample_run(run)
+    shape = list(user["data_shape"])
     is_flow = user.get("kind") == "flow"
     check_choice(sampler, list(FLOW_METHODS if is_flow else SAMPLERS), "flow ODE method" if is_flow else "sampler")
-    dev = resolve_device(device)
-    model = (load_flow if is_flow else load_denoiser)(runp, ema=not raw, device=str(dev))
-    g = torch.Generator(dev).manual_seed(seed)
-    parts = []
-    for i in range(0, n, batch_size):
-        b = min(batch_size, n - i)
-        if is_flow:
-            z0 = torch.randn((b, *shape), generator=g, device=dev)
-            parts.append(flow_sample(model, z0, steps=steps, method=sampler).cpu())
-        else:
-            parts.append(sample(model, (b, *shape), n_steps=steps, sampler=sampler, generator=g, device=dev).cpu())
-    x = torch.cat(parts)
-    arrays = {}
-    ae_dir = autoencoder or user.get("latent_of")
-    if ae_dir is not None:  # a latent run: decode the latents with the autoencoder's decoder
-        from latentgeo.autoencoders import load_decoder
-
-        if not Path(ae_dir).is_dir():
-            raise LatentgeoError(f"the autoencoder folder '{ae_dir}' of this latent run is missing; pass "
-                                 "--autoencoder DIR")
-        dec = load_decoder(ae_dir).to(dev)
-        p = next(dec.parameters())
-        with torch.no_grad():
-            xd = torch.cat([dec(x[i:i + batch_size].to(device=dev, dtype=p.dtype)).cpu()
-                            for i in range(0, x.shape[0], batch_size)])
-        arrays["z"] = x.numpy()
-        x = xd.clamp(-1, 1) if user.get("decoded_shape") and len(user["decoded_shape"]) == 3 else xd
-        shape = list(x.shape[1:])
-    x = x.numpy()
     dest = Path(out) if out else runp / "samples.npz"
     if dest.suffix != ".npz":
         dest = dest.with_suffix(".npz")
-    import io
+    check_output_file(dest, "--out")
+    ae_dir = autoencoder or user.get("latent_of")
+    if autoencoder is not None:
+        check_autoencoder_dir(autoencoder, "--autoencoder")
+    elif ae_dir is not None:
+        if not Path(ae_dir).exists():
+            raise LatentgeoError(f"the autoencoder folder '{ae_dir}' recorded by this latent run is missing; pass "
+                                 "--autoencoder DIR (the `latentgeo train ae` folder it was trained on)")
+        check_autoencoder_dir(ae_dir, "the autoencoder recorded by this latent run,")
+    # Output size: refuse before sampling when the disk cannot hold it (arrays are written in batches to
+    # temporary files beside --out, then zipped into place, so up to twice the size is needed for a moment).
+    dec_shape = list(user.get("decoded_shape") or []) if ae_dir is not None else []
+    nbytes = 4 * n * (math.prod(shape) + (math.prod(dec_shape) if dec_shape else 0))
+    anc = dest.parent
+    while not anc.exists() and anc.parent != anc:
+        anc = anc.parent
+    free = shutil.disk_usage(anc).free
+    if 2 * nbytes + (64 << 20) > free:
+        raise LatentgeoError(f"--n {n} samples need about {2 * nbytes / 2 ** 30:.2f} GiB of disk while written but "
+                             f"'{anc}' has {free / 2 ** 30:.2f} GiB free; pass a smaller --n or another --out")
+    dev = resolve_device(device)
+    model = (load_flow if is_flow else load_denoiser)(runp, ema=not raw, device=str(dev))
+    dec = None
+    if ae_dir is not None:  # a latent run: decode the latents with the autoencoder's decoder, batch by batch
+        from latentgeo.autoencoders import load_decoder
 
-    buf = io.BytesIO()
-    np.savez(buf, x=x, **arrays)
-    atomic_write_bytes(dest, buf.getvalue())
-    msg = f"wrote {n} samples of shape {tuple(shape)} to {dest}" + (" (decoded; latents under `z`)" if arrays else "")
+        dec = load_decoder(ae_dir).to(dev)
+    clamp = dec is not None and len(dec_shape) == 3
+    g = torch.Generator(dev).manual_seed(seed)
+
+    def batches():
+        for i in range(0, n, batch_size):
+            b = min(batch_size, n - i)
+            if is_flow:
+                z0 = torch.randn((b, *shape), generator=g, device=dev)
+                s = flow_sample(model, z0, steps=steps, method=sampler)
+            else:
+                s = sample(model, (b, *shape), n_steps=steps, sampler=sampler, generator=g, device=dev)
+            if dec is None:
+                yield {"x": s.cpu()}
+                continue
+            p = next(dec.parameters())
+            with torch.no_grad():
+                xd = dec(s.to(device=dev, dtype=p.dtype)).cpu()
+            yield {"x": xd.clamp(-1, 1) if clamp else xd, "z": s.cpu()}
+
+    preview = _write_npz_stream(dest, n, batches(), progress=not quiet)
+    x = preview["x"]
+    out_shape = tuple(x.shape[1:])
+    msg = (f"wrote {n} samples of shape {out_shape} to {dest}"
+           + (" (decoded; latents under `z`)" if dec is not None else ""))
     png = _png(x)
     if png is not None:
         atomic_write_bytes(dest.with_suffix(".png"), png)
         msg += f" and {dest.with_suffix('.png')}"
     typer.echo(msg)
+
+
+#: Samples kept in memory for the PNG (the npz gets all of them).
+_PREVIEW = 20_000
+
+
+def _write_npz_stream(dest, n: int, batches, progress: bool = True) -> dict:
+    """Write the arrays of ``batches`` (dicts of ``[b, ...]`` tensors adding up to ``n`` rows per key) to the .npz
+    ``dest`` without holding them in memory: each array goes to a memory-mapped temporary ``.npy`` beside
+    ``dest``, then they are stored (uncompressed, zip64, as ``np.savez`` does) into a temporary zip that
+    replaces ``dest`` atomically. An interrupted run leaves ``dest`` as it was. Returns the first
+    :data:`_PREVIEW` rows of each array."""
+    import os
+    import sys
+    import tempfile
+    import zipfile
+    from pathlib import Path
+
+    import numpy as np
+    from numpy.lib import format as npf
+
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmps: list = []
+
+    def tmp(suffix: str) -> str:
+        fd, path = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=f"{suffix}.tmp")
+        os.close(fd)
+        tmps.append(path)
+        return path
+
+    maps: dict = {}
+    preview: dict = {}
+    bar = None
+    if progress and sys.stderr.isatty():
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn, TimeRemainingColumn
+
+        bar = Progress("[bold]sampling", BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), "ETA",
+                       TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+    try:
+        if bar is not None:
+            bar.start()
+            task = bar.add_task("sampling", total=n)
+        i = 0
+        for part in batches:
+            b = None
+            for key, t in part.items():
+                a = t.detach().numpy()
+                b = a.shape[0]
+                if key not in maps:
+                    maps[key] = npf.open_memmap(tmp(f".{key}.npy"), mode="w+", dtype=a.dtype, shape=(n, *a.shape[1:]))
+                maps[key][i:i + b] = a
+                if i < _PREVIEW:
+                    preview.setdefault(key, []).append(a[:_PREVIEW - i])
+            i += b or 0
+            if bar is not None:
+                bar.update(task, completed=i)
+        files = {}
+        for key, mm in maps.items():
+            mm.flush()
+            files[key] = mm.filename
+            del mm
+        maps.clear()
+        zpath = tmp(".zip")
+        with zipfile.ZipFile(zpath, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for key, f in files.items():
+                zf.write(f, arcname=f"{key}.npy")
+        with open(zpath, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.chmod(zpath, 0o666 & ~_umask())
+        os.replace(zpath, dest)
+        tmps.remove(zpath)
+    finally:
+        if bar is not None:
+            bar.stop()
+        maps.clear()
+        for f in tmps:
+            try:
+                os.unlink(f)
+            except OSError:
+                pass
+    return {k: np.concatenate(v) for k, v in preview.items()}
+
+
+def _umask() -> int:
+    import os
+
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _png(x) -> Optional[bytes]:

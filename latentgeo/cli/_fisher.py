@@ -1,20 +1,25 @@
-"""CLI of the Fisher diagnostics: ``latentgeo fisher toy|curves`` and ``latentgeo diagnose``."""
+"""CLI of the Fisher diagnostics: ``latentgeo fisher toy|curves`` and ``latentgeo diagnose``.
+
+Every option is checked at parse time (:mod:`latentgeo.cli._options`) or at the top of the command body, before
+any data is sampled or any denoiser trained.
+"""
 from __future__ import annotations
 
 from typing import List, Optional
 
 import typer
 
+from latentgeo.cli._options import (MAX_SAMPLES, MAX_STEPS, opt_device, opt_float, opt_int, opt_out_dir, opt_seed,
+                                    valid_floats)
 from latentgeo.errors import LatentgeoError
 
-
-def _floats(text: Optional[str], what: str) -> Optional[List[float]]:
-    if text is None or not text.strip():
-        return None
-    try:
-        return [float(t) for t in text.split(",") if t.strip()]
-    except ValueError:
-        raise LatentgeoError(f"{what} must be comma-separated numbers like '0.1,0.2', got '{text}'") from None
+#: Noise levels above this are typos (EDM's sigma_max is 80); they overflow the noised samples.
+SIGMA_HI = 1e5
+#: Hutchinson probes / noise levels per curve beyond these are typos.
+MAX_PROBES = 4096
+MAX_SIGMAS = 1000
+#: What ``diagnose`` trains on when ``--n`` is not given (fewer when the data set has fewer).
+DIAGNOSE_N = 2000
 
 
 def _threads() -> None:
@@ -22,8 +27,79 @@ def _threads() -> None:
 
     import torch
 
-    if "OMP_NUM_THREADS" in os.environ:
-        torch.set_num_threads(max(1, int(os.environ["OMP_NUM_THREADS"])))
+    v = os.environ.get("OMP_NUM_THREADS")
+    if v and v.strip().isdigit():
+        torch.set_num_threads(max(1, int(v)))
+
+
+def _device(device: str) -> str:
+    from latentgeo.train.loop import resolve_device
+
+    return str(resolve_device(device))
+
+
+def _toy_params(name: str, text: Optional[str], dim: int) -> Optional[list]:
+    """The ``--params`` of a toy, checked against the toy's range (before any denoiser is fitted)."""
+    p = valid_floats(text, "--params")
+    if p is None:
+        return None
+    if name == "compression":
+        bad = [v for v in p if v != int(v)]
+        if bad:
+            raise LatentgeoError(f"--params of the compression toy are latent dimensions d (integers), got {bad[0]:g}; "
+                                 "pass e.g. --params 4,8,12")
+        out = [int(v) for v in p]
+        for d in out:
+            if not 2 <= d <= dim:
+                raise LatentgeoError(f"--params: latent dimension d={d} must lie in [2, --dim {dim}]; pass smaller "
+                                     "values or a larger --dim")
+        return out
+    if name == "tangential":
+        for v in p:
+            if not -1 < v < 1:
+                raise LatentgeoError(f"--params: delta0={v:g} must lie strictly between -1 and 1; e.g. --params "
+                                     "0.1,0.3")
+    return p
+
+
+def _load_upto(data: str, n: Optional[int], seed: int, default: int, what: str = "--n"):
+    """``(x, note)``: ``n`` samples of ``data`` (an explicit ``n`` larger than the data set is an error), or, with
+    ``n`` None, ``min(default, available)`` of them (``note`` says when fewer than ``default`` exist)."""
+    from latentgeo.data import load
+    from latentgeo.data.registry import _ALIASES, _SAMPLER_NAMES
+
+    if n is not None:
+        return load(data, n=n, seed=seed), None
+    key = str(data).strip().lower()
+    if _ALIASES.get(key, key) in _SAMPLER_NAMES:  # synthetic: any n can be drawn
+        return load(data, n=default, seed=seed), None
+    x = load(data, seed=seed)
+    note = None
+    if x.shape[0] < default:
+        note = (f"note: '{data}' has {x.shape[0]:,} training samples (fewer than the default {what} {default:,}); "
+                "using all of them")
+    return x[:default], note
+
+
+def _check_denoiser_on(den, x, what: str) -> None:
+    """One cheap denoiser call on two samples: a data shape the denoiser was not trained on fails here, at once."""
+    import torch
+
+    p = next(den.parameters(), None) if isinstance(den, torch.nn.Module) else None
+    xb = x[:2].to(p.dtype if p is not None else x.dtype)
+    if p is not None:
+        xb = xb.to(p.device)
+    try:
+        with torch.no_grad():
+            y = den(xb, torch.ones(xb.shape[0], dtype=xb.dtype, device=xb.device))
+    except (RuntimeError, ValueError, IndexError) as exc:
+        if isinstance(exc, LatentgeoError):
+            raise
+        raise LatentgeoError(f"the denoiser does not accept {what} of shape {tuple(x.shape[1:])} "
+                             f"({str(exc).splitlines()[0][:120]}); pass the data set it was trained on") from None
+    if tuple(y.shape) != tuple(xb.shape):
+        raise LatentgeoError(f"the denoiser maps {what} of shape {tuple(x.shape[1:])} to {tuple(y.shape[1:])}; pass "
+                             "the data set it was trained on")
 
 
 def register(app: typer.Typer, train_app: typer.Typer) -> None:
@@ -35,30 +111,40 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     @fisher_app.command("toy")
     def toy(
         name: str = typer.Argument(..., help="compression | tangential | curvature"),
-        out: str = typer.Option(..., "--out", help="Output folder (toy_<name>.json and PNG plots)."),
+        out: str = opt_out_dir(..., "--out", help="Output folder (toy_<name>.json and PNG plots)."),
         exact: bool = typer.Option(False, "--exact", help="Use the exact denoisers instead of training EDM MLPs."),
         params: Optional[str] = typer.Option(None, "--params",
-                                             help="Swept values: d (compression), delta0 (tangential), eps0 "
-                                                  "(curvature); comma-separated."),
-        steps: int = typer.Option(1500, "--steps", help="Training steps per denoiser (trained mode)."),
-        n_train: int = typer.Option(4000, "--n-train", help="Training samples per law (trained mode)."),
-        n_eval: int = typer.Option(1000, "--n-eval", help="Samples for the Fisher curves."),
-        probes: int = typer.Option(8, "--probes", help="Hutchinson probes per sample."),
-        sigmas: Optional[str] = typer.Option(None, "--sigmas", help="Noise levels, comma-separated."),
-        dim: int = typer.Option(16, "--dim", help="Data dimension D of the compression toy."),
-        omega: float = typer.Option(5.0, "--omega", help="Ripple frequency of the curvature toy."),
-        seed: int = typer.Option(0, "--seed"),
+                                             help="Swept values: d (compression, integers in [2, --dim]), delta0 "
+                                                  "(tangential, in (-1, 1)), eps0 (curvature); comma-separated."),
+        steps: int = opt_int(1500, "--steps", help="Training steps per denoiser (trained mode).", lo=1,
+                             hi=MAX_STEPS),
+        n_train: int = opt_int(4000, "--n-train", help="Training samples per law (trained mode).", lo=2,
+                               hi=MAX_SAMPLES),
+        n_eval: int = opt_int(1000, "--n-eval", help="Samples for the Fisher curves (>= 2).", lo=2, hi=MAX_SAMPLES),
+        probes: int = opt_int(8, "--probes", help="Hutchinson probes per sample.", lo=1, hi=MAX_PROBES),
+        sigmas: Optional[str] = typer.Option(None, "--sigmas", help="Noise levels, comma-separated (> 0)."),
+        dim: int = opt_int(16, "--dim", help="Data dimension D of the compression toy (>= 3).", lo=3, hi=4096),
+        omega: float = opt_float(5.0, "--omega", help="Ripple frequency of the curvature toy (> 0).", lo=0,
+                                 lo_open=True, hi=1e4),
+        seed: int = opt_seed(),
+        device: str = opt_device(help="Device of the trained denoisers: auto (CUDA when available) | cpu | cuda | "
+                                      "cuda:K (exact mode runs on the CPU)."),
     ) -> None:
         """Run a Fisher toy (data vs latent law) and plot D_R against the exact curves."""
+        from latentgeo.errors import check_choice
+        from latentgeo.fisher.toys import TOYS
+
+        check_choice(name, TOYS, "toy")
+        p = _toy_params(name, params, dim)
+        sg = valid_floats(sigmas, "--sigmas", lo=0, hi=SIGMA_HI, lo_open=True)
+        if sg is not None and len(sg) > MAX_SIGMAS:
+            raise LatentgeoError(f"--sigmas holds {len(sg)} values; pass at most {MAX_SIGMAS}")
         _threads()
         from latentgeo.fisher.toys import run_toy
 
-        p = _floats(params, "--params")
-        if p is not None and name == "compression":
-            p = [int(v) for v in p]
-        res = run_toy(name, out=out, params=p, denoisers="exact" if exact else "trained", sigmas=_floats(sigmas, "--sigmas"),
+        res = run_toy(name, out=out, params=p, denoisers="exact" if exact else "trained", sigmas=sg,
                       n_eval=n_eval, n_probes=probes, n_train=n_train, steps=steps, D=dim, omega=omega, seed=seed,
-                      progress=True)
+                      progress=True, device="cpu" if exact else _device(device))
         for row in res["rows"]:
             extra = {k: round(v, 4) for k, v in row.items() if isinstance(v, float) and k != "param"}
             typer.echo(f"{row['label']}: D_R at sigma={res['sigma'][0]:.3g} = {row['d_r'][0]:.4f} "
@@ -69,28 +155,39 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     def curves_cmd(
         denoiser: str = typer.Option(..., "--denoiser", help="Trained denoiser folder or .safetensors file."),
         data: str = typer.Option(..., "--data", help="Data set name or file (see `latentgeo data list`)."),
-        out: str = typer.Option(..., "--out", help="Output folder (curves.json, curves.png)."),
-        n: int = typer.Option(256, "--n", help="Samples."),
-        probes: int = typer.Option(8, "--probes"),
-        n_sigmas: int = typer.Option(16, "--n-sigmas"),
-        sigma_min: float = typer.Option(0.01, "--sigma-min"),
-        sigma_max: float = typer.Option(80.0, "--sigma-max"),
+        out: str = opt_out_dir(..., "--out", help="Output folder (curves.json, curves.png)."),
+        n: int = opt_int(256, "--n", help="Samples (>= 2).", lo=2, hi=MAX_SAMPLES),
+        probes: int = opt_int(8, "--probes", help="Hutchinson probes per sample.", lo=1, hi=MAX_PROBES),
+        n_sigmas: int = opt_int(16, "--n-sigmas", help="Noise levels.", lo=1, hi=MAX_SIGMAS),
+        sigma_min: float = opt_float(0.01, "--sigma-min", help="Smallest noise level (> 0).", lo=0, lo_open=True,
+                                     hi=SIGMA_HI),
+        sigma_max: float = opt_float(80.0, "--sigma-max", help=f"Largest noise level (<= {SIGMA_HI:g}).", lo=0,
+                                     lo_open=True, hi=SIGMA_HI),
         float64: bool = typer.Option(False, "--float64", help="Compute in float64."),
-        seed: int = typer.Option(0, "--seed"),
+        seed: int = opt_seed(),
+        device: str = opt_device(),
     ) -> None:
         """FI, FIR, MMSE and MMSE-rate curves of a trained denoiser on data (data as the denoiser was trained)."""
-        _threads()
         from pathlib import Path
 
         import torch
 
+        if not sigma_min < sigma_max:
+            raise LatentgeoError(f"--sigma-min {sigma_min:g} must be below --sigma-max {sigma_max:g}; swap or fix "
+                                 "them")
+        if not Path(denoiser).exists() and not Path(denoiser + ".safetensors").exists():
+            raise LatentgeoError(f"--denoiser '{denoiser}' does not exist; pass a folder written by `latentgeo train "
+                                 "diffusion` or a .safetensors checkpoint")
+        _threads()
         from latentgeo.data import load
         from latentgeo.diffusion import load_denoiser
         from latentgeo.fisher import default_sigmas, fisher_curves
 
-        den = load_denoiser(denoiser)
+        dev = _device(device)
+        den = load_denoiser(denoiser, device=dev)
         x = load(data, n=n, seed=seed)
-        c = fisher_curves(den, x, default_sigmas(n_sigmas, sigma_min, sigma_max), n_probes=probes,
+        _check_denoiser_on(den, x, f"data '{data}'")
+        c = fisher_curves(den, x.to(dev), default_sigmas(n_sigmas, sigma_min, sigma_max), n_probes=probes,
                           generator=torch.Generator().manual_seed(seed), dtype=torch.float64 if float64 else None,
                           label=Path(denoiser).name)
         c.save(Path(out) / "curves.json")
@@ -105,28 +202,51 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         encoder: List[str] = typer.Option(..., "--encoder", help="Encoder folder (latentgeo autoencoder run or "
                                                                  "diffusers AutoencoderKL); repeat for several."),
         data: str = typer.Option(..., "--data", help="Data set name or file (see `latentgeo data list`)."),
-        out: str = typer.Option(..., "--out", help="Output folder: summary.json, plots, cached denoisers."),
-        n: int = typer.Option(2000, "--n", help="Training samples for the denoisers."),
-        steps: int = typer.Option(2000, "--steps", help="Denoiser training steps (pixels and each latent space)."),
-        n_eval: int = typer.Option(256, "--n-eval", help="Samples for the Fisher curves."),
-        probes: int = typer.Option(4, "--probes"),
-        n_sigmas: int = typer.Option(14, "--n-sigmas"),
+        out: str = opt_out_dir(..., "--out", help="Output folder: summary.json, plots, cached denoisers."),
+        n: Optional[int] = opt_int(None, "--n", help=f"Training samples for the denoisers (default: "
+                                                     f"{DIAGNOSE_N:,}, or all when the data set has fewer).",
+                                   lo=18, hi=MAX_SAMPLES),
+        steps: int = opt_int(2000, "--steps", help="Denoiser training steps (pixels and each latent space; >= 1).",
+                             lo=1, hi=MAX_STEPS),
+        n_eval: int = opt_int(256, "--n-eval", help="Samples for the Fisher curves (>= 2).", lo=2, hi=MAX_SAMPLES),
+        probes: int = opt_int(4, "--probes", help="Hutchinson probes per sample.", lo=1, hi=MAX_PROBES),
+        n_sigmas: int = opt_int(14, "--n-sigmas", help="Noise levels in [0.01, 80] (>= 3, so that some lie in the "
+                                                       "verdict's mid range [0.05, 5]).", lo=3, hi=MAX_SIGMAS),
         net: str = typer.Option("mlp", "--net", help="Denoiser network: mlp | unet."),
         pixel_denoiser: Optional[str] = typer.Option(None, "--pixel-denoiser",
                                                      help="Reuse a pixel denoiser trained on the normalised data."),
-        seed: int = typer.Option(0, "--seed"),
+        seed: int = opt_seed(),
         quick: bool = typer.Option(False, "--quick", help="Tiny settings for a smoke run (minutes on a CPU)."),
+        device: str = opt_device(help="Device of the denoisers: auto (CUDA when available) | cpu | cuda | cuda:K "
+                                      "(encoders and penalties run on the CPU)."),
     ) -> None:
         """How diffusable is each encoder's latent space compared with the pixels, and why (writes summary.json)."""
-        _threads()
         from pathlib import Path
 
-        from latentgeo.data import load
+        from latentgeo.errors import check_choice
+
+        check_choice(net, ["mlp", "unet"], "--net")
+        for e in encoder:
+            if not Path(e).exists():
+                raise LatentgeoError(f"--encoder '{e}' does not exist; train one with `latentgeo train ae --out DIR` "
+                                     "or pass a diffusers AutoencoderKL folder")
+        if pixel_denoiser is not None and not Path(pixel_denoiser).exists() \
+                and not Path(pixel_denoiser + ".safetensors").exists():
+            raise LatentgeoError(f"--pixel-denoiser '{pixel_denoiser}' does not exist; pass a folder or .safetensors "
+                                 "file of a denoiser trained on the normalised data, or drop the option")
+        _threads()
         from latentgeo.fisher.diagnose import diagnose
 
+        dev = _device(device)
         if quick:
-            n, steps, n_eval, probes, n_sigmas = min(n, 400), min(steps, 200), min(n_eval, 64), 2, 6
-        x = load(data, n=n, seed=seed)
+            steps, n_eval, probes, n_sigmas = min(steps, 200), min(n_eval, 64), 2, 6
+        x, note = _load_upto(data, min(n, 400) if (quick and n is not None) else n, seed,
+                             400 if quick else DIAGNOSE_N)
+        if note:  # on stdout: stderr stays for the one-line error of a refused run
+            typer.echo(note)
+        if net == "unet" and x.ndim != 4:
+            raise LatentgeoError(f"--net unet needs images [N, C, H, W] but '{data}' has shape {tuple(x.shape)}; use "
+                                 "--net mlp")
         names = {}
         for e in encoder:
             nm = Path(e).name or "encoder"
@@ -135,7 +255,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             names[nm] = e
         s = diagnose(names, x, out=out, data_name=data, n_sigmas=n_sigmas, n_eval=n_eval, n_probes=probes,
                      steps=steps, net=net, pixel_denoiser=pixel_denoiser, seed=seed, progress=True,
-                     net_kwargs={"hidden": 64, "depth": 2} if quick else None)
+                     net_kwargs={"hidden": 64, "depth": 2} if quick else None, device=dev)
         typer.echo(s["verdict"]["summary"])
         for line in s["verdict"]["details"]:
             typer.echo("  " + line)

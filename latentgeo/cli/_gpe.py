@@ -5,6 +5,12 @@ from typing import Optional
 
 import typer
 
+from latentgeo.cli._options import (MAX_BATCH, MAX_SAMPLES, MAX_STEPS, MAX_WIDTH, opt_device, opt_float, opt_int,
+                                    opt_out_dir, opt_seed)
+
+#: ``geometry`` uses all pairs of its points (several dense n x n float64 matrices): beyond this it runs out of memory.
+MAX_GEOMETRY_POINTS = 10_000
+
 
 def _load_data(name: str, split: str, n: Optional[int], seed: int, pad: Optional[bool]):
     from latentgeo.data import load
@@ -18,24 +24,34 @@ def _load_data(name: str, split: str, n: Optional[int], seed: int, pad: Optional
 def train_ae(
     method: str = typer.Option("gpe", "--method", help="gpe | vae | ae | vae-mds | ae-mds."),
     data: str = typer.Option(..., "--data", help="Data set name (see `latentgeo data list`) or a .npy/.npz/PNG path."),
-    out: str = typer.Option(..., "--out", help="Output folder (encoder/decoder checkpoints, metrics, json)."),
-    steps: int = typer.Option(2000, "--steps", help="Encoder steps (GPE) or joint steps (baselines)."),
-    decoder_steps: Optional[int] = typer.Option(None, "--decoder-steps", help="GPE decoder steps (default --steps)."),
-    latent_dim: Optional[int] = typer.Option(None, "--latent-dim", help="Latent dimension (default 30 for images, 2 for vectors)."),
-    gme_threshold: Optional[float] = typer.Option(None, "--gme-threshold", help="GPE: stop the encoder once the held-out GME cost is below this."),
-    kl_weight: float = typer.Option(0.1, "--kl-weight", help="beta of the per-dimension KL (vae, vae-mds)."),
-    mds_weight: float = typer.Option(1.0, "--mds-weight", help="Weight of the MDS stress (vae-mds, ae-mds)."),
+    out: str = opt_out_dir(..., "--out", help="Output folder (encoder/decoder checkpoints, config.json, metrics, "
+                                              "autoencoder.json)."),
+    steps: int = opt_int(2000, "--steps", help="Encoder steps (GPE) or joint steps (baselines).", lo=1,
+                         hi=MAX_STEPS),
+    decoder_steps: Optional[int] = opt_int(None, "--decoder-steps", help="GPE decoder steps (default --steps).",
+                                           lo=1, hi=MAX_STEPS),
+    latent_dim: Optional[int] = opt_int(None, "--latent-dim", help="Latent dimension (default 30 for images, 2 for "
+                                                                   "vectors).", lo=1, hi=MAX_WIDTH),
+    gme_threshold: Optional[float] = opt_float(None, "--gme-threshold", help="GPE: stop the encoder once the "
+                                                                             "held-out GME cost is below this.",
+                                               lo=0, lo_open=True),
+    kl_weight: float = opt_float(0.1, "--kl-weight", help="beta of the per-dimension KL (vae, vae-mds).", lo=0),
+    mds_weight: float = opt_float(1.0, "--mds-weight", help="Weight of the MDS stress (vae-mds, ae-mds).", lo=0),
     arch: str = typer.Option("auto", "--arch", help="auto | mlp | conv."),
-    n: Optional[int] = typer.Option(None, "--n", help="Training samples (default: all / 10000 synthetic)."),
-    n_val: Optional[int] = typer.Option(None, "--n-val",
-                                        help="Held-out samples for validation (default: up to 1000 of the test split)."),
-    batch_size: int = typer.Option(100, "--batch-size"),
-    lr: float = typer.Option(1e-3, "--lr", help="Adam learning rate (betas 0.5, 0.999)."),
-    seed: int = typer.Option(0, "--seed"),
+    n: Optional[int] = opt_int(None, "--n", help="Training samples (default: all / 10000 synthetic).", lo=2,
+                               hi=MAX_SAMPLES),
+    n_val: Optional[int] = opt_int(None, "--n-val", help="Held-out samples for validation (default: up to 1000 of "
+                                                         "the test split).", lo=2, hi=MAX_SAMPLES),
+    batch_size: int = opt_int(100, "--batch-size", help="Minibatch size (>= 2: the GME cost compares pairs).",
+                              lo=2, hi=MAX_BATCH),
+    lr: float = opt_float(1e-3, "--lr", help="Adam learning rate (betas 0.5, 0.999).", lo=0, lo_open=True, hi=10),
+    seed: int = opt_seed(),
     pad: Optional[bool] = typer.Option(None, "--pad/--no-pad", help="Pad 28x28 images to 32x32 (default on for fashion-mnist)."),
-    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run in --out exactly."),
-    engine: str = typer.Option("shared", "--engine", help="shared (latentgeo.train loop: progress bar, DDP via torchrun) | fit (built-in loop)."),
-    device: str = typer.Option("cpu", "--device", help="cpu | cuda | auto (engine=shared)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out with the same settings (only "
+                                                        "--steps / --decoder-steps may grow)."),
+    engine: str = typer.Option("shared", "--engine", help="shared (latentgeo.train loop: progress bar, DDP via torchrun) | fit (built-in CPU loop)."),
+    device: str = opt_device("cpu", help="cpu | cuda | cuda:K | auto (engine=shared; the fit engine runs on the "
+                                         "CPU)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar / log lines."),
     decoder: str = typer.Option("wide", "--decoder",
                                 help="Image decoder: wide (default) | lean (cheaper per step) | mlp (fully connected)."),
@@ -45,28 +61,21 @@ def train_ae(
     import math
     from pathlib import Path
 
-    import torch
-
     from latentgeo.autoencoders import METHODS, train_autoencoder
-    from latentgeo.errors import LatentgeoError, check_choice, check_positive
+    from latentgeo.autoencoders.nets import DECODERS
+    from latentgeo.errors import LatentgeoError, check_choice
 
     check_choice(method, METHODS, "method")
     check_choice(engine, ("shared", "fit"), "engine")
-    for v, nm in ((steps, "--steps"), (batch_size, "--batch-size"), (1 if n_val is None else n_val, "--n-val")):
-        if v < 1:
-            raise LatentgeoError(f"{nm} must be a positive integer, got {v}")
-    check_positive(lr, "--lr")
-    from latentgeo.autoencoders.nets import DECODERS
-    from latentgeo.errors import check_choice
-
+    check_choice(arch, ("auto", "mlp", "conv"), "--arch")
     check_choice(decoder, DECODERS, "--decoder")
+    if engine == "fit" and device not in ("cpu", "auto"):
+        raise LatentgeoError(f"--device {device} needs --engine shared (the fit engine trains on the CPU); pass "
+                             "--engine shared or --device cpu")
+    if method != "gpe" and (decoder_steps is not None or gme_threshold is not None):
+        raise LatentgeoError(f"--decoder-steps and --gme-threshold are GPE settings; method '{method}' trains "
+                             "jointly for --steps, so drop them (or use --method gpe)")
     outp = Path(out)
-    if (outp / "autoencoder.json").exists() and not resume:
-        raise LatentgeoError(f"'{out}' already holds a trained autoencoder; pass --resume to continue it or "
-                             "choose another --out")
-    if outp.exists() and (any(outp.glob("state_*.safetensors")) or any(outp.glob("*/state.safetensors"))) \
-            and not resume:
-        raise LatentgeoError(f"'{out}' holds an unfinished run; pass --resume to continue it or choose another --out")
     x = _load_data(data, "train", n, seed, pad)
     if n_val is None:  # small test splits (digits: 359) are used whole
         xv = _load_data(data, "test", None, seed, pad)[:1000]
@@ -74,7 +83,8 @@ def train_ae(
         xv = _load_data(data, "test", n_val, seed, pad)
     if latent_dim is None:
         latent_dim = 30 if x.ndim == 4 else min(2, math.prod(x.shape[1:]))
-    torch.set_num_threads(max(1, torch.get_num_threads()))
+    # train_autoencoder holds the run-folder lock for the whole run, refuses a folder holding another run (or a
+    # started one without --resume) and, on --resume, changed settings -- all before the first step.
     enc, dec, info = train_autoencoder(
         method, x, xv, latent_dim=latent_dim, arch=arch, steps=steps, decoder_steps=decoder_steps,
         gme_threshold=gme_threshold, kl_weight=kl_weight, mds_weight=mds_weight, batch_size=batch_size, lr=lr,
@@ -88,45 +98,57 @@ def train_ae(
 def geometry(
     directory: str = typer.Argument(..., help="Folder written by `latentgeo train ae` (or an encoder .safetensors)."),
     data: Optional[str] = typer.Option(None, "--data", help="Data set (default: the one it was trained on)."),
-    n: int = typer.Option(1000, "--n", help="Held-out points (all pairs are used)."),
-    k: int = typer.Option(10, "--k", help="Neighbours for the k-NN overlap."),
-    eps: float = typer.Option(0.05, "--eps", help="Trimming level of the bi-Lipschitz constant."),
+    n: Optional[int] = opt_int(None, "--n", help="Held-out points (default: up to 1000 of the test split; all pairs "
+                                                 "are used).", lo=3, hi=MAX_GEOMETRY_POINTS),
+    k: int = opt_int(10, "--k", help="Neighbours for the k-NN overlap.", lo=1, hi=MAX_GEOMETRY_POINTS),
+    eps: float = opt_float(0.05, "--eps", help="Trimming level of the bi-Lipschitz constant, in (0, 0.5).", lo=0,
+                           hi=0.5, lo_open=True, hi_open=True),
     rescale: str = typer.Option("none", "--rescale", help="none | median (rescale latents by median d_X/d_Z)."),
-    plots: Optional[str] = typer.Option(None, "--plots", help="Folder for the PNG plots (default DIR/geometry)."),
-    seed: int = typer.Option(0, "--seed"),
+    plots: Optional[str] = opt_out_dir(None, "--plots", help="Folder for geometry.json and the PNG plots "
+                                                             "(default DIR/geometry)."),
+    seed: int = opt_seed(),
     pad: Optional[bool] = typer.Option(None, "--pad/--no-pad"),
     no_gw: bool = typer.Option(False, "--no-gw", help="Skip the Gromov-Wasserstein discrepancy."),
 ) -> None:
     """Held-out geometry of a trained encoder: distance-ratio quantiles, (beta, eps) curve, trimmed bi-Lipschitz
     constant, Spearman, k-NN overlap, Gromov-Wasserstein; writes geometry.json and plots."""
-    import json
     from pathlib import Path
 
     from rich.console import Console
     from rich.table import Table
 
     from latentgeo.autoencoders import embed, geometry_report, load_encoder, plot_geometry
+    from latentgeo.autoencoders.training import check_autoencoder_dir
+    from latentgeo.cli._options import read_json_file
     from latentgeo.checkpoint import atomic_write_json
-    from latentgeo.errors import LatentgeoError
+    from latentgeo.errors import LatentgeoError, check_choice
+    from latentgeo.runfolder import check_output_dir
 
-    d = Path(directory)
-    if not d.exists():
-        raise LatentgeoError(f"'{directory}' does not exist; pass the --out folder of `latentgeo train ae`")
+    check_choice(rescale, ("none", "median"), "--rescale")
+    d = check_autoencoder_dir(directory, "", allow_file=True)
     meta = {}
-    if (d / "autoencoder.json").exists():
-        meta = json.loads((d / "autoencoder.json").read_text())
+    if d.is_dir() and (d / "autoencoder.json").exists():
+        meta = read_json_file(d / "autoencoder.json", f"re-train it with `latentgeo train ae --out {d}` into a new "
+                                                  "folder, or pass --data NAME to use the encoder alone")
     data = data or meta.get("data")
     if data is None:
-        raise LatentgeoError("no data set recorded with this encoder; pass --data NAME")
+        raise LatentgeoError(f"no data set is recorded with the encoder in '{directory}'; pass --data NAME")
+    out_dir = Path(plots) if plots else (d / "geometry" if d.is_dir() else d.parent / "geometry")
+    check_output_dir(out_dir, "--plots" if plots else "the plots folder (--plots)")
     enc = load_encoder(d)
     if pad is None and enc.in_shape[-1] == 32 and len(enc.in_shape) == 3:
         pad = True
-    xv = _load_data(data, "test", n, seed, pad)
+    xv = _load_data(data, "test", n, seed, pad) if n is not None else _load_data(data, "test", None, seed, pad)[:1000]
+    if list(xv.shape[1:]) != list(enc.in_shape):
+        raise LatentgeoError(f"'{data}' samples have shape {list(xv.shape[1:])} but the encoder in '{directory}' "
+                             f"takes {list(enc.in_shape)}; pass the --data (and --pad) it was trained on")
+    if k >= xv.shape[0]:
+        raise LatentgeoError(f"--k {k} needs more than {k} held-out points but there are {xv.shape[0]}; pass a "
+                             "smaller --k or a larger --n")
     z = embed(enc, xv)
     rep = geometry_report(enc, xv, z=z, k=k, eps=eps, rescale=rescale, gw=not no_gw, seed=seed,
-                          max_points=n, return_pairs=True)
+                          max_points=xv.shape[0], return_pairs=True)
     pairs = rep.pop("pairs")
-    out_dir = Path(plots) if plots else (d / "geometry" if d.is_dir() else d.parent / "geometry")
     atomic_write_json(out_dir / "geometry.json", {**rep, "data": data, "method": meta.get("method")})
     paths = plot_geometry({**rep, "pairs": pairs}, out_dir, x=xv if xv.ndim == 2 else None,
                           z=z if xv.ndim == 2 else None, title=meta.get("method", ""))

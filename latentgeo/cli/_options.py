@@ -168,26 +168,7 @@ def opt_seed(default: int = 0, *names: str, help: str = "Random seed (0 .. 2^32-
 def read_json_file(path: Any, fix: str = "delete it (or restore it from a backup) and re-run the command that "
                                          "wrote it") -> dict:
     """The JSON object in file ``path``; a missing, unreadable, corrupt or non-object file raises one line
-    naming the file and ``fix``."""
-    import json
-    from pathlib import Path
+    naming the file and ``fix`` (see :func:`latentgeo.runfolder.read_json`)."""
+    from latentgeo.runfolder import read_json
 
-    p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise LatentgeoError(f"'{p}' does not exist; {fix}") from None
-    except IsADirectoryError:
-        raise LatentgeoError(f"'{p}' is a folder, not a JSON file; {fix}") from None
-    except UnicodeDecodeError:
-        raise LatentgeoError(f"'{p}' is corrupt (not UTF-8 text); {fix}") from None
-    except OSError as exc:
-        raise LatentgeoError(f"cannot read '{p}': {exc.strerror or exc}; check its permissions") from None
-    try:
-        obj = json.loads(text)
-    except ValueError as exc:
-        where = f"line {exc.lineno} column {exc.colno}: " if hasattr(exc, "lineno") else ""
-        raise LatentgeoError(f"'{p}' is corrupt ({where}{getattr(exc, 'msg', exc)}); {fix}") from None
-    if not isinstance(obj, dict):
-        raise LatentgeoError(f"'{p}' holds a JSON {type(obj).__name__}, not an object; {fix}")
-    return obj
+    return read_json(path, fix=fix, want_object=True)

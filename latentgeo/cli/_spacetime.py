@@ -5,20 +5,32 @@ RUN_DIR is a training folder written by ``latentgeo train diffusion`` (loaded wi
 """
 from __future__ import annotations
 
+import math
 from typing import List, Optional
 
 import typer
 
+from latentgeo.cli._options import MAX_SAMPLES, MAX_STEPS, opt_device, opt_float, opt_int, opt_out_dir, opt_seed
 
-def _ints(text: str, name: str) -> List[int]:
+#: Curve points / spline knots / probes beyond these are typos (they only end in out-of-memory crashes).
+MAX_POINTS = 100_000
+MAX_NODES = 4096
+MAX_PROBES = 4096
+#: Noise levels above this are typos (EDM's sigma_max is 80).
+SIGMA_HI = 1e5
+
+
+def _ints(text: str, name: str, lo: int = 1, hi: Optional[int] = None) -> List[int]:
     from latentgeo.errors import LatentgeoError
 
     try:
         v = [int(t) for t in str(text).replace(" ", "").split(",") if t]
     except ValueError:
-        raise LatentgeoError(f"{name} must be an integer or a comma list like 16,64; got '{text}'")
-    if not v or any(i < 1 for i in v):
-        raise LatentgeoError(f"{name} must hold positive integers, got '{text}'")
+        raise LatentgeoError(f"{name} must be an integer or a comma list like 16,64; got '{text}'") from None
+    if not v or any(i < lo for i in v):
+        raise LatentgeoError(f"{name} must hold integers >= {lo}, got '{text}'")
+    if hi is not None and any(i > hi for i in v):
+        raise LatentgeoError(f"{name} must hold integers <= {hi:,}, got '{text}'; use smaller values")
     return v
 
 
@@ -33,35 +45,82 @@ def _probes(text: str, allow_auto: bool = False, name: str = "--probes"):
         k = int(text)
     except ValueError:
         k = 0
+    alt = "'exact' or 'auto'" if allow_auto else "'exact'"
     if k < 1:
-        alt = "'exact' or 'auto'" if allow_auto else "'exact'"
         raise LatentgeoError(f"{name} must be a positive integer or {alt}, got '{text}'")
+    if k > MAX_PROBES:
+        raise LatentgeoError(f"{name} must be <= {MAX_PROBES} (or {alt}), got {k}")
     return k
+
+
+def _schedule(n_points: str, steps: str):
+    """``(points, steps)`` lists of a coarse-to-fine schedule, checked."""
+    from latentgeo.errors import LatentgeoError
+
+    pts = _ints(n_points, "--n-points", lo=2, hi=MAX_POINTS)
+    sts = _ints(steps, "--steps", lo=1, hi=MAX_STEPS)
+    if len(sts) == 1:
+        sts = sts * len(pts)
+    if len(pts) != len(sts):
+        raise LatentgeoError(f"--n-points {n_points} and --steps {steps} need the same number of entries")
+    return pts, sts
+
+
+def _check_run(run: str):
+    """The run folder's recorded user config (``config.json``), read BEFORE any model is loaded."""
+    from pathlib import Path
+
+    from latentgeo.cli._options import read_json_file
+    from latentgeo.errors import LatentgeoError
+
+    p = Path(run)
+    if not p.exists():
+        raise LatentgeoError(f"run folder '{run}' does not exist; pass the --out folder of `latentgeo train "
+                             "diffusion`")
+    if not p.is_dir():
+        raise LatentgeoError(f"'{run}' is not a folder; pass the --out folder of `latentgeo train diffusion`")
+    cfg = p / "config.json"
+    if not cfg.exists():
+        return {}
+    rec = read_json_file(cfg, fix="restore it or train the run again with `latentgeo train diffusion`")
+    user = rec.get("user", {}) or {}
+    return user if isinstance(user, dict) else {}
 
 
 def _load_run(run: str, device: str = "cpu"):
     """(denoiser, user config dict) of a diffusion run folder."""
-    import json
     from pathlib import Path
 
     from latentgeo.errors import LatentgeoError
 
-    p = Path(run)
-    if not p.is_dir():
-        raise LatentgeoError(f"'{run}' is not a folder; pass the --out folder of `latentgeo train diffusion`")
+    user = _check_run(run)
     try:
         from latentgeo.diffusion import load_denoiser
     except ImportError as exc:  # pragma: no cover - the diffusion area ships with the package
         raise LatentgeoError(f"latentgeo.diffusion is unavailable ({exc}); reinstall latentgeo")
-    den = load_denoiser(p, device=device)
-    cfg = p / "config.json"
-    user = {}
-    if cfg.exists():
-        try:
-            user = json.loads(cfg.read_text()).get("user", {}) or {}
-        except ValueError:
-            raise LatentgeoError(f"'{cfg}' is not valid JSON; restore it or re-train")
+    den = load_denoiser(Path(run), device=device)
     return den, user
+
+
+def _device(device: str) -> str:
+    from latentgeo.train.loop import resolve_device
+
+    return str(resolve_device(device))
+
+
+def _dest(out: Optional[str], run: str, sub: str):
+    """The output folder (``--out`` or ``RUN/<sub>``), checked before any work."""
+    from pathlib import Path
+
+    from latentgeo.runfolder import check_output_dir
+
+    dest = Path(out) if out else Path(run) / sub
+    check_output_dir(dest, "--out" if out else f"default --out (RUN/{sub})")
+    return dest
+
+
+def _sigma_opt(default: float, name: str, help: str):
+    return opt_float(default, name, help=help, lo=0, lo_open=True, hi=SIGMA_HI)
 
 
 def _point(text: str, shape, what: str, data=None):
@@ -86,7 +145,12 @@ def _point(text: str, shape, what: str, data=None):
         v = [float(c) for c in t.replace(" ", "").split(",") if c]
     except ValueError:
         raise LatentgeoError(f"{what} must be comma-separated numbers like '0.5,-1.2' (or an index with --data), "
-                             f"got '{text}'")
+                             f"got '{text}'") from None
+    if not v:
+        raise LatentgeoError(f"{what} is empty; pass comma-separated coordinates like '0.5,-1.2'")
+    for c in v:
+        if not math.isfinite(c):
+            raise LatentgeoError(f"{what} has a non-finite coordinate ({c}) in '{text}'; pass finite numbers")
     n = int(math.prod(shape)) if shape else len(v)
     if len(v) != n:
         raise LatentgeoError(f"{what} has {len(v)} coordinates but the model's data have {n}; "
@@ -99,27 +163,27 @@ def geodesic_cmd(
     from_: str = typer.Option(..., "--from", help="Start point: comma-separated coordinates, or a sample index "
                                                   "with --data."),
     to: str = typer.Option(..., "--to", help="End point (same format as --from)."),
-    sigma_from: float = typer.Option(0.1, "--sigma-from", help="Noise level of the start point."),
-    sigma_to: float = typer.Option(0.1, "--sigma-to", help="Noise level of the end point."),
+    sigma_from: float = _sigma_opt(0.1, "--sigma-from", help="Noise level of the start point (> 0)."),
+    sigma_to: float = _sigma_opt(0.1, "--sigma-to", help="Noise level of the end point (> 0)."),
     data: Optional[str] = typer.Option(None, "--data", help="Data set: --from/--to are then sample indices."),
     split: str = typer.Option("test", "--split", help="Split of --data (train | test)."),
     encode: bool = typer.Option(False, "--encode", help="PF-ODE-encode the clean points to their sigmas first."),
-    n_points: str = typer.Option("64", "--n-points", help="Curve points; a list like 16,64 = coarse-to-fine."),
+    n_points: str = typer.Option("64", "--n-points", help="Curve points (>= 2); a list like 16,64 = "
+                                                                 "coarse-to-fine."),
     steps: str = typer.Option("500", "--steps", help="Adam steps (a list matching --n-points)."),
-    n_nodes: int = typer.Option(8, "--n-nodes", help="Interior spline knots."),
-    lr: float = typer.Option(0.1, "--lr", help="Adam learning rate."),
+    n_nodes: int = opt_int(8, "--n-nodes", help="Interior spline knots.", lo=1, hi=MAX_NODES),
+    lr: float = opt_float(0.1, "--lr", help="Adam learning rate (> 0).", lo=0, lo_open=True, hi=1e3),
     probes: str = typer.Option("1", "--probes", help="Rademacher probes per point, or 'exact' (low dimensions)."),
     eval_probes: str = typer.Option("auto", "--eval-probes", help="Probes for the reported energy/length: an integer, "
                                     "'exact', or 'auto' (exact up to 16 dimensions, else 16 probes)."),
-    chunk_size: int = typer.Option(0, "--chunk-size", help="Denoiser calls on at most this many points (0 = all; "
-                                                           "images: 16)."),
-    seed: int = typer.Option(0, "--seed"),
-    out: Optional[str] = typer.Option(None, "--out", help="Output folder (default RUN/geodesic)."),
+    chunk_size: int = opt_int(0, "--chunk-size", help="Denoiser calls on at most this many points (0 = all; "
+                                                      "images: 16).", lo=0, hi=MAX_SAMPLES),
+    seed: int = opt_seed(),
+    out: Optional[str] = opt_out_dir(None, "--out", help="Output folder (default RUN/geodesic)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    device: str = opt_device(),
 ) -> None:
     """Spacetime geodesic between two points: writes geodesic.json (curve, energy, length, history) and a PNG."""
-    from pathlib import Path
-
     import torch
 
     from latentgeo.checkpoint import atomic_write_bytes, atomic_write_json
@@ -131,15 +195,12 @@ def geodesic_cmd(
     check_positive(sigma_to, "--sigma-to")
     check_positive(lr, "--lr")
     check_choice(split, ["train", "test"], "split")
-    pts, sts = _ints(n_points, "--n-points"), _ints(steps, "--steps")
-    if len(sts) == 1:
-        sts = sts * len(pts)
-    if len(pts) != len(sts):
-        raise LatentgeoError(f"--n-points {n_points} and --steps {steps} need the same number of entries")
-    if n_nodes < 1:
-        raise LatentgeoError(f"--n-nodes must be >= 1, got {n_nodes}")
+    pts, sts = _schedule(n_points, steps)
     k, ek = _probes(probes), _probes(eval_probes, allow_auto=True, name="--eval-probes")
-    den, user = _load_run(run)
+    _check_run(run)
+    dest = _dest(out, run, "geodesic")
+    dev = _device(device)
+    den, user = _load_run(run, dev)
     shape = user.get("data_shape")
     x_data = None
     if data is not None:
@@ -152,15 +213,20 @@ def geodesic_cmd(
         shape = list(x_data.shape[1:])
     a = _point(from_, shape, "--from", x_data)
     b = _point(to, shape, "--to", x_data)
-    dt = next(den.parameters()).dtype if any(True for _ in den.parameters()) else torch.float32
+    p0 = next(den.parameters(), None)
+    dt = p0.dtype if p0 is not None else torch.float32
     a, b = a.to(dt), b.to(dt)
+    if p0 is not None:
+        a, b = a.to(p0.device), b.to(p0.device)
     if encode:
+        if not sigma_from > 0.002 or not sigma_to > 0.002:
+            raise LatentgeoError("--encode needs --sigma-from and --sigma-to above 0.002 (the PF-ODE starts there); "
+                                 "raise them or drop --encode")
         a = encode_to_sigma(den, a[None], sigma_from)[0]
         b = encode_to_sigma(den, b[None], sigma_to)[0]
     g = _multires(den, (a, sigma_from), (b, sigma_to), pts, sts, n_nodes=n_nodes, lr=lr, n_probes=k,
                   generator=torch.Generator().manual_seed(seed), progress=not quiet, chunk_size=chunk_size or None,
                   eval_probes=ek)
-    dest = Path(out) if out else Path(run) / "geodesic"
     dest.mkdir(parents=True, exist_ok=True)
     rec = {"run": str(run), "from": from_, "to": to, "sigma_from": sigma_from, "sigma_to": sigma_to,
            "encode": encode, "n_points": pts, "steps": sts, "n_nodes": n_nodes, "lr": lr, "probes": probes,
@@ -168,7 +234,7 @@ def geodesic_cmd(
            "seconds_per_step": g.seconds_per_step,
            "sigmas": g.sigmas.tolist(), "history": g.history}
     if g.xs[0].numel() <= 64:
-        rec["xs"] = g.xs.reshape(g.xs.shape[0], -1).tolist()
+        rec["xs"] = g.xs.detach().cpu().reshape(g.xs.shape[0], -1).tolist()
     else:
         import io
 
@@ -202,27 +268,26 @@ def geodesic_cmd(
 def diffed_cmd(
     run: str = typer.Argument(..., help="Diffusion training folder (from `latentgeo train diffusion`)."),
     data: str = typer.Option(..., "--data", help="Data set whose random pairs are compared (the model's data)."),
-    pairs: int = typer.Option(16, "--pairs", help="Number of random pairs."),
+    pairs: int = opt_int(16, "--pairs", help="Number of random pairs (>= 3, for the rank correlations).", lo=3,
+                         hi=MAX_SAMPLES),
     split: str = typer.Option("test", "--split", help="train | test."),
-    sigma_min: float = typer.Option(0.1, "--sigma-min", help="Noise level of the endpoints."),
+    sigma_min: float = _sigma_opt(0.1, "--sigma-min", help="Noise level of the endpoints (> 0)."),
     encode: bool = typer.Option(True, "--encode/--no-encode", help="PF-ODE-encode clean data to sigma_min first."),
     n_points: str = typer.Option("16,64", "--n-points", help="Curve points, coarse-to-fine (anchor 16,64)."),
     steps: str = typer.Option("150,50", "--steps", help="Adam steps per stage."),
-    n_nodes: int = typer.Option(8, "--n-nodes", help="Interior spline knots (anchor 8)."),
-    lr: float = typer.Option(0.1, "--lr"),
+    n_nodes: int = opt_int(8, "--n-nodes", help="Interior spline knots (anchor 8).", lo=1, hi=MAX_NODES),
+    lr: float = opt_float(0.1, "--lr", help="Adam learning rate (> 0).", lo=0, lo_open=True, hi=1e3),
     probes: str = typer.Option("1", "--probes", help="Rademacher probes per point, or 'exact'."),
     eval_probes: str = typer.Option("auto", "--eval-probes", help="Probes for the final lengths: an integer, 'exact', "
                                     "or 'auto' (exact up to 16 dimensions, else 16 probes)."),
-    chunk_size: int = typer.Option(0, "--chunk-size", help="Points per denoiser call (0 = all)."),
-    pair_batch: int = typer.Option(16, "--pair-batch", help="Geodesics optimised together."),
-    seed: int = typer.Option(0, "--seed"),
-    out: Optional[str] = typer.Option(None, "--out", help="Output folder (default RUN/diffed)."),
+    chunk_size: int = opt_int(0, "--chunk-size", help="Points per denoiser call (0 = all).", lo=0, hi=MAX_SAMPLES),
+    pair_batch: int = opt_int(16, "--pair-batch", help="Geodesics optimised together.", lo=1, hi=MAX_SAMPLES),
+    seed: int = opt_seed(),
+    out: Optional[str] = opt_out_dir(None, "--out", help="Output folder (default RUN/diffed)."),
     quiet: bool = typer.Option(False, "--quiet"),
+    device: str = opt_device(),
 ) -> None:
     """Diffusion Edit Distance over random pairs vs Euclidean distance (and SSIM for images), with rank correlations."""
-    from pathlib import Path
-
-    import numpy as np
     import torch
 
     from latentgeo.checkpoint import atomic_write_bytes, atomic_write_json
@@ -236,15 +301,15 @@ def diffed_cmd(
     check_choice(split, ["train", "test"], "split")
     if pairs < 3:
         raise LatentgeoError(f"--pairs must be >= 3 to compute rank correlations, got {pairs}")
-    if pair_batch < 1:
-        raise LatentgeoError(f"--pair-batch must be >= 1, got {pair_batch}")
-    pts, sts = _ints(n_points, "--n-points"), _ints(steps, "--steps")
-    if len(sts) == 1:
-        sts = sts * len(pts)
-    if len(pts) != len(sts):
-        raise LatentgeoError(f"--n-points {n_points} and --steps {steps} need the same number of entries")
+    pts, sts = _schedule(n_points, steps)
     k, ek = _probes(probes), _probes(eval_probes, allow_auto=True, name="--eval-probes")
-    den, user = _load_run(run)
+    if encode and not sigma_min > 0.002:
+        raise LatentgeoError(f"--encode needs --sigma-min above 0.002 (the PF-ODE starts there), got {sigma_min:g}; "
+                             "raise it or pass --no-encode")
+    _check_run(run)
+    dest = _dest(out, run, "diffed")
+    dev = _device(device)
+    den, user = _load_run(run, dev)
     x = load(data, split=split)
     shape = user.get("data_shape")
     if shape is not None and tuple(x.shape[1:]) != tuple(shape):
@@ -256,13 +321,15 @@ def diffed_cmd(
     i = torch.randint(0, x.shape[0], (pairs,), generator=gen)
     j = (i + torch.randint(1, x.shape[0], (pairs,), generator=gen)) % x.shape[0]  # j != i
     A, B = x[i], x[j]
-    dt = next(den.parameters()).dtype if any(True for _ in den.parameters()) else torch.float32
+    p0 = next(den.parameters(), None)
+    dt = p0.dtype if p0 is not None else torch.float32
     A, B = A.to(dt), B.to(dt)
+    mdev = p0.device if p0 is not None else A.device
     if encode:
-        both = encode_to_sigma(den, torch.cat([A, B]), sigma_min)
+        both = encode_to_sigma(den, torch.cat([A, B]).to(mdev), sigma_min)
         Ae, Be = both[:pairs], both[pairs:]
     else:
-        Ae, Be = A, B
+        Ae, Be = A.to(mdev), B.to(mdev)
     L, geos, negs = [], [], []
     for s in range(0, pairs, pair_batch):
         d, g = edit_distance_pairs(den, Ae[s:s + pair_batch], Be[s:s + pair_batch], sigma_min=sigma_min,
@@ -284,7 +351,6 @@ def diffed_cmd(
         res["ssim"] = ss.tolist()
         others["ssim"] = ss
     res["rank_correlations"] = rank_correlations(diffed, **others)
-    dest = Path(out) if out else Path(run) / "diffed"
     dest.mkdir(parents=True, exist_ok=True)
     atomic_write_json(dest / "diffed.json", res)
     atomic_write_bytes(dest / "diffed_scatter.png",
@@ -294,7 +360,7 @@ def diffed_cmd(
     if x.ndim == 4:
         png = image_strip_png(den, g0.xs[0], g0.sigmas[0], title=f"DiffED geodesic, pair 0: length {diffed[0]:.3g}")
     else:
-        png = curve_png(g0.xs[: min(4, g0.xs.shape[0])], g0.sigmas[: min(4, g0.xs.shape[0])],
+        png = curve_png(g0.xs[: min(4, g0.xs.shape[0])].cpu(), g0.sigmas[: min(4, g0.xs.shape[0])].cpu(),
                         title="DiffED geodesics (first pairs)", data=x[:2000])
     atomic_write_bytes(dest / "diffed_geodesic.png", png)
     corr = ", ".join(f"{n}: Spearman {v['spearman']:+.3f}" for n, v in res["rank_correlations"].items())
@@ -303,7 +369,7 @@ def diffed_cmd(
 
 def demo_cmd(
     name: str = typer.Argument("all", help="mixture1d | pullback | collapse | all"),
-    out: str = typer.Option("spacetime_demos", "--out", help="Output folder for PNG + JSON."),
+    out: str = opt_out_dir("spacetime_demos", "--out", help="Output folder for PNG + JSON."),
 ) -> None:
     """The spacetime paper's toy results: Fig. 1 (1-D mixture), pullback straightness, Fisher-Rao collapse."""
     from latentgeo.errors import check_choice

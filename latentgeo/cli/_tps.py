@@ -1,22 +1,34 @@
-"""CLI of the molecules area: ``latentgeo tps alanine|mueller-brown --paths P --out DIR``."""
+"""CLI of the molecules area: ``latentgeo tps alanine|mueller-brown --paths P --out DIR``.
+
+Every option is checked at parse time (:mod:`latentgeo.cli._options`) or at the top of the command, before the
+Boltzmann data are generated: a bad setting fails in well under a second, not after training.
+"""
 from __future__ import annotations
 
 from typing import Optional
 
 import typer
 
+from latentgeo.cli._options import MAX_STEPS, opt_device, opt_float, opt_int, opt_out_dir, opt_seed, valid_floats
+
+#: Paths / curve points beyond these are typos (P x N x K Langevin states are simulated).
+MAX_PATHS = 10_000_000
+MAX_POINTS = 100_000
+
 
 def _avoid(text: Optional[str]):
     from latentgeo.errors import LatentgeoError
 
-    if not text:
+    if text is None or not str(text).strip():
         return None
     try:
-        x, y, s = (float(t) for t in text.split(","))
-    except ValueError:
-        raise LatentgeoError(f"--avoid must be 'x,y,sigma' (three numbers), got '{text}'; e.g. --avoid -1.5,0.5,0.3")
+        vals = valid_floats(text, "--avoid", count=3)
+    except LatentgeoError as exc:
+        raise LatentgeoError(f"{exc}; --avoid is 'x,y,sigma' (three finite numbers), e.g. --avoid -1.5,0.5,0.3") \
+            from None
+    x, y, s = vals
     if not s > 0:
-        raise LatentgeoError(f"--avoid sigma must be positive, got {s}")
+        raise LatentgeoError(f"--avoid sigma must be positive, got {s:g}; e.g. --avoid -1.5,0.5,0.3")
     return ((x, y), s)
 
 
@@ -26,51 +38,73 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     @app.command("tps")
     def tps(
         system: str = typer.Argument(..., help="alanine | mueller-brown"),
-        paths: int = typer.Option(1000, "--paths", help="number of transition paths P"),
-        out: str = typer.Option(..., "--out", help="output folder (paths.npz, summary.json, paths.png)"),
+        paths: int = opt_int(1000, "--paths", help="number of transition paths P", lo=1, hi=MAX_PATHS),
+        out: str = opt_out_dir(..., "--out", help="output folder (paths.npz, summary.json, paths.png)"),
         denoiser: str = typer.Option("mlp", "--denoiser", help="mlp (trained here) | kde (training-free)"),
-        n_points: Optional[int] = typer.Option(None, "--n-points", help="geodesic points N (default 128)"),
-        k_steps: Optional[int] = typer.Option(None, "--k-steps", help="Langevin steps per geodesic point K (64)"),
-        geo_steps: Optional[int] = typer.Option(None, "--geo-steps", help="Adam steps of the geodesic (1000)"),
-        train_steps: Optional[int] = typer.Option(None, "--train-steps", help="denoiser training steps (3000)"),
-        snr_penalty: float = typer.Option(0.0, "--snr-penalty", help="low-SNR penalty weight (REFERENCE: 100)"),
-        snr_lambda: float = typer.Option(3.0, "--snr-lambda",
-                                         help="log-SNR the penalty keeps the geodesic above (REFERENCE: 3)"),
-        avoid: Optional[str] = typer.Option(None, "--avoid", help="forbidden spacetime state 'x,y,sigma'"),
-        avoid_weight: float = typer.Option(100.0, "--avoid-weight", help="weight of the region-avoidance penalty"),
-        data_kt: Optional[float] = typer.Option(None, "--data-kt",
-                                                help="temperature of the training-data Langevin (default 1)"),
+        n_points: Optional[int] = opt_int(None, "--n-points", help="geodesic points N (>= 2; default 128)", lo=2,
+                                          hi=MAX_POINTS),
+        k_steps: Optional[int] = opt_int(None, "--k-steps", help="Langevin steps per geodesic point K (>= 1; 64)",
+                                         lo=1, hi=MAX_STEPS),
+        geo_steps: Optional[int] = opt_int(None, "--geo-steps", help="Adam steps of the geodesic (1000; 0 keeps "
+                                                                     "the initial curve)", lo=0, hi=MAX_STEPS),
+        train_steps: Optional[int] = opt_int(None, "--train-steps", help="denoiser training steps (>= 1; 3000)",
+                                             lo=1, hi=MAX_STEPS),
+        snr_penalty: float = opt_float(0.0, "--snr-penalty", help="low-SNR penalty weight (>= 0; REFERENCE: 100)",
+                                       lo=0, hi=1e8),
+        snr_lambda: float = opt_float(3.0, "--snr-lambda", help="log-SNR the penalty keeps the geodesic above "
+                                                                "(REFERENCE: 3)", lo=-50, hi=50),
+        avoid: Optional[str] = typer.Option(None, "--avoid", help="forbidden spacetime state 'x,y,sigma' "
+                                                                  "(finite, sigma > 0)"),
+        avoid_weight: float = opt_float(100.0, "--avoid-weight", help="weight of the region-avoidance penalty "
+                                                                      "(>= 0)", lo=0, hi=1e8),
+        data_kt: Optional[float] = opt_float(None, "--data-kt", help="temperature of the training-data Langevin "
+                                                                     "(> 0; default 1)", lo=0, lo_open=True, hi=1e6),
         scheme: str = typer.Option("em", "--scheme",
                                    help="annealed-Langevin integrator: em (Euler-Maruyama, the paper's) | lm "
                                         "(Leimkuhler-Matthews: same cost, more accurate kT sampling)"),
         quick: bool = typer.Option(False, "--quick", help="tiny settings for a smoke test"),
         no_baselines: bool = typer.Option(False, "--no-baselines", help="skip the string-method baseline"),
-        seed: int = typer.Option(0, "--seed"),
+        seed: int = opt_seed(),
         compile_geodesic: bool = typer.Option(False, "--compile",
                                               help="fuse each geodesic step with TorchInductor (about 3x faster per "
                                                    "step in 2-D; the first compile of a shape takes up to a minute)"),
+        save_states: bool = typer.Option(False, "--save-states",
+                                         help="also store every Langevin state in paths.npz (all_states [P, N*K, 2]; "
+                                              "P x N x K x 16 bytes)"),
+        device: str = opt_device("cpu", help="device that trains the MLP denoiser: cpu (default) | auto | cuda | "
+                                             "cuda:K (the geodesic and the Langevin sampling run on the CPU)"),
     ) -> None:
         """Transition paths through a diffusion model's spacetime: Boltzmann data -> denoiser -> geodesic ->
-        annealed Langevin; writes DIR/paths.npz ([P, T, 2], radians in [-pi, pi) for alanine), DIR/summary.json and
-        DIR/paths.png."""
+        annealed Langevin; writes DIR/paths.npz ([P, N, 2] frames, radians in [-pi, pi) for alanine; max_energy
+        [P] and max_states [P, 2], the Langevin state attaining each path's MaxEnergy, which re-scores to it
+        exactly; all_states [P, N*K, 2] with --save-states), DIR/summary.json and DIR/paths.png."""
         import torch
 
-        from latentgeo.errors import LatentgeoError, check_choice
+        from latentgeo.errors import check_choice
         from latentgeo.molecules.run import SYSTEMS, run_tps
+        from latentgeo.molecules.tps import _check_tps_settings
 
         check_choice(system, SYSTEMS, "system")
         check_choice(denoiser, ("mlp", "kde"), "denoiser")
         check_choice(scheme, ("em", "lm"), "--scheme")
-        if data_kt is not None and not data_kt > 0:
-            raise LatentgeoError(f"--data-kt must be positive, got {data_kt}")
-        if paths < 1:
-            raise LatentgeoError(f"--paths must be at least 1, got {paths}")
+        av = _avoid(avoid)
+        # the run's effective N, K (quick / defaults) for the size check of --save-states, before any work
+        n_eff = n_points or (64 if quick else 128)
+        k_eff = k_steps or (32 if quick else 64)
+        _check_tps_settings(n_paths=paths, n_chains=1, data_steps=1, train_steps=train_steps or 1, n_points=n_eff,
+                            n_nodes=1, geo_steps=geo_steps or 0, k_steps=k_eff, denoiser=denoiser, scheme=scheme,
+                            save_states=save_states)
+        from latentgeo.train.loop import resolve_device
+
+        dev = str(resolve_device(device))
         torch.set_num_threads(max(1, torch.get_num_threads()))
         s = run_tps(system, paths, out, quick=quick, baselines=not no_baselines, snr_penalty=snr_penalty,
-                    avoid=_avoid(avoid), avoid_weight=avoid_weight, seed=seed,
+                    avoid=av, avoid_weight=avoid_weight, seed=seed,
                     progress=lambda m: typer.echo(f"  {m}", err=True), denoiser=denoiser, n_points=n_points,
                     k_steps=k_steps, geo_steps=geo_steps, train_steps=train_steps, data_kT=data_kt,
-                    geo_compile=compile_geodesic, snr_lambda=snr_lambda, scheme=scheme)
+                    geo_compile=compile_geodesic, snr_lambda=snr_lambda, scheme=scheme, save_states=save_states,
+                    device=dev)
         typer.echo(f"MaxEnergy {s['max_energy_mean']:.2f} +- {s['max_energy_std']:.2f} (lower bound "
                    f"{s['lower_bound']:.2f}); {s['energy_evaluations']:,} gradient evaluations; "
-                   f"{s['seconds']:.1f} s; wrote {out}/paths.npz, summary.json, paths.png")
+                   f"{s['seconds']:.1f} s; wrote {out}/paths.npz (frames, max_energy, max_states"
+                   f"{', all_states' if save_states else ''}), summary.json, paths.png")

@@ -27,7 +27,7 @@ DATASETS: Dict[str, str] = {
     "moons": "two interleaved half circles, noise 0.1 [N,2]",
     "rings": "three concentric rings of radii 1/3, 2/3, 1, noise 0.05 [N,2]",
     "checkerboard": "uniform on the dark squares of a 4x4 checkerboard on [-2,2]^2 [N,2]",
-    "alanine": "alanine dipeptide energy table, rows (phi, psi, U) on the 89x89 grid, from latentgeo.molecules [7921,3]",
+    "alanine": "alanine dipeptide energy table, rows (phi, psi, U) on the 89x89 grid, shipped with latentgeo [7921,3]",
 }
 
 _ALIASES = {"fashion_mnist": "fashion-mnist", "fmnist": "fashion-mnist", "fashionmnist": "fashion-mnist",
@@ -54,7 +54,37 @@ _SAMPLER_NAMES = {"gmm": "gaussian_mixture_subspace", "gmm2d": "gaussian_mixture
                   "moons": "two_moons", "rings": "rings", "checkerboard": "checkerboard"}
 
 
+_SYN_DIMS = {"gmm": 10, "gmm2d": 2, "embedded": 16, "anisotropic": 2, "ripple": 3, "moons": 2, "rings": 2,
+             "checkerboard": 2}
+
+
+def _available_memory() -> Optional[int]:
+    """Bytes of memory available to new allocations (Linux ``MemAvailable``), or None when unknown."""
+    try:
+        with open("/proc/meminfo") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _check_memory(name: str, n: Any, options: Dict[str, Any]) -> None:
+    """Refuse, before drawing, a synthetic sample that cannot fit in memory (float64 work arrays, a few of them)."""
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        return  # the sampler's own check gives the message
+    dim = options.get("dim", _SYN_DIMS.get(name, 2))
+    dim = dim if isinstance(dim, int) and dim > 0 else 2
+    need = 4 * 8 * n * dim
+    avail = _available_memory()
+    if avail is not None and need > avail:
+        raise LatentgeoError(f"n={n:,} samples of '{name}' need about {need / 2 ** 30:.1f} GiB of memory but "
+                             f"{avail / 2 ** 30:.1f} GiB are available; pass a smaller n (--n)")
+
+
 def _synthetic(name: str, n: int, seed: int, options: Dict[str, Any]) -> torch.Tensor:
+    _check_memory(name, n, options)
     fns = {
         "gmm": lambda: _syn.gaussian_mixture_subspace(n, seed=seed, **options),
         "gmm2d": lambda: _syn.gaussian_mixture_subspace(n, **{"dim": 2, **options}, seed=seed),
@@ -86,13 +116,8 @@ def _grid_rows(phi: Any, psi: Any, energy: Any) -> torch.Tensor:
 
 
 def _alanine() -> torch.Tensor:
-    try:
-        from latentgeo.molecules import load_alanine_table
-    except ImportError:
-        raise LatentgeoError(
-            "the alanine table loader (latentgeo.molecules.load_alanine_table) is not available in this version; "
-            "update latentgeo or use another data set"
-        ) from None
+    from latentgeo.data.alanine import load_alanine_table
+
     return _grid_rows(*load_alanine_table())
 
 
@@ -102,6 +127,15 @@ def _pad28(x: torch.Tensor, source: str) -> torch.Tensor:
             f"pad turns 28x28 images into 32x32, but {source} has shape {tuple(x.shape)}; drop --pad"
         )
     return torch.nn.functional.pad(x, (2, 2, 2, 2), value=-1.0)
+
+
+def canonical_name(name_or_path: Union[str, os.PathLike]) -> Optional[str]:
+    """The :data:`DATASETS` key that ``name_or_path`` names (aliases resolved), or None for a path / unknown name."""
+    raw = os.fspath(name_or_path)
+    key = _ALIASES.get(raw.strip().lower(), raw.strip().lower())
+    if key in DATASETS and not (Path(raw).exists() and _looks_like_path(raw)):
+        return key
+    return None
 
 
 def _looks_like_path(s: str) -> bool:
@@ -132,7 +166,7 @@ def load(
     * ``options``: extra keyword arguments for the underlying loader (e.g. ``dim=32`` for ``gmm``,
       ``delta0=0.3`` for ``anisotropic``, ``key="images"`` for an ``.npz``).
 
-    ``"alanine"`` returns the alanine dipeptide energy table of :mod:`latentgeo.molecules` as rows
+    ``"alanine"`` returns the alanine dipeptide energy table shipped with latentgeo (:mod:`latentgeo.data.alanine`) as rows
     ``(phi, psi, U)`` ``[7921, 3]`` (phi slowest; angles in radians, U in kT); it has no split.
 
     Every user-fixable problem (unknown name, missing file, NaN/inf, wrong rank, empty or corrupt file) raises

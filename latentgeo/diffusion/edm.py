@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from latentgeo.checkpoint import module_config, register_module
-from latentgeo.errors import LatentgeoError
+from latentgeo.errors import LatentgeoError, values_readable
 
 __all__ = ["EDMDenoiser", "estimate_sigma_data", "edm_loss", "edm_sigmas", "sample_training_sigmas",
            "as_sigma_batch", "check_sigma", "build_net"]
@@ -21,7 +21,7 @@ def check_sigma(sigma: Union[float, torch.Tensor], name: str = "sigma") -> None:
     """Raise unless every noise level is finite and >= 0. Free for Python numbers and CPU tensors; CUDA tensors are
     not checked here (that would be a host sync per call) — the samplers and estimators build their sigmas."""
     if isinstance(sigma, torch.Tensor):
-        if sigma.device.type != "cpu" or sigma.numel() == 0 or _is_transformed(sigma):
+        if sigma.device.type != "cpu" or sigma.numel() == 0 or not values_readable(sigma):
             return
         ok = bool(torch.isfinite(sigma).all()) and bool((sigma >= 0).all())
         bad = sigma
@@ -36,14 +36,6 @@ def check_sigma(sigma: Union[float, torch.Tensor], name: str = "sigma") -> None:
         shown = bad if not isinstance(bad, torch.Tensor) else bad.reshape(-1)[:4].tolist()
         raise LatentgeoError(f"{name} must be finite and >= 0 (the noise standard deviation), got {shown}; "
                              "pass noise levels sigma >= 0")
-
-
-def _is_transformed(t: torch.Tensor) -> bool:
-    """True inside torch.func transforms (vmap / jvp / grad wrappers), where reading values is not allowed."""
-    try:
-        return bool(torch._C._functorch.is_functorch_wrapped_tensor(t))
-    except AttributeError:  # pragma: no cover - older torch
-        return False
 
 
 def as_sigma_batch(sigma: Union[float, torch.Tensor], x: torch.Tensor) -> torch.Tensor:

@@ -59,9 +59,12 @@ def _load_encoder(spec: Any):
         return spec
     p = Path(spec)
     if not p.exists():
-        raise LatentgeoError(f"encoder folder '{p}' does not exist; train one with `latentgeo train autoencoder` "
+        raise LatentgeoError(f"encoder folder '{p}' does not exist; train one with `latentgeo train ae --out DIR` "
                              "or pass a diffusers AutoencoderKL folder")
     if (p / "config.json").exists() and any(p.glob("diffusion_pytorch_model*")):
+        from latentgeo.runfolder import read_json
+
+        read_json(p / "config.json", want_object=True, fix="restore the model folder (or download it again)")
         try:
             from diffusers import AutoencoderKL
         except ImportError:
@@ -100,13 +103,27 @@ def _encode(f, x, batch_size=256):
     return z
 
 
+def _read_key(meta_file: Path) -> dict:
+    from latentgeo.runfolder import read_json
+
+    return read_json(meta_file, want_object=True, fix="delete it (the cached denoiser next to it is then re-trained)")
+
+
+def _check_cache(cache: Optional[Path]) -> None:
+    """Read every cached denoiser key up front: a corrupt one fails now, not after the first denoiser is trained."""
+    if cache is None or not cache.is_dir():
+        return
+    for meta_file in sorted(cache.glob("*.key.json")):
+        _read_key(meta_file)
+
+
 def _fit_or_load(u: torch.Tensor, tag: str, cache: Optional[Path], steps: int, net: str, net_kwargs, seed, progress,
-                 given=None):
+                 given=None, device: str = "cpu"):
     if given is not None:
         if isinstance(given, (str, Path)):
             from latentgeo.diffusion import load_denoiser
 
-            return load_denoiser(given), "loaded"
+            return load_denoiser(given, device=device), "loaded"
         return given, "given"
     from latentgeo.diffusion import fit_denoiser, load_denoiser
 
@@ -117,9 +134,10 @@ def _fit_or_load(u: torch.Tensor, tag: str, cache: Optional[Path], steps: int, n
         import json
 
         meta_file = f.with_suffix(".key.json")
-        if meta_file.exists() and json.loads(meta_file.read_text()) == json.loads(json.dumps(key)):
-            return load_denoiser(f), "reused"
-    den = fit_denoiser(u, net=net, steps=steps, batch_size=256, net_kwargs=net_kwargs, seed=seed, progress=progress)
+        if meta_file.exists() and _read_key(meta_file) == json.loads(json.dumps(key)):
+            return load_denoiser(f, device=device), "reused"
+    den = fit_denoiser(u, net=net, steps=steps, batch_size=256, net_kwargs=net_kwargs, seed=seed, progress=progress,
+                       device=device)
     if f is not None:
         from latentgeo.checkpoint import atomic_write_json, save
 
@@ -132,8 +150,9 @@ def diagnose(encoders: Union[Mapping[str, Any], Sequence[Any]], x: torch.Tensor,
              data_name: str = "data", sigmas: Optional[Sequence[float]] = None, n_sigmas: int = 14,
              n_eval: int = 256, n_probes: int = 4, steps: int = 2000, latent_steps: Optional[int] = None,
              net: str = "mlp", net_kwargs: Optional[Dict[str, Any]] = None, pixel_denoiser: Any = None,
-             latent_denoisers: Optional[Mapping[str, Any]] = None, n_penalty: int = 128, tangent_dim: Optional[int] = None, n_neighbors: int = 16, seed: int = 0,
-             progress: bool = False) -> Dict[str, Any]:
+             latent_denoisers: Optional[Mapping[str, Any]] = None, n_penalty: int = 128,
+             tangent_dim: Optional[int] = None, n_neighbors: int = 16, seed: int = 0, progress: bool = False,
+             device: str = "cpu") -> Dict[str, Any]:
     """Compare diffusing the data with diffusing each encoder's latents; return (and write) a summary.
 
     Args:
@@ -148,6 +167,10 @@ def diagnose(encoders: Union[Mapping[str, Any], Sequence[Any]], x: torch.Tensor,
         pixel_denoiser: a trained pixel-space denoiser (object or path) to reuse, trained on the SAME normalisation.
         latent_denoisers: ``{name: denoiser or path}`` to reuse for some encoders' normalised latents.
         tangent_dim: data tangent dimension for the penalties (default: local-PCA estimate, capped at 8).
+        device: where the denoisers train and the Fisher curves are estimated (encoders and penalties: CPU).
+
+    Every encoder is loaded and applied to the data, and every setting checked, BEFORE the first denoiser is
+    trained, so a missing or broken encoder, or a bad setting, fails at once.
     Returns:
         the summary dict written to ``summary.json`` (see the ``verdict`` entry for the plain-language reading).
     """
@@ -157,6 +180,14 @@ def diagnose(encoders: Union[Mapping[str, Any], Sequence[Any]], x: torch.Tensor,
                              f"{tuple(x.shape)}; load more data")
     check_finite(x, "data")
     x = x if x.is_floating_point() else x.float()
+    for v, nm, lo in ((steps, "steps", 1), (n_eval, "n_eval", 2), (n_probes, "n_probes", 1),
+                      (n_penalty, "n_penalty", 2), (n_sigmas, "n_sigmas", 1)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise LatentgeoError(f"{nm} must be an integer >= {lo}, got {v!r} (untrained or unmeasured denoisers "
+                                 "give a meaningless verdict)")
+    if latent_steps is not None and (isinstance(latent_steps, bool) or not isinstance(latent_steps, int)
+                                     or latent_steps < 1):
+        raise LatentgeoError(f"latent_steps must be an integer >= 1, got {latent_steps!r}")
     if isinstance(encoders, Mapping):
         items = list(encoders.items())
     else:
@@ -167,8 +198,15 @@ def diagnose(encoders: Union[Mapping[str, Any], Sequence[Any]], x: torch.Tensor,
     if len(set(names)) != len(names):
         items = [(f"{n}_{i}", e) for i, (n, e) in enumerate(items)]
     outp = Path(out) if out is not None else None
+    if outp is not None:
+        from latentgeo.runfolder import check_output_dir
+
+        check_output_dir(outp, "out")
     cache = outp / "denoisers" if outp is not None else None
+    _check_cache(cache)
     sig = torch.as_tensor(sigmas, dtype=torch.float64) if sigmas is not None else default_sigmas(n_sigmas, 0.01, 80.0)
+    if sig.ndim != 1 or sig.numel() == 0 or not bool(torch.isfinite(sig).all()) or bool((sig <= 0).any()):
+        raise LatentgeoError(f"sigmas must be a non-empty list of positive finite noise levels, got {sigmas!r}")
     net_kwargs = dict(net_kwargs or {"hidden": 256, "depth": 3})
     latent_steps = int(latent_steps or steps)
     g = lambda k: torch.Generator().manual_seed(seed + k)  # noqa: E731
@@ -180,10 +218,29 @@ def diagnose(encoders: Union[Mapping[str, Any], Sequence[Any]], x: torch.Tensor,
     D = int(x[0].numel())
     u, x_mean, x_scale = normalise(x)
     n_ev = min(int(n_eval), x.shape[0])
+    if net == "unet" and x.ndim != 4:
+        raise LatentgeoError(f"net='unet' needs images [N, C, H, W] but the data have shape {tuple(x.shape)}; use "
+                             "net='mlp'")
+    # load and apply every encoder first: a missing / broken encoder fails before any training
+    encoded = []
+    for name, spec in items:
+        enc = _load_encoder(spec)
+        f = _dtype_safe(encoder_function(enc), enc)
+        z = _encode(f, x)
+        zu, z_mean, z_scale = normalise(z)
+        if net == "unet" and z.ndim != 4:
+            raise LatentgeoError(f"net='unet' needs image-shaped latents but encoder '{name}' gives shape "
+                                 f"{tuple(z.shape[1:])}; use net='mlp'")
+        encoded.append((name, f, z, zu, z_mean, z_scale))
+
+    def on_dev(den, v):
+        p = next(den.parameters(), None) if isinstance(den, torch.nn.Module) else None
+        return v.to(p.device) if p is not None else v
+
     log(f"pixel-space denoiser on {tuple(x.shape)}")
-    pden, how = _fit_or_load(u, "pixels", cache, steps, net, net_kwargs, seed, progress, pixel_denoiser)
-    curves: Dict[str, FisherCurves] = {"pixels": fisher_curves(pden, u[:n_ev], sig, n_probes=n_probes, generator=g(1),
-                                                               label="pixels")}
+    pden, how = _fit_or_load(u, "pixels", cache, steps, net, net_kwargs, seed, progress, pixel_denoiser, device)
+    curves: Dict[str, FisherCurves] = {"pixels": fisher_curves(pden, on_dev(pden, u[:n_ev]), sig, n_probes=n_probes,
+                                                               generator=g(1), label="pixels")}
     den_info = {"pixels": {"dim": D, "how": how, "scale": x_scale}}
 
     # data tangents (shared by all encoders), in normalised pixel units
@@ -200,16 +257,13 @@ def diagnose(encoders: Union[Mapping[str, Any], Sequence[Any]], x: torch.Tensor,
     f_spec, p_spec = power_spectrum(x[: min(512, x.shape[0])])
     spectra = {"pixels": (f_spec, p_spec)}
     results: Dict[str, Any] = {}
-    for name, spec in items:
-        enc = _load_encoder(spec)
-        f = _dtype_safe(encoder_function(enc), enc)
-        z = _encode(f, x)
-        zu, z_mean, z_scale = normalise(z)
+    for name, f, z, zu, z_mean, z_scale in encoded:
         d = int(z[0].numel())
         log(f"{name}: latents {tuple(z.shape)}, denoiser")
         lden, how = _fit_or_load(zu, f"latent_{name}", cache, latent_steps, net, net_kwargs, seed, progress,
-                                 (latent_denoisers or {}).get(name))
-        curves[name] = fisher_curves(lden, zu[:n_ev], sig, n_probes=n_probes, generator=g(1), label=name)
+                                 (latent_denoisers or {}).get(name), device)
+        curves[name] = fisher_curves(lden, on_dev(lden, zu[:n_ev]), sig, n_probes=n_probes, generator=g(1),
+                                     label=name)
         den_info[name] = {"dim": d, "how": how, "scale": z_scale, "latent_shape": list(z.shape[1:])}
         dev = fir_deviation(curves["pixels"], curves[name])
 

@@ -16,11 +16,14 @@ from typing import Callable, Dict, Optional, Tuple, Union
 
 import torch
 
-from latentgeo.errors import LatentgeoError
+from latentgeo.errors import LatentgeoError, values_readable
 
 __all__ = ["GaussianMixture", "gaussian_fi", "gaussian_fir", "gaussian_mmse", "gaussian_mmse_rate", "gaussian_kl"]
 
 Sigma = Union[float, torch.Tensor]
+
+
+_readable = values_readable  # one definition, in latentgeo.errors
 
 
 def _tau_of(sigma: Sigma, batch: int, like: torch.Tensor) -> torch.Tensor:
@@ -31,16 +34,67 @@ def _tau_of(sigma: Sigma, batch: int, like: torch.Tensor) -> torch.Tensor:
     s = s.reshape(-1)
     if s.shape[0] != batch:
         raise LatentgeoError(f"sigma has {s.shape[0]} entries but the batch has {batch}; pass sigma of shape [B] or a scalar")
+    if _readable(s) and not bool((torch.isfinite(s) & (s >= 0)).all()):
+        raise LatentgeoError(f"sigma must be finite and >= 0 (a noise standard deviation), got "
+                             f"{s.detach().reshape(-1)[:4].tolist()}; pass noise levels sigma >= 0")
     return s * s
+
+
+# Relative tolerances of the covariance checks: asymmetry |C - C^T| and negative eigenvalues are accepted as
+# round-off up to these fractions of the component's largest |entry| / |eigenvalue| (PSD is required, not PD:
+# singular covariances, i.e. data on a subspace, are supported for sigma > 0).
+_SYM_TOL = 1e-6
+
+
+def _psd_tol(dtype: torch.dtype) -> float:
+    """sqrt(eps) of the dtype the covariance was given in (1.5e-8 for float64, 3.5e-4 for float32)."""
+    return float(torch.finfo(dtype if dtype.is_floating_point else torch.float64).eps) ** 0.5
+
+
+def _validate(weights: torch.Tensor, means: torch.Tensor, covs: torch.Tensor) -> None:
+    """One-line errors for non-finite / negative weights, non-finite means and non-symmetric covariances."""
+    if not bool(torch.isfinite(weights).all()):
+        raise LatentgeoError(f"mixture weights contain NaN or inf ({weights.tolist()[:8]}); pass finite weights")
+    if bool((weights < 0).any()) or not bool(weights.sum() > 0):
+        raise LatentgeoError(f"mixture weights must be non-negative with a positive sum, got {weights.tolist()[:8]}; "
+                             "pass weights >= 0 (they are normalised)")
+    bad = (~torch.isfinite(means)).reshape(means.shape[0], -1).any(1)
+    if bool(bad.any()):
+        raise LatentgeoError(f"mixture means contain NaN or inf (component {int(bad.nonzero()[0])}); pass finite means")
+    bad = (~torch.isfinite(covs)).reshape(covs.shape[0], -1).any(1)
+    if bool(bad.any()):
+        raise LatentgeoError(f"mixture covariance of component {int(bad.nonzero()[0])} contains NaN or inf; pass "
+                             "finite covariances")
+    scale = covs.abs().amax((-1, -2))
+    asym = (covs - covs.transpose(-1, -2)).abs().amax((-1, -2))
+    bad = asym > _SYM_TOL * scale
+    if bool(bad.any()):
+        k = int(bad.nonzero()[0])
+        raise LatentgeoError(f"mixture covariance of component {k} is not symmetric (max |C - C^T| = "
+                             f"{float(asym[k]):.3g}); pass symmetric covariances, e.g. 0.5 * (C + C.T)")
+
+
+def _check_psd(evals: torch.Tensor, tol: float, what: str = "mixture covariance of component") -> None:
+    """Refuse covariances ([K, n] eigenvalues) with an eigenvalue below round-off (negative-definite or indefinite)."""
+    lo = evals.amin(-1).reshape(-1)
+    top = evals.abs().amax(-1).reshape(-1).clamp_min(torch.finfo(evals.dtype).tiny)
+    bad = lo < -tol * top
+    if bool(bad.any()):
+        k = int(bad.nonzero()[0])
+        name = f"{what} {k}" if what.endswith("component") else what
+        raise LatentgeoError(f"{name} is not positive semi-definite (smallest eigenvalue {float(lo[k]):.3g}); pass "
+                             "a symmetric PSD covariance, e.g. A @ A.T")
 
 
 class GaussianMixture:
     """A Gaussian mixture ``sum_k weights_k N(means_k, covs_k)`` and its exact VE-noised quantities.
 
     Args:
-        weights: [K] non-negative, normalised here.
-        means: [K, n].
-        covs: [K, n, n] symmetric positive semi-definite (or [K, n] diagonals, or [n, n] / [n] shared).
+        weights: [K] finite, non-negative with a positive sum, normalised here.
+        means: [K, n] finite.
+        covs: [K, n, n] finite, symmetric positive semi-definite (or [K, n] diagonals, or [n, n] / [n] shared);
+            singular is fine (data on a subspace, for sigma > 0). Each violation is a one-line
+            :class:`LatentgeoError` naming the component.
     Shapes of methods: ``x`` is [B, n]; ``sigma`` is a float or [B].
     """
 
@@ -52,7 +106,10 @@ class GaussianMixture:
             means = means[None]
         K, n = means.shape
         weights = torch.as_tensor(weights, dtype=means.dtype).reshape(-1)
-        covs = torch.as_tensor(covs, dtype=means.dtype)
+        covs = torch.as_tensor(covs)
+        tol = _psd_tol(covs.dtype)
+        covs = covs.to(means.dtype)
+        ambiguous = covs.ndim == 2 and covs.shape == (K, n) and K == n and K > 1  # [K, n] diagonals or [n, n]?
         if covs.ndim == 1:
             covs = torch.diag(covs)
         if covs.ndim == 2 and covs.shape == (K, n) and K != n:
@@ -62,13 +119,17 @@ class GaussianMixture:
         if covs.shape != (K, n, n) or weights.shape[0] != K:
             raise LatentgeoError(f"mixture shapes disagree: weights {tuple(weights.shape)}, means {tuple(means.shape)}, "
                                  f"covs {tuple(covs.shape)}; expected [K], [K, n], [K, n, n]")
-        if (weights < 0).any() or weights.sum() <= 0:
-            raise LatentgeoError("mixture weights must be non-negative with a positive sum")
+        if ambiguous and bool((covs[0] - covs[0].T).abs().amax() > _SYM_TOL * covs[0].abs().amax()):
+            raise LatentgeoError(f"covs of shape [{K}, {n}] with K = n = {n} is read as one shared [n, n] "
+                                 "covariance, and it is not symmetric; for per-component diagonals pass "
+                                 "torch.diag_embed(covs) ([K, n, n])")
+        _validate(weights, means, covs)
         self.weights = weights / weights.sum()
         self.means = means
         self.covs = 0.5 * (covs + covs.transpose(-1, -2))
         evals, evecs = torch.linalg.eigh(self.covs)
-        self._evals = evals.clamp_min(0.0)  # [K, n]
+        _check_psd(evals, tol)
+        self._evals = evals.clamp_min(0.0)  # [K, n]; only round-off below zero remains (checked above)
         self._evecs = evecs  # [K, n, n], columns are eigenvectors
         self._cache: Dict[Tuple, Tuple[torch.Tensor, ...]] = {}
 
@@ -112,6 +173,8 @@ class GaussianMixture:
     def _parts(self, x: torch.Tensor, sigma: Sigma):
         if x.ndim != 2 or x.shape[1] != self.n:
             raise LatentgeoError(f"x has shape {tuple(x.shape)} but the mixture lives in R^{self.n}; pass [B, {self.n}]")
+        if _readable(x) and not bool(torch.isfinite(x).all()):
+            raise LatentgeoError("x contains NaN or inf values; pass finite points to the mixture oracle")
         w, m, lam, U = self._params(x)
         tau = _tau_of(sigma, x.shape[0], x)  # [B]
         diff = x[:, None, :] - m[None]  # [B, K, n]
@@ -200,9 +263,19 @@ def _evals(cov: torch.Tensor) -> torch.Tensor:
     cov = torch.as_tensor(cov)
     if not cov.is_floating_point():
         cov = cov.double()
+    tol = _psd_tol(cov.dtype)
+    if not bool(torch.isfinite(cov).all()):
+        raise LatentgeoError("the covariance contains NaN or inf; pass a finite covariance")
     if cov.ndim == 1:
-        return cov
-    return torch.linalg.eigvalsh(0.5 * (cov + cov.T)).clamp_min(0.0)
+        _check_psd(cov[None], tol, "the covariance (diagonal)")
+        return cov.clamp_min(0.0)
+    if cov.ndim != 2 or cov.shape[0] != cov.shape[1]:
+        raise LatentgeoError(f"the covariance has shape {tuple(cov.shape)}; pass [n, n] or its diagonal [n]")
+    if float((cov - cov.T).abs().max()) > _SYM_TOL * float(cov.abs().max()):
+        raise LatentgeoError("the covariance is not symmetric; pass a symmetric one, e.g. 0.5 * (C + C.T)")
+    lam = torch.linalg.eigvalsh(0.5 * (cov + cov.T))
+    _check_psd(lam[None], tol, "the covariance")
+    return lam.clamp_min(0.0)  # only round-off below zero remains (checked above)
 
 
 def gaussian_fi(cov: torch.Tensor, tau: float | torch.Tensor) -> torch.Tensor:

@@ -68,6 +68,34 @@ def toy_laws(name: str, param: float, D: int = 16, omega: float = 5.0):
     return cf.RippleDenoiser(0.0, omega, n_quad=401), cf.RippleDenoiser(float(param), omega, n_quad=401), None
 
 
+def _check_settings(name: str, params, *, n_eval, n_probes, n_train, steps, D, omega, trained: bool) -> None:
+    """Refuse settings that would fail (or mean nothing) only after the first denoiser is fitted."""
+    def pos_int(v, what, lo):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise LatentgeoError(f"{what} must be an integer >= {lo}, got {v!r}")
+
+    pos_int(n_eval, "n_eval", 2)
+    pos_int(n_probes, "n_probes", 1)
+    if trained:
+        pos_int(n_train, "n_train", 2)
+        pos_int(steps, "steps", 1)
+    if name == "compression":
+        pos_int(D, "D", 3)
+    if name == "curvature" and not (isinstance(omega, (int, float)) and math.isfinite(omega) and omega > 0):
+        raise LatentgeoError(f"omega must be a positive finite number, got {omega!r}")
+    for p in params:
+        try:
+            v = float(p)
+        except (TypeError, ValueError):
+            raise LatentgeoError(f"toy parameter {p!r} is not a number; pass numbers") from None
+        if not math.isfinite(v):
+            raise LatentgeoError(f"toy parameter {p!r} is not finite; pass finite numbers")
+        if name == "compression" and (v != int(v) or not 2 <= int(v) <= D):
+            raise LatentgeoError(f"latent dimension d={p!r} must be an integer in [2, D={D}]")
+        if name == "tangential" and not -1 < v < 1:
+            raise LatentgeoError(f"delta0={v:g} must lie strictly between -1 and 1")
+
+
 def _denoiser_of(oracle):
     return oracle.as_denoiser() if hasattr(oracle, "as_denoiser") else oracle
 
@@ -79,7 +107,8 @@ def _sample(oracle, m, seed):
 def run_toy(name: str, out: Optional[str] = None, params: Optional[Sequence[float]] = None,
             denoisers: str = "exact", sigmas: Optional[Sequence[float]] = None, n_eval: int = 1000,
             n_probes: int = 8, n_train: int = 4000, steps: int = 1500, D: int = 16, omega: float = 5.0,
-            seed: int = 0, net_kwargs: Optional[Dict[str, Any]] = None, progress: bool = False) -> Dict[str, Any]:
+            seed: int = 0, net_kwargs: Optional[Dict[str, Any]] = None, progress: bool = False,
+            device: str = "cpu") -> Dict[str, Any]:
     """Run one toy; write ``toy_<name>.json`` and two PNG plots to ``out`` (if given). Returns the result dict.
 
     Args:
@@ -87,13 +116,23 @@ def run_toy(name: str, out: Optional[str] = None, params: Optional[Sequence[floa
         params: the swept parameter (d values / delta0 values / eps0 values); defaults per toy.
         denoisers: ``exact`` (oracles) or ``trained`` (EDM MLPs fitted on ``n_train`` samples for ``steps`` steps).
         sigmas: noise levels (default 16 log-spaced in [0.01, 10] for exact, [0.02, 10] for trained).
+        device: where the trained denoisers are fitted and evaluated (the exact oracles run on the CPU).
+
+    Every setting is checked before any denoiser is fitted (one-line :class:`LatentgeoError`).
     """
     check_choice(name, TOYS, "toy")
     check_choice(denoisers, ("exact", "trained"), "denoisers")
     params = list(params) if params is not None else list(_DEFAULT_PARAMS[name])
+    if not params:
+        raise LatentgeoError("params is empty; pass at least one swept value")
+    _check_settings(name, params, n_eval=n_eval, n_probes=n_probes, n_train=n_train, steps=steps, D=D, omega=omega,
+                    trained=denoisers == "trained")
     lo = 0.01 if denoisers == "exact" else 0.02
     sig = torch.as_tensor(sigmas if sigmas is not None else torch.logspace(math.log10(lo), 1, 16), dtype=_F64)
+    if sig.ndim != 1 or sig.numel() == 0 or not bool(torch.isfinite(sig).all()) or bool((sig <= 0).any()):
+        raise LatentgeoError(f"sigmas must be a non-empty list of positive finite noise levels, got {sigmas!r}")
     net_kwargs = net_kwargs or {"hidden": 128, "depth": 2}
+    dev = torch.device("cpu" if denoisers == "exact" else device)
 
     def get_den(oracle, tag):
         if denoisers == "exact":
@@ -103,11 +142,14 @@ def run_toy(name: str, out: Optional[str] = None, params: Optional[Sequence[floa
         x = _sample(oracle, n_train, seed + 1).float()
         if progress:
             print(f"[toy {name}] training denoiser for {tag} on {tuple(x.shape)} for {steps} steps", flush=True)
-        return fit_denoiser(x, steps=steps, batch_size=256, net_kwargs=net_kwargs, seed=seed)
+        return fit_denoiser(x, steps=steps, batch_size=256, net_kwargs=net_kwargs, seed=seed, device=str(dev))
 
     def curves(oracle, tag):
         den = get_den(oracle, tag)
         x0 = _sample(oracle, n_eval, seed + 2)
+        if denoisers == "trained":
+            p = next(den.parameters(), None) if isinstance(den, torch.nn.Module) else None
+            x0 = x0.to(p.device if p is not None else dev)
         dt = _F64 if denoisers == "exact" else torch.float32
         return fisher_curves(den, x0, sig, n_probes=n_probes, generator=torch.Generator().manual_seed(seed + 3),
                              dtype=dt, label=tag)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from latentgeo.errors import LatentgeoError, check_choice
+from latentgeo.molecules.potentials import wrap_angle
 
 __all__ = ["SYSTEMS", "make_system", "run_tps"]
 
@@ -101,9 +102,15 @@ def _jsonable(kw):
 
 def run_tps(system: str, n_paths: int, out: Optional[str] = None, *, quick: bool = False, baselines: bool = True,
             snr_penalty: float = 0.0, avoid=None, avoid_weight: float = 100.0, seed: int = 0,
-            progress=None, return_result: bool = False, **overrides):
+            progress=None, return_result: bool = False, save_states: bool = False, **overrides):
     """Run the pipeline and the baselines on ``system``; write ``out/paths.npz``, ``out/summary.json`` and
     ``out/paths.png`` when ``out`` is given. Returns the summary dict.
+
+    ``paths.npz`` holds ``paths`` ``[P, N, 2]`` (the frames), ``max_energy`` ``[P]`` (strict MaxEnergy over every
+    Langevin state), ``max_states`` ``[P, 2]`` (the Langevin state attaining it: re-scoring it with the system's
+    scoring energy reproduces ``max_energy`` exactly), ``max_energy_frames`` ``[P]``, ``geodesic_xs`` /
+    ``geodesic_sigmas`` and, with ``save_states``, ``all_states`` ``[P, N*K, 2]`` (every Langevin state; its
+    per-path maximum score is ``max_energy``). Angles (alanine) are wrapped into ``[-pi, pi)``.
 
     ``quick``: tiny settings for smoke tests (small data, 300 training steps, 100 geodesic steps, N = 64, K = 32).
     ``overrides``: any keyword of :func:`~latentgeo.molecules.tps.transition_paths` (``denoiser`` may be a trained
@@ -114,6 +121,11 @@ def run_tps(system: str, n_paths: int, out: Optional[str] = None, *, quick: bool
     from latentgeo.molecules.plots import plot_paths
     from latentgeo.molecules.tps import max_energy, transition_paths
 
+    check_choice(system, SYSTEMS, "system")
+    if out is not None:  # before any work: a results folder that cannot be written fails now, not after the run
+        from latentgeo.runfolder import check_output_dir
+
+        check_output_dir(out, "--out")
     pot, start, end, lb = make_system(system)
     kw: Dict[str, Any] = dict(_DEFAULTS[system])
     if quick:
@@ -121,8 +133,17 @@ def run_tps(system: str, n_paths: int, out: Optional[str] = None, *, quick: bool
     kw.update({k: v for k, v in overrides.items() if v is not None})
     t0 = time.perf_counter()
     res = transition_paths(pot, start, end, n_paths, snr_penalty=snr_penalty, avoid=avoid,
-                           avoid_weight=avoid_weight, seed=seed, progress=progress, **kw)
+                           avoid_weight=avoid_weight, seed=seed, progress=progress, save_states=save_states, **kw)
     seconds = dict(res.seconds)
+    # what paths.npz stores (angles wrapped) and the re-score of it: identical to the reported MaxEnergy
+    wrap_np = (lambda a: wrap_angle(np.asarray(a, dtype=np.float64))) if pot.period else \
+        (lambda a: np.asarray(a, dtype=np.float64))
+    max_states = wrap_np(res.max_states)
+    rescored = pot.score_energy(max_states)
+    rescore_diff = float(np.max(np.abs(rescored - res.max_energy))) if len(rescored) else 0.0
+    n_states = int(res.info.get("states_per_path", 0))
+    scoring = ("the alanine TABLE at the nearest grid point, angles wrapped" if system == "alanine"
+               else "analytic Mueller-Brown energy / 10, in kT")
     summary: Dict[str, Any] = {
         "system": system,
         "n_paths": int(n_paths),
@@ -131,6 +152,18 @@ def run_tps(system: str, n_paths: int, out: Optional[str] = None, *, quick: bool
         "max_energy_mean": float(res.max_energy.mean()),
         "max_energy_std": float(res.max_energy.std()),
         "max_energy_note": "strict: maximum over every annealed-Langevin state of each path",
+        "max_energy_scoring": {
+            "how": (f"per path, the maximum of the scoring energy ({scoring}) over all {n_states} annealed-Langevin "
+                    f"states (N x K: the state after every step; the {res.paths.shape[1]} recorded frames are every "
+                    "K-th of them); max_energy_mean / max_energy_std are over paths"),
+            "rescore": ("paths.npz 'max_states' [P, 2] is, per path, the Langevin state attaining its maximum; "
+                        + ("latentgeo.molecules.AlanineTable().score_energy(max_states)" if system == "alanine" else
+                           "latentgeo.molecules.MuellerBrown(scale=0.1).score_energy(max_states)")
+                        + " reproduces paths.npz 'max_energy' [P] exactly, and its mean is max_energy_mean"),
+            "rescore_max_abs_difference": rescore_diff,
+            "states_per_path": n_states,
+            "all_states_saved": bool(save_states),
+        },
         "max_energy_frames_mean": float(res.max_energy_frames.mean()),
         "max_energy_frames_std": float(res.max_energy_frames.std()),
         "max_frame_jump_median": float(np.median(np.linalg.norm(np.diff(res.paths, axis=1), axis=-1).max(1))),
@@ -175,9 +208,12 @@ def run_tps(system: str, n_paths: int, out: Optional[str] = None, *, quick: bool
         if o.exists() and not o.is_dir():
             raise LatentgeoError(f"--out '{out}' is a file; pass a folder")
         wrapped = pot.wrap(torch.as_tensor(res.paths)).numpy() if pot.period else res.paths
-        atomic_write_bytes(o / "paths.npz", _npz_bytes(
-            paths=wrapped.astype(np.float64), max_energy=res.max_energy, max_energy_frames=res.max_energy_frames,
-            geodesic_xs=res.geodesic_xs, geodesic_sigmas=res.geodesic_sigmas))
+        arrays = dict(paths=wrapped.astype(np.float64), max_energy=np.asarray(res.max_energy, dtype=np.float64),
+                      max_states=max_states, max_energy_frames=res.max_energy_frames,
+                      geodesic_xs=res.geodesic_xs, geodesic_sigmas=res.geodesic_sigmas)
+        if save_states and res.all_states is not None:
+            arrays["all_states"] = wrap_np(res.all_states)
+        atomic_write_bytes(o / "paths.npz", _npz_bytes(**arrays))
         title = (f"{system}: {n_paths} paths, MaxEnergy {summary['max_energy_mean']:.2f} +- "
                  f"{summary['max_energy_std']:.2f} (bound {lb:.2f})")
         extra = [string.numpy()] if string is not None else []

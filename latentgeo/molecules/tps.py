@@ -11,8 +11,11 @@ Pipeline of :func:`transition_paths`:
 4. Annealed Langevin along the geodesic: at every curve point ``n`` the ``P`` paths take ``K`` Euler-Maruyama
    steps (kT = 1) on ``U(x) + |x - x_n|^2 / (2 sigma_n^2)``, starting from where point ``n - 1`` left them, and the
    state after the ``K`` steps is the path's ``n``-th frame. Paths: ``[P, N, 2]``.
-5. Score: the maximum over frames of the potential's scoring energy (the TABLE, nearest grid point with wrapped
-   angles, for alanine).
+5. Score: MaxEnergy of a path is the maximum of the potential's scoring energy (the TABLE, nearest grid point with
+   wrapped angles, for alanine) over EVERY Langevin state it visits (``N * K`` states: the state after each step).
+   The state attaining it is kept (``max_states``), so anyone can re-score the result: ``score_energy(max_states)``
+   equals ``max_energy`` exactly. ``save_states=True`` keeps every state (``all_states [P, N*K, 2]``; the frames are
+   ``all_states[:, K-1::K]``).
 """
 from __future__ import annotations
 
@@ -28,7 +31,11 @@ from latentgeo.errors import LatentgeoError, check_choice, check_positive
 from latentgeo.molecules.langevin import _Noise, boltzmann_samples
 from latentgeo.molecules.potentials import wrap_angle
 
-__all__ = ["TPSResult", "annealed_langevin", "max_energy", "fit_tps_denoiser", "tps_geodesic", "transition_paths"]
+__all__ = ["TPSResult", "annealed_langevin", "max_energy", "fit_tps_denoiser", "tps_geodesic", "transition_paths",
+           "MAX_STATE_BYTES"]
+
+#: ``save_states`` refuses runs whose ``[P, N*K, 2]`` float64 state array would exceed this (8 GiB).
+MAX_STATE_BYTES = 8 * 1024 ** 3
 
 
 @dataclass
@@ -37,9 +44,13 @@ class TPSResult:
 
     Attributes:
         paths: ``[P, N, 2]`` frames (unwrapped coordinates; ``potential.wrap`` maps angles to ``[-pi, pi)``).
-        max_energy: ``[P]`` MaxEnergy of every path over EVERY Langevin state it visited (strict; scoring energy:
-            the table for alanine). ``max_energy_frames``: the same over the ``N`` recorded frames only (the
-            frames can step over a barrier when the tether is loose, so this can fall below the grid lower bound).
+        max_energy: ``[P]`` MaxEnergy of every path over EVERY Langevin state it visited (strict; the ``N * K``
+            states after each step; scoring energy: the table for alanine). ``max_energy_frames``: the same over the
+            ``N`` recorded frames only (the frames can step over a barrier when the tether is loose, so this can fall
+            below the grid lower bound).
+        max_states: ``[P, 2]`` the Langevin state attaining each path's ``max_energy`` (unwrapped coordinates;
+            ``potential.score_energy(max_states)`` reproduces ``max_energy`` exactly).
+        all_states: ``[P, N*K, 2]`` every Langevin state (only with ``save_states=True``, else None).
         reached: ``[P]`` bool, the last frame lies within ``reach_radius`` of ``end`` (wrapped distance).
         geodesic_xs: ``[N, 2]`` and geodesic_sigmas ``[N]``: the spacetime curve the paths followed.
         evals: gradient evaluations ``{"data": ..., "sampling": ..., "total": ...}``.
@@ -59,6 +70,8 @@ class TPSResult:
     samples: np.ndarray
     info: Dict[str, Any] = field(default_factory=dict)
     denoiser: Any = None
+    max_states: Optional[np.ndarray] = None
+    all_states: Optional[np.ndarray] = None
 
 
 def max_energy(potential, paths) -> np.ndarray:
@@ -80,6 +93,8 @@ def annealed_langevin(
     generator: Optional[torch.Generator] = None,
     track_max: bool = False,
     scheme: str = "em",
+    return_max_states: bool = False,
+    keep_states: bool = False,
 ):
     """Annealed Langevin along a spacetime curve.
 
@@ -90,19 +105,31 @@ def annealed_langevin(
 
         scheme: ``"em"`` Euler-Maruyama (the paper's Algorithm 1) or ``"lm"`` Leimkuhler-Matthews (same cost, second
             order accurate stationary law; :mod:`latentgeo.molecules.langevin`).
-        track_max: also return the running maximum of the scoring energy over EVERY Langevin state (``[P]``), the
-            strict MaxEnergy of the continuous trajectory (the frames alone can step over a barrier between two
-            recorded points when the tether is loose).
+        track_max: also return the running maximum of the scoring energy over EVERY Langevin state (``[P]``; the
+            ``N * K`` states after each step), the strict MaxEnergy of the trajectory (the frames alone can step over
+            a barrier between two recorded points when the tether is loose).
+        return_max_states: (implies ``track_max``) also return the state attaining each path's maximum ``[P, 2]``
+            (the first one, float64, unwrapped): ``potential.score_energy(max_states)`` equals ``strict_max``.
+        keep_states: (implies ``return_max_states``) also return every state ``[P, N*K, 2]`` (float64, unwrapped;
+            ``frames == all_states[:, K-1::K]``).
 
     Returns:
         paths ``[P, N, 2]`` (float64, unwrapped). Frame 0 is the state after K tethered steps at ``xs[0]``.
-        With ``track_max``: ``(paths, strict_max [P])``.
+        With ``track_max``: ``(paths, strict_max [P])``; with ``return_max_states``: ``(paths, strict_max,
+        max_states)``; with ``keep_states``: ``(paths, strict_max, max_states, all_states)``.
     """
     xs = torch.as_tensor(xs, dtype=torch.float64).detach()
     sg = torch.as_tensor(sigmas, dtype=torch.float64).detach().reshape(-1)
     if xs.ndim != 2 or xs.shape[0] != sg.shape[0]:
         raise LatentgeoError(f"curve shapes disagree: xs {tuple(xs.shape)}, sigmas {tuple(sg.shape)}; pass [N, 2], [N]")
     check_positive(step, "step")
+    if isinstance(k_steps, bool) or not isinstance(k_steps, int) or k_steps < 1:
+        raise LatentgeoError(f"k_steps must be an integer >= 1, got {k_steps!r} (with 0 no Langevin state is "
+                             "visited and MaxEnergy means nothing)")
+    if isinstance(n_paths, bool) or not isinstance(n_paths, int) or n_paths < 1:
+        raise LatentgeoError(f"n_paths must be a positive integer, got {n_paths!r}")
+    return_max_states = return_max_states or keep_states
+    track_max = track_max or return_max_states
     inv_var = 1.0 / sg ** 2
     # stability of explicit Euler on the tether alone needs dt / sigma^2 < 2
     if float(step * inv_var.max()) >= 1.0:
@@ -112,17 +139,34 @@ def annealed_langevin(
     noise = math.sqrt(2.0 * kT * step)
     draw = _Noise(scheme, x.shape, x.dtype, generator)
     frames = torch.empty((n_paths, xs.shape[0], 2), dtype=torch.float64)
-    strict = potential.score_energy(x.numpy()) if track_max else None
+    strict = np.full(n_paths, -np.inf) if track_max else None
+    arg = np.zeros((n_paths, 2), dtype=np.float64) if return_max_states else None
+    states = torch.empty((n_paths, xs.shape[0] * k_steps, 2), dtype=torch.float64) if keep_states else None
+    s_i = 0
     for n in range(xs.shape[0]):
         c, iv = xs[n], float(inv_var[n])
         for _ in range(k_steps):
             g = potential.grad(x) + iv * (x - c)
             x = x - step * g + noise * draw()
             if track_max:
-                np.maximum(strict, potential.score_energy(x.numpy()), out=strict)
+                xn = x.numpy()
+                e = potential.score_energy(xn)
+                if return_max_states:
+                    up = e > strict  # strict '>': the first state attaining the maximum is kept
+                    strict[up] = e[up]
+                    arg[up] = xn[up]
+                else:
+                    np.maximum(strict, e, out=strict)
+            if keep_states:
+                states[:, s_i] = x
+            s_i += 1
         frames[:, n] = x
     if not torch.isfinite(frames).all():
         raise LatentgeoError(f"annealed Langevin diverged (step={step}); use a smaller step")
+    if keep_states:
+        return frames, strict, arg, states
+    if return_max_states:
+        return frames, strict, arg
     return (frames, strict) if track_max else frames
 
 
@@ -241,6 +285,8 @@ def transition_paths(
     net_kwargs: Optional[Dict[str, Any]] = None,
     seed: int = 0,
     progress: Optional[Callable[[str], None]] = None,
+    save_states: bool = False,
+    device: str = "cpu",
 ) -> TPSResult:
     """Sample ``n_paths`` transition paths from ``start`` to ``end`` (see the module docstring for the stages).
 
@@ -259,10 +305,28 @@ def transition_paths(
         geo_compile: compiled geodesic step (see :func:`tps_geodesic`).
         reach_radius: a path counts as reaching ``end`` if its last frame lies within this distance.
         net_kwargs: MLP settings (default ``hidden=64, depth=2, emb_dim=32``).
+        save_states: also keep every Langevin state (``TPSResult.all_states`` ``[P, N*K, 2]``; at most
+            :data:`MAX_STATE_BYTES`). ``max_states`` (the state attaining each path's MaxEnergy) is always kept.
+        device: where the MLP denoiser is trained (it is then moved to the CPU: the geodesic and the Langevin
+            sampling run on the CPU in float64).
+
+    Every setting is checked before the Boltzmann data are generated (one-line :class:`LatentgeoError`).
     """
     say = progress or (lambda s: None)
-    if not (isinstance(n_paths, int) and n_paths > 0):
-        raise LatentgeoError(f"n_paths must be a positive integer, got {n_paths!r}")
+    _check_tps_settings(n_paths=n_paths, n_chains=n_chains, data_steps=data_steps, train_steps=train_steps,
+                        n_points=n_points, n_nodes=n_nodes, geo_steps=geo_steps, k_steps=k_steps,
+                        denoiser=denoiser, scheme=scheme, save_states=save_states)
+    for v, nm in ((data_step, "data_step"), (data_kT, "data_kT"), (geo_lr, "geo_lr"), (step, "step"), (kT, "kT"),
+                  (reach_radius, "reach_radius")):
+        check_positive(v, nm)
+    for v, nm in ((log_snr, "log_snr"), (snr_penalty, "snr_penalty"), (snr_lambda, "snr_lambda"),
+                  (avoid_weight, "avoid_weight")):
+        if not (isinstance(v, (int, float)) and math.isfinite(v)):
+            raise LatentgeoError(f"{nm} must be a finite number, got {v!r}")
+    if snr_penalty < 0 or avoid_weight < 0:
+        raise LatentgeoError(f"snr_penalty and avoid_weight must be >= 0, got {snr_penalty!r} and {avoid_weight!r}")
+    if avoid is not None:
+        _avoid_state(avoid)
     periodic = potential.period is not None
     seconds: Dict[str, float] = {}
     potential.reset_counter()
@@ -280,8 +344,10 @@ def transition_paths(
         say(f"denoiser: {denoiser}")
         kw = dict(hidden=64, depth=2, emb_dim=32)
         kw.update(net_kwargs or {})
-        extra = {"net_kwargs": kw, "batch_size": 512} if denoiser == "mlp" else {}
+        extra = {"net_kwargs": kw, "batch_size": 512, "device": str(device)} if denoiser == "mlp" else {}
         den = fit_tps_denoiser(samples, denoiser, periodic=periodic, steps=train_steps, seed=seed, **extra)
+        if isinstance(den, torch.nn.Module):
+            den = den.to("cpu")
     else:
         den = denoiser
     seconds["train"] = time.perf_counter() - t0
@@ -297,8 +363,10 @@ def transition_paths(
     t0 = time.perf_counter()
     say(f"annealed Langevin: {n_paths} paths x {n_points} points x {k_steps} steps")
     gen = torch.Generator().manual_seed(seed + 1)
-    paths, strict = annealed_langevin(potential, xs, sgs, n_paths, k_steps=k_steps, step=step, kT=kT, generator=gen,
-                                      track_max=True, scheme=scheme)
+    out = annealed_langevin(potential, xs, sgs, n_paths, k_steps=k_steps, step=step, kT=kT, generator=gen,
+                            track_max=True, scheme=scheme, return_max_states=True, keep_states=save_states)
+    paths, strict, arg = out[:3]
+    all_states = out[3].numpy() if save_states else None
     n_sampling = potential.reset_counter()
     seconds["sampling"] = time.perf_counter() - t0
     me = max_energy(potential, paths)
@@ -310,5 +378,35 @@ def transition_paths(
     return TPSResult(
         paths=paths.numpy(), max_energy=strict, max_energy_frames=me, reached=reached, geodesic_xs=xs.numpy(), geodesic_sigmas=sgs.numpy(),
         evals={"data": int(n_data), "sampling": int(n_sampling), "total": int(n_data + n_sampling)},
-        seconds=seconds, samples=samples.numpy(), info={"geodesic": ginfo, "sigma_end": sigma_end}, denoiser=den,
+        seconds=seconds, samples=samples.numpy(), info={"geodesic": ginfo, "sigma_end": sigma_end,
+                                                        "states_per_path": int(n_points * k_steps)},
+        denoiser=den, max_states=arg, all_states=all_states,
     )
+
+
+def _check_tps_settings(*, n_paths, n_chains, data_steps, train_steps, n_points, n_nodes, geo_steps, k_steps,
+                        denoiser, scheme, save_states) -> None:
+    """Refuse settings that would fail late (after data generation / training) or give a meaningless MaxEnergy."""
+    def int_at_least(v, nm, lo, why=""):
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
+            raise LatentgeoError(f"{nm} must be an integer >= {lo}, got {v!r}{why}")
+
+    int_at_least(n_paths, "n_paths", 1)
+    int_at_least(n_chains, "n_chains", 1)
+    int_at_least(data_steps, "data_steps", 1)
+    int_at_least(n_points, "n_points", 2, " (the geodesic needs both end points)")
+    int_at_least(n_nodes, "n_nodes", 1)
+    int_at_least(geo_steps, "geo_steps", 0)
+    int_at_least(k_steps, "k_steps", 1, " (with 0 no Langevin state is visited and MaxEnergy falls below the "
+                                        "lower bound)")
+    if isinstance(denoiser, str):
+        check_choice(denoiser, ("mlp", "kde"), "denoiser")
+        if denoiser == "mlp":
+            int_at_least(train_steps, "train_steps", 1)
+    check_choice(scheme, ("em", "lm"), "scheme")
+    if save_states:
+        need = int(n_paths) * int(n_points) * int(k_steps) * 2 * 8
+        if need > MAX_STATE_BYTES:
+            raise LatentgeoError(f"save_states would keep {n_paths:,} x {n_points * k_steps:,} states "
+                                 f"({need / 1024 ** 3:.1f} GiB > {MAX_STATE_BYTES / 1024 ** 3:.0f} GiB); use fewer "
+                                 "paths, points or Langevin steps, or drop --save-states")

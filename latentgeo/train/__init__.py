@@ -15,7 +15,7 @@ description="train") -> TrainResult``
   with replacement (``torch.randint``). Floating arrays are cast to the model's dtype; NaN/inf raise.
 - Optimiser: Adam(lr, betas, weight_decay) by default, or ``optimizer(params) -> torch.optim.Optimizer``.
   ``warmup_steps`` ramps the lr linearly; ``grad_clip`` clips the global grad norm (None/0 disables).
-- ``ema_decay``: keeps an EMA copy of the weights (:class:`latentgeo.diffusion.EMA`), returned as ``result.ema``.
+- ``ema_decay``: keeps an EMA copy of the weights (:class:`latentgeo.train.EMA`), returned as ``result.ema``.
 - ``out``: folder receiving ``config.json`` (run settings + your ``config`` dict), ``metrics.jsonl`` (one JSON
   line per ``log_every`` steps: step, loss, lr, it_per_s, time_s, your metrics), and every ``ckpt_every`` steps
   and at the end: ``model.safetensors`` / ``ema.safetensors`` (via :func:`latentgeo.checkpoint.save`, with
@@ -41,6 +41,7 @@ Example::
     from latentgeo.train import train_loop
     res = train_loop(ae, lambda m, x, g: ((m(x) - x) ** 2).mean(), x_train, steps=5000, out="runs/ae")
 """
+from latentgeo.train.ema import EMA
 from latentgeo.train.loop import TrainResult, dist_info, load_trained, resolve_device, train_loop
 
-__all__ = ["train_loop", "TrainResult", "resolve_device", "dist_info", "load_trained"]
+__all__ = ["train_loop", "TrainResult", "resolve_device", "dist_info", "load_trained", "EMA"]

@@ -240,7 +240,7 @@ def train_loop(model: nn.Module, loss_fn: Callable, data: Any, *, steps: int, ba
 def _run(model, loss_fn, data, steps, batch_size, lr, out, resume, seed, grad_clip, ema_decay, weight_decay,
          betas, warmup_steps, log_every, ckpt_every, progress, dev, config, save_extra, optimizer, description,
          rank, world) -> TrainResult:
-    from latentgeo.diffusion.ema import EMA
+    from latentgeo.train.ema import EMA
 
     model.to(dev).train()
     p0 = next(model.parameters(), None)
@@ -265,6 +265,13 @@ def _run(model, loss_fn, data, steps, batch_size, lr, out, resume, seed, grad_cl
         if state_file.exists() and not resume:
             raise LatentgeoError(f"'{out_p}' already holds a training run; pass --resume (resume=True) to continue "
                                  "it or choose a new output folder")
+        if cfg_file.exists() and not state_file.exists():  # a record without a checkpoint: only ours may be replaced
+            old_cfg = ckpt.read_json(cfg_file, "run record")
+            if isinstance(old_cfg, dict) and old_cfg.get("kind") not in (None, (config or {}).get("kind")):
+                raise LatentgeoError(f"'{out_p}' holds a {old_cfg.get('kind')} run; choose a new --out (its "
+                                     "config.json would be overwritten)")
+            if isinstance(old_cfg, dict):
+                _check_same_kind(old_cfg, run_cfg, out_p)
         if resume and state_file.exists():
             if cfg_file.exists():  # refuse before anything is loaded or written: the record must not change
                 old_cfg = ckpt.read_json(cfg_file, "run record")

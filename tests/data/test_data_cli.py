@@ -117,7 +117,7 @@ def test_data_check_errors_subprocess(tmp_path, args, needles):
     (["{tmp}/pngs"], "not a readable PNG"),
     (["{tmp}/missing.npy"], "no such file"),
     (["moons", "--split", "valid"], "unknown split"),
-    (["moons", "--n", "0"], "positive integer"),
+    (["moons", "--n", "0"], "--n must be >= 1"),
     (["digits", "--pad"], "drop --pad"),
 ])
 def test_data_check_errors_in_process(tmp_path, capsys, monkeypatch, args, needle):

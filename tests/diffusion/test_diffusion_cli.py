@@ -70,7 +70,7 @@ def test_cli_data_errors_subprocess(tmp_path):
     (["train", "diffusion", "--data", "moons", "--net", "transformer", "--steps", "2"], "unknown net"),
     (["train", "diffusion", "--data", "moons", "--steps", "0"], "--steps"),
     (["train", "diffusion", "--data", "moons", "--lr", "-1", "--steps", "2"], "--lr"),
-    (["sample", "{p}/nothing_here"], "training folder"),
+    (["sample", "{p}/nothing_here"], "does not exist; pass the --out folder of `latentgeo train diffusion`"),
 ])
 def test_cli_usage_errors(tmp_path, capsys, args, needle):
     args = [a.replace("{p}", str(tmp_path)) for a in args]

@@ -77,7 +77,7 @@ def test_latent_flow_and_latent_diffusion_decode(tmp_path, capsys):
 
 def test_latent_cli_errors(tmp_path, capsys):
     code, err = _cli(capsys, "train", "flow", "--encoder", tmp_path / "nope", "--out", tmp_path / "f")
-    assert code == 2 and "is not a folder" in err and "train ae" in err
+    assert code == 2 and "does not exist" in err and "train ae" in err
     code, err = _cli(capsys, "train", "flow", "--out", tmp_path / "f")
     assert code == 2 and "pass --data" in err
     code, err = _cli(capsys, "train", "flow", "--data", "gmm2d", "--out", tmp_path / "f", "--coupling", "sinkhorn")

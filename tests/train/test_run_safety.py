@@ -47,14 +47,14 @@ def test_wrong_kind_resume_is_refused_and_run_kept(moons_run, tmp_path):
     before = _digest(moons_run)
     line = _one_error_line(_cli("train", "flow", "--data", "moons", "--steps", "6", *TINY, "--resume",
                                 "--out", str(moons_run)))
-    assert "denoiser run, not a flow" in line
+    assert "run, not a flow" in line
     assert _digest(moons_run) == before
     flow = tmp_path / "flow"
     assert _cli("train", "flow", "--data", "moons", "--steps", "3", *TINY, "--out", str(flow)).returncode == 0
     before = _digest(flow)
     line = _one_error_line(_cli("train", "diffusion", "--data", "moons", "--steps", "6", *TINY, "--resume",
                                 "--out", str(flow)))
-    assert "flow run, not a denoiser" in line
+    assert "holds a flow run" in line
     assert _digest(flow) == before
 
 
@@ -196,9 +196,10 @@ def test_disk_full_is_one_line_naming_the_path_and_keeps_earlier_checkpoints(tmp
     out = tmp_path / "full"
     base = ["train", "diffusion", "--data", "moons", *TINY, "--ckpt-every", "2", "--log-every", "2", "--out",
             str(out)]
-    with pytest.raises(SystemExit) as ei:
+    try:
         main(base[:4] + ["--steps", "2"] + base[4:])
-    assert ei.value.code in (0, None)
+    except SystemExit as exc:
+        assert exc.code in (0, None)
     good = latentgeo.load(out / "ema.safetensors")
     good_sd = {k: v.clone() for k, v in good.state_dict().items()}
     capsys.readouterr()
