@@ -9,7 +9,9 @@ For a data law ``mu`` in R^n and VE noise ``x = x0 + sigma * n`` (noise variance
 - ``mmse'(tau) = E|J_D|_F^2 = E|J_D v|^2``           (MMSE rate, estimated directly: the identity
   ``n - 2 tau I - tau^2 R`` cancels catastrophically at small tau)
 
-Each Jacobian-vector product is one ``torch.func.jvp``; the probes of a sample are a ``vmap``-ed batch of tangents
+Each Jacobian-vector product is one :func:`latentgeo.autodiff.jvp` (forward mode where the denoiser's ops support it,
+else the same numbers by a reverse-mode fallback, e.g. through diffusers attention; ``meta["jvp_mode"]`` records which
+was used); the probes of a sample are a ``vmap``-ed batch of tangents
 sharing one primal pass (about half the cost of stacking probes into the batch, which remains the fallback for
 denoisers that cannot be vmapped), and the JVP's primal output gives ``D(x)`` for the FI at no extra cost. Samples are
 processed in chunks of ``batch_size // n_probes`` to bound memory.
@@ -31,11 +33,17 @@ from typing import Any, Callable, Dict, Optional, Sequence, Union
 
 import torch
 
+from latentgeo import autodiff
 from latentgeo.errors import LatentgeoError, check_finite, check_nonempty
 
 __all__ = ["FisherCurves", "FisherDeviation", "fisher_curves", "fir_deviation", "default_sigmas"]
 
 _FIELDS = ("sigma", "fi", "fir", "mmse", "mmse_rate", "fi_se", "fir_se", "mmse_se", "mmse_rate_se", "fi_mmse")
+_OPTIONAL = ("fi_mmse_se",)  # absent from records written before it existed
+
+# fi_mmse is reported only where it can serve as a cross-check: its Monte-Carlo standard error and its float
+# round-off bound must both stay below this fraction of the primary FI estimate (else NaN, listed in meta).
+FI_MMSE_REL_TOL = 0.1
 
 
 def default_sigmas(n: int = 24, sigma_min: float = 0.01, sigma_max: float = 80.0) -> torch.Tensor:
@@ -51,8 +59,16 @@ class FisherCurves:
 
     ``sigma`` noise std; ``fi`` Fisher information ``E|s|^2``; ``fir`` its tau-derivative (<= 0); ``mmse``;
     ``mmse_rate`` = d mmse / d tau; ``*_se`` Monte-Carlo standard errors (over samples, each sample's value averaged
-    over its probes); ``fi_mmse`` = ``(n tau - mmse) / tau^2``, an FI cross-check that is noisy at small tau.
-    ``n`` is the data dimension, ``n_samples`` and ``n_probes`` the Monte-Carlo sizes.
+    over its probes); ``n`` is the data dimension, ``n_samples`` and ``n_probes`` the Monte-Carlo sizes.
+
+    ``fi_mmse`` is the MMSE-identity cross-check of the FI, ``(n tau - mmse) / tau^2``, computed in float64 per
+    sample with the applied noise energy ``|x - x0|^2`` (known mean ``n tau``) as a fitted control variate, and its
+    standard error ``fi_mmse_se``. It is a difference of two nearly equal O(n tau) numbers divided by ``tau^2``, so
+    it cancels catastrophically at small sigma (at sigma = 0.002 its standard error is ~10x the FI even with the
+    control variate, ~4000x without). Entries whose standard error or float round-off bound exceeds
+    ``FI_MMSE_REL_TOL`` (10%) of ``fi`` are NaN = unavailable (``fi_mmse_ok`` is False there); their sigmas and the
+    reason are in ``meta["fi_mmse_unavailable"]`` / ``meta["fi_mmse_note"]`` (``None`` in :meth:`to_dict`/JSON).
+    At large sigma it is the more precise FI estimate.
     """
 
     sigma: torch.Tensor
@@ -70,15 +86,22 @@ class FisherCurves:
     n_probes: int = 0
     label: str = ""
     meta: Dict[str, Any] = field(default_factory=dict)
+    fi_mmse_se: Optional[torch.Tensor] = None
 
     @property
     def tau(self) -> torch.Tensor:
         """Noise variance ``sigma^2``, shape [S]."""
         return self.sigma ** 2
 
+    @property
+    def fi_mmse_ok(self) -> torch.Tensor:
+        """Boolean [S]: where the ``fi_mmse`` cross-check is available (not cancelled away; see the class doc)."""
+        return torch.isfinite(self.fi_mmse)
+
     def to_dict(self) -> Dict[str, Any]:
-        """JSON-ready dict (lists of floats)."""
-        d: Dict[str, Any] = {k: [float(v) for v in getattr(self, k)] for k in _FIELDS}
+        """JSON-ready dict (lists of floats; unavailable entries, e.g. ``fi_mmse`` at small sigma, are ``None``)."""
+        d: Dict[str, Any] = {k: _json_list(getattr(self, k)) for k in _FIELDS + _OPTIONAL
+                             if getattr(self, k) is not None}
         d.update(n=int(self.n), n_samples=int(self.n_samples), n_probes=int(self.n_probes), label=self.label,
                  meta=self.meta)
         return d
@@ -86,7 +109,8 @@ class FisherCurves:
     @classmethod
     def from_dict(cls, d: Dict[str, Any]) -> "FisherCurves":
         try:
-            kw = {k: torch.tensor(d[k], dtype=torch.float64) for k in _FIELDS}
+            kw = {k: _from_json_list(d[k]) for k in _FIELDS}
+            kw.update({k: _from_json_list(d[k]) for k in _OPTIONAL if d.get(k) is not None})
             return cls(**kw, n=int(d["n"]), n_samples=int(d.get("n_samples", 0)),
                        n_probes=int(d.get("n_probes", 0)), label=str(d.get("label", "")), meta=dict(d.get("meta", {})))
         except (KeyError, TypeError, ValueError) as exc:
@@ -112,6 +136,15 @@ class FisherCurves:
         return plot_curves([self], path=path, axes=axes, labels=[label or self.label or "curve"], **kw)
 
 
+def _json_list(t: torch.Tensor) -> list:
+    """Floats, with non-finite entries as ``None`` (valid JSON; they mark unavailable values)."""
+    return [float(v) if math.isfinite(float(v)) else None for v in t]
+
+
+def _from_json_list(v) -> torch.Tensor:
+    return torch.tensor([float("nan") if e is None else e for e in v], dtype=torch.float64)
+
+
 def plot_curves(curves: Sequence[FisherCurves], path=None, axes=None, labels=None, title: str = ""):
     """Plot FI and |FIR| of several curves side by side (log-log), with +-2 SE bands."""
     import matplotlib
@@ -124,10 +157,10 @@ def plot_curves(curves: Sequence[FisherCurves], path=None, axes=None, labels=Non
         fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     labels = labels or [c.label or f"curve {i}" for i, c in enumerate(curves)]
     for c, lab in zip(curves, labels):
-        s = c.sigma.numpy()
+        s = c.sigma.detach().cpu().numpy()
         for ax, y, se in ((axes[0], c.fi, c.fi_se), (axes[1], -c.fir, c.fir_se)):
-            y = y.numpy()
-            se = se.numpy()
+            y = y.detach().cpu().numpy()
+            se = se.detach().cpu().numpy()
             (line,) = ax.loglog(s, y, label=lab)
             ax.fill_between(s, (y - 2 * se).clip(min=y * 1e-3), y + 2 * se, color=line.get_color(), alpha=0.2)
     axes[0].set(xlabel="sigma", ylabel="I(tau)  (Fisher information)")
@@ -199,8 +232,10 @@ def _edm_parts(denoiser) -> Optional[Callable]:
     return parts
 
 
-def _probe_jvps(g: Callable, xb: torch.Tensor, sb: torch.Tensor, V: torch.Tensor, batching: str):
+def _probe_jvps(g: Callable, xb: torch.Tensor, sb: torch.Tensor, V: torch.Tensor, batching: str, key=None):
     """JVPs of ``y -> g(y, sigma)`` at ``xb`` [b, ...] along each probe ``V[p]`` ([P, b, ...]).
+
+    ``key``: the object :func:`latentgeo.autodiff.jvp` remembers its AD stage for (the denoiser).
 
     Returns ``(primal_out, tangents_out, batching_used)``: primal outputs shaped [b, ...], tangents [P, b, ...]
     (tuples mirror ``g``'s output).
@@ -209,7 +244,7 @@ def _probe_jvps(g: Callable, xb: torch.Tensor, sb: torch.Tensor, V: torch.Tensor
     if batching in ("auto", "vmap"):
         try:
             with torch.no_grad():
-                prim, tang = torch.func.vmap(lambda t: torch.func.jvp(lambda y: g(y, sb), (xb,), (t,)))(V)
+                prim, tang = torch.func.vmap(lambda t: autodiff.jvp(lambda y: g(y, sb), (xb,), (t,), key=key))(V)
             first = (lambda o: tuple(t[0] for t in o)) if isinstance(prim, tuple) else (lambda o: o[0])
             return first(prim), tang, "vmap"
         except Exception:
@@ -220,7 +255,7 @@ def _probe_jvps(g: Callable, xb: torch.Tensor, sb: torch.Tensor, V: torch.Tensor
     xr = xb.repeat(P, *([1] * (xb.ndim - 1)))
     sr = sb.repeat(P)
     with torch.no_grad():
-        prim, tang = torch.func.jvp(lambda y: g(y, sr), (xr,), (V.reshape(P * b, *xb.shape[1:]),))
+        prim, tang = autodiff.jvp(lambda y: g(y, sr), (xr,), (V.reshape(P * b, *xb.shape[1:]),), key=key)
 
     def split(o):
         return o.reshape(P, b, *o.shape[1:])
@@ -241,6 +276,36 @@ def _probes(shape, kind: str, generator, dtype, device) -> torch.Tensor:
         v = torch.randint(0, 2, shape, generator=generator, device=gd).to(device=device, dtype=dtype)
         return 2 * v - 1
     return torch.randn(shape, generator=generator, dtype=dtype, device=gd).to(device)
+
+
+def _check_denoiser_output(denoiser: Callable, x: torch.Tensor, sigma: float) -> None:
+    """One plain call on a couple of rows: the output must be a tensor of the input's shape, before any JVP
+    (broadcasting would otherwise hide a wrong shape)."""
+    with torch.no_grad():
+        out = denoiser(x, torch.full((x.shape[0],), sigma, dtype=x.dtype, device=x.device))
+    if not isinstance(out, torch.Tensor):
+        raise LatentgeoError(f"the denoiser returned a {type(out).__name__}, not a tensor; it must return "
+                             f"E[x0 | x] as a tensor of the input's shape {tuple(x.shape)}")
+    if out.shape != x.shape:
+        raise LatentgeoError(f"the denoiser returned shape {tuple(out.shape)} for input of shape {tuple(x.shape)}; "
+                             "it must return E[x0 | x] with the input's shape")
+    if not bool(torch.isfinite(out).all()):
+        raise LatentgeoError(f"the denoiser returned NaN/inf at sigma = {sigma:.6g}; check it at that noise level "
+                             "(or drop that sigma from the grid)")
+
+
+def _control_variate(y: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """``y - beta c`` with the variance-minimising ``beta = cov(y, c) / var(c)`` (``c`` has known mean 0).
+
+    For the MMSE identity ``beta`` is about -1 at small sigma (the noise energy dominates ``|D - x0|^2``) and about 0
+    at large sigma (``D`` barely depends on the noise); the O(1/N) bias of the fitted ``beta`` is negligible.
+    """
+    cc = c - c.mean()
+    var = float((cc * cc).sum())
+    if not (var > 0 and math.isfinite(var)):
+        return y
+    beta = float(((y - y.mean()) * cc).sum()) / var
+    return y - beta * c
 
 
 def _mean_se(per_sample: torch.Tensor):
@@ -312,15 +377,23 @@ def fisher_curves(denoiser: Callable, x0: torch.Tensor, sigmas: Union[Sequence[f
         raise LatentgeoError(f"batch_size must be >= 1, got {batch_size}")
     noise = torch.randn(x0.shape, generator=generator, dtype=dtype, device=_gen_device(generator, device)).to(device)
     red = tuple(range(1, x0.ndim))
+    _check_denoiser_output(denoiser, x0[:2] + float(sig[0]) * noise[:2], float(sig[0]))
+    eps = torch.finfo(dtype).eps
 
     batching = probe_batching
     out = {k: [] for k in _FIELDS}
+    fim_ses: list = []
+    unavailable: list = []
     for s in sig.tolist():
         tau = s * s
         fi_i = torch.zeros(N, dtype=torch.float64)
         fir_i = torch.zeros(N, dtype=torch.float64)
         mr_i = torch.zeros(N, dtype=torch.float64)
         mse_i = torch.zeros(N, dtype=torch.float64)
+        fim_i = torch.zeros(N, dtype=torch.float64)  # (n tau - |D - x0|^2) / tau^2 per sample
+        cv_i = torch.zeros(N, dtype=torch.float64)  # (|x - x0|^2 - n tau) / tau^2: zero mean, control variate
+        rnd_i = torch.zeros(N, dtype=torch.float64)  # float round-off bound of that difference
+        bad_out = False
         # chunks of whole samples; all P probes of a sample are evaluated together (vmap over the tangents shares
         # the primal computation between probes, ~2x cheaper than stacking probes into the batch)
         b = max(1, rows // P)
@@ -336,7 +409,7 @@ def fisher_curves(denoiser: Callable, x0: torch.Tensor, sigmas: Union[Sequence[f
             else:
                 def g(y, sg):
                     return denoiser(y, sg), score(y, sg)
-            prim, tang, batching = _probe_jvps(g, xb, sb, V, batching)
+            prim, tang, batching = _probe_jvps(g, xb, sb, V, batching, key=denoiser)
             if edm is not None:
                 Dx, rx = prim
                 JDv, Jrv = tang
@@ -349,30 +422,59 @@ def fisher_curves(denoiser: Callable, x0: torch.Tensor, sigmas: Union[Sequence[f
                 sx = (Dx - xb) / tau
             else:
                 (Dx, sx), (JDv, Hv) = prim, tang
+            if Dx.shape != xb.shape or JDv.shape != V.shape:
+                raise LatentgeoError(f"the denoiser returned shape {tuple(Dx.shape)} for input of shape "
+                                     f"{tuple(xb.shape)}; it must return E[x0 | x] with the input's shape")
+            bad_out = bad_out or not bool(torch.isfinite(Dx).all())
             Dx, sx, JDv, Hv = (t.to(torch.float64) for t in (Dx, sx, JDv, Hv))
             red_p = tuple(range(2, Hv.ndim))
             ic = idx.cpu()
             fir_i[ic] = -(Hv ** 2).sum(red_p).sum(0).cpu()
             mr_i[ic] = (JDv ** 2).sum(red_p).sum(0).cpu()
             fi_i[ic] = (sx ** 2).sum(red).cpu()
-            mse_i[ic] = ((Dx - x0[idx].to(torch.float64)) ** 2).sum(red).cpu()
+            x0b = x0[idx].to(torch.float64)
+            err = Dx - x0b
+            e2 = (err ** 2).sum(red)
+            mse_i[ic] = e2.cpu()
+            # MMSE identity per sample, and the applied noise energy (known mean n tau) for a control variate
+            fim_i[ic] = (n * tau - e2).cpu() / tau ** 2
+            cv_i[ic] = (((xb.to(torch.float64) - x0b) ** 2).sum(red) - n * tau).cpu() / tau ** 2
+            # |D - x0|^2 moves by 2 |D - x0| |dD| when D carries relative rounding eps: bound the FI error by that
+            rnd_i[ic] = (2 * eps * e2.sqrt() * (Dx ** 2).sum(red).sqrt()).cpu() / tau ** 2
         fir_i /= P  # Hutchinson: average over the probes of each sample
         mr_i /= P
+        if bad_out:
+            raise LatentgeoError(f"the denoiser returned NaN/inf at sigma = {s:.6g}; check it at that noise level "
+                                 "(or drop that sigma from the grid)")
         for key, arr in (("fi", fi_i), ("fir", fir_i), ("mmse", mse_i), ("mmse_rate", mr_i)):
+            if not bool(torch.isfinite(arr).all()):
+                what = "its Jacobian-vector products are" if key in ("fir", "mmse_rate") else "its score is"
+                raise LatentgeoError(f"the {key} estimate is not finite at sigma = {s:.6g}: the denoiser's output is "
+                                     f"finite but {what} NaN/inf there; pass dtype=torch.float64 or check the "
+                                     "denoiser at that noise level")
             m, se = _mean_se(arr)
             out[key].append(m)
             out[key + "_se"].append(se)
-        out["fi_mmse"].append((n * tau - out["mmse"][-1]) / tau ** 2)
+        fim, fim_se = _mean_se(_control_variate(fim_i, cv_i))
+        rnd = float(rnd_i.mean())
+        tol = FI_MMSE_REL_TOL * abs(out["fi"][-1])
+        if not (math.isfinite(fim) and fim_se <= tol and rnd <= tol):
+            unavailable.append(s)
+            fim = float("nan")
+        out["fi_mmse"].append(fim)
+        fim_ses.append(fim_se)
         out["sigma"].append(s)
     res = {k: torch.tensor(v, dtype=torch.float64) for k, v in out.items()}
-    for k in ("fi", "fir", "mmse", "mmse_rate"):
-        if not torch.isfinite(res[k]).all():
-            raise LatentgeoError(f"the {k} estimate is not finite at some sigma; the denoiser returned NaN/inf there "
-                                 "(check it at those noise levels, or pass dtype=torch.float64)")
-    return FisherCurves(**res, n=n, n_samples=N, n_probes=P, label=label,
-                        meta={"probe": probe, "dtype": str(dtype).replace("torch.", ""),
-                              "score_space_jvp": score is not None, "edm_residual_jvp": edm is not None,
-                              "probe_batching": batching})
+    meta = {"probe": probe, "dtype": str(dtype).replace("torch.", ""), "score_space_jvp": score is not None,
+            "edm_residual_jvp": edm is not None, "probe_batching": batching, "fi_mmse_unavailable": unavailable,
+            "jvp_mode": autodiff.forced_mode() or autodiff.ad_mode(denoiser)}
+    if unavailable:
+        meta["fi_mmse_note"] = (f"fi_mmse is NaN (unavailable) at sigma {', '.join(f'{v:.4g}' for v in unavailable)}:"
+                                f" the MMSE identity (n tau - mmse)/tau^2 cancels catastrophically there (its "
+                                f"standard error or {meta['dtype']} round-off exceeds {FI_MMSE_REL_TOL:.0%} of fi); "
+                                "use fi")
+    return FisherCurves(**res, n=n, n_samples=N, n_probes=P, label=label, meta=meta,
+                        fi_mmse_se=torch.tensor(fim_ses, dtype=torch.float64))
 
 
 # ---------------------------------------------------------------------------------------------------------------

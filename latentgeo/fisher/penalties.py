@@ -2,8 +2,10 @@
 
 An encoder is any callable ``E(x) -> z`` with ``x`` of shape ``[B, ...]`` (data, ``D = prod(...)`` numbers per
 sample) and ``z`` of shape ``[B, ...]`` (``d`` numbers per sample). Everything is computed with forward-mode
-derivatives (``torch.func.jvp``): first derivatives along data tangents for the tangential distortion, and a JVP of a
-JVP (a Hessian-vector product of each output coordinate) for the curvature.
+derivatives (:func:`latentgeo.autodiff.jvp` / :func:`~latentgeo.autodiff.jvp2`: forward mode where the encoder's ops
+support it, else the same numbers by a reverse-mode fallback, e.g. through a diffusers VAE's attention): first
+derivatives along data tangents for the tangential distortion, and a JVP of a JVP (a Hessian-vector product of each
+output coordinate) for the curvature.
 
 - :func:`dimensional_compression`: D vs d and the predicted small-tau FIR deviation ``|D - d| / (D - k)`` for data of
   intrinsic dimension ``k`` (the toy's ``(D - d)/(D - 2)``).
@@ -21,6 +23,7 @@ from typing import Callable, Dict, Optional, Tuple
 
 import torch
 
+from latentgeo import autodiff
 from latentgeo.errors import LatentgeoError, check_finite, check_nonempty
 
 __all__ = ["dimensional_compression", "tangent_basis", "local_pca_dimension", "tangential_distortion",
@@ -102,18 +105,23 @@ def local_pca_dimension(x: torch.Tensor, n_neighbors: int = 16, threshold: float
     return int(kk.median())
 
 
-def _jvp_rows(encoder: Callable, x: torch.Tensor, tangents: torch.Tensor, batch_size: int):
+def _jvp_rows(encoder: Callable, x: torch.Tensor, tangents: torch.Tensor, batch_size: int, key=None):
     """J_E(x_i) t_ij for every sample i and tangent j: returns [N, k, d] (float64)."""
     N, k = tangents.shape[:2]
     shape = x.shape[1:]
     out = []
     xr = x.repeat_interleave(k, 0)
-    tr = tangents.reshape(N * k, *shape).to(x.dtype)
+    tr = tangents.reshape(N * k, *shape).to(device=x.device, dtype=x.dtype)
     for s in range(0, N * k, batch_size):
         with torch.no_grad():
-            _, jt = torch.func.jvp(encoder, (xr[s:s + batch_size],), (tr[s:s + batch_size],))
+            _, jt = autodiff.jvp(encoder, (xr[s:s + batch_size],), (tr[s:s + batch_size],), key=key)
         out.append(_flat(jt).to(torch.float64))
     return torch.cat(out).reshape(N, k, -1)
+
+
+def _ad_key(encoder):
+    """What the AD stage is remembered for: the module behind a bound method / the encoder itself."""
+    return getattr(encoder, "__self__", encoder)
 
 
 def _prepare(encoder, x, tangents, k, n_neighbors):
@@ -153,9 +161,9 @@ def tangential_distortion(encoder: Callable, x: torch.Tensor, tangents: Optional
     """
     encoder, x, T = _prepare(encoder, x, tangents, k, n_neighbors)
     k = T.shape[1]
-    JT = _jvp_rows(encoder, x, T, batch_size) * float(scale)  # [N, k, d]
+    JT = _jvp_rows(encoder, x, T, batch_size, key=_ad_key(encoder)) * float(scale)  # [N, k, d]
     G = JT @ JT.transpose(1, 2)
-    eye = torch.eye(k, dtype=G.dtype)
+    eye = torch.eye(k, dtype=G.dtype, device=G.device)
     dist = (G - eye).flatten(1).norm(dim=1) / math.sqrt(k)
     ms = torch.diagonal(G, dim1=1, dim2=2).sum(1) / k
     aniso = (G / ms.clamp_min(1e-300)[:, None, None] - eye).flatten(1).norm(dim=1) / math.sqrt(k)
@@ -185,20 +193,17 @@ def curvature_penalty(encoder: Callable, x: torch.Tensor, tangents: Optional[tor
     N, k = T.shape[:2]
     shape = x.shape[1:]
     xr = x.repeat_interleave(k, 0)
-    tr = T.reshape(N * k, *shape).to(x.dtype)
+    tr = T.reshape(N * k, *shape).to(device=x.device, dtype=x.dtype)
+    key = _ad_key(encoder)
     firsts, seconds = [], []
     for s in range(0, N * k, batch_size):
         xb, tb = xr[s:s + batch_size], tr[s:s + batch_size]
-
-        def first(y, tb=tb):
-            return torch.func.jvp(encoder, (y,), (tb,))[1]
-
         with torch.no_grad():
             if step is None:
-                jt, a = torch.func.jvp(first, (xb,), (tb,))
+                jt, a = autodiff.jvp2(encoder, xb, tb, key=key)
             else:
                 h = float(step)
-                _, jt = torch.func.jvp(encoder, (xb,), (tb,))
+                _, jt = autodiff.jvp(encoder, (xb,), (tb,), key=key)
                 e = encoder(torch.cat([xb + h * tb, xb, xb - h * tb]))
                 ep, e0, em = e.chunk(3)
                 a = (ep - 2 * e0 + em) / h ** 2
@@ -236,7 +241,7 @@ def power_spectrum(images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
         x = x - x.mean(1, keepdim=True)
         L = x.shape[1]
         P = (torch.fft.rfft(x, dim=1).abs() ** 2 / L).mean(0)
-        return torch.fft.rfftfreq(L, dtype=torch.float64), P
+        return torch.fft.rfftfreq(L, dtype=torch.float64, device=x.device), P
     if x.ndim == 3:
         x = x[:, None]
     if x.ndim != 4:
@@ -245,15 +250,16 @@ def power_spectrum(images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     x = x - x.mean((-2, -1), keepdim=True)
     F = torch.fft.fft2(x).abs() ** 2 / (H * W)
     F = F.mean((0, 1))  # [H, W]
-    fy = torch.fft.fftfreq(H, dtype=torch.float64)[:, None]
-    fx = torch.fft.fftfreq(W, dtype=torch.float64)[None, :]
+    dev = x.device
+    fy = torch.fft.fftfreq(H, dtype=torch.float64, device=dev)[:, None]
+    fx = torch.fft.fftfreq(W, dtype=torch.float64, device=dev)[None, :]
     r = torch.sqrt(fy ** 2 + fx ** 2) * max(H, W)
     b = torch.round(r).long().flatten()
     nb = int(b.max()) + 1
-    tot = torch.zeros(nb, dtype=torch.float64).index_add_(0, b, F.flatten())
-    cnt = torch.zeros(nb, dtype=torch.float64).index_add_(0, b, torch.ones_like(F.flatten()))
+    tot = torch.zeros(nb, dtype=torch.float64, device=dev).index_add_(0, b, F.flatten())
+    cnt = torch.zeros(nb, dtype=torch.float64, device=dev).index_add_(0, b, torch.ones_like(F.flatten()))
     keep = cnt > 0
-    freq = torch.arange(nb, dtype=torch.float64) / max(H, W)
+    freq = torch.arange(nb, dtype=torch.float64, device=dev) / max(H, W)
     return freq[keep], (tot / cnt.clamp_min(1))[keep]
 
 

@@ -7,11 +7,12 @@
 All are registered with :func:`latentgeo.checkpoint.register_module`, so checkpoints rebuild them. Wrap them in
 :class:`latentgeo.diffusion.EDMDenoiser` to get a denoiser ``D(x, sigma)``.
 """
-from latentgeo.nets.diffusers_adapter import DiffusersUNet
+from latentgeo.nets.diffusers_adapter import DiffusersUNet, MathAttnProcessor, use_math_attention
 from latentgeo.nets.embedding import SinusoidalEmbedding, periodic_embed
 from latentgeo.nets.mlp import MLP
 from latentgeo.nets.unet import UNet
 
 NETS = {"mlp": MLP, "unet": UNet, "diffusers_unet": DiffusersUNet}
 
-__all__ = ["MLP", "UNet", "DiffusersUNet", "SinusoidalEmbedding", "periodic_embed", "NETS"]
+__all__ = ["MLP", "UNet", "DiffusersUNet", "MathAttnProcessor", "use_math_attention", "SinusoidalEmbedding",
+           "periodic_embed", "NETS"]

@@ -26,8 +26,9 @@ from latentgeo.spacetime.diffed import (edit_distance, edit_distance_matrix, edi
                                         pf_ode_path)
 from latentgeo.spacetime.family import (curve_energy, curve_length, divergence, eta, kl_from_state,
                                         lambda_of_sigma, mu, segment_terms, sigma_of_lambda)
+from latentgeo.spacetime.energy import energy_and_grad
 from latentgeo.spacetime.fast import compiled_energy_step
-from latentgeo.spacetime.geodesic import Geodesic, energy_and_grad, geodesic
+from latentgeo.spacetime.geodesic import Geodesic, geodesic
 from latentgeo.spacetime.penalties import RegionAvoidance, SNRPenalty, SumPenalty, region_kl, snr_penalty_value
 from latentgeo.spacetime.spline import SplineCurve, spline_basis
 

@@ -7,6 +7,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from latentgeo.errors import LatentgeoError, check_finite
+
 __all__ = ["ssim", "euclidean", "rank_correlations"]
 
 
@@ -24,6 +26,12 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0, win: int = 7
     Gaussian window (``win`` clipped to the image size, so 8x8 digits work), constants ``K1 = 0.01``, ``K2 = 0.03``
     of ``data_range`` (2 for images in [-1, 1]); 'valid' filtering; mean over channels and positions.
     """
+    a, b = torch.as_tensor(a), torch.as_tensor(b)
+    if a.ndim != 4 or a.shape != b.shape:
+        raise LatentgeoError(f"ssim needs two image batches [B, C, H, W] of the same shape; got {tuple(a.shape)} and "
+                             f"{tuple(b.shape)}")
+    check_finite(a, "a")
+    check_finite(b, "b")
     a, b = a.double(), b.double()
     C = a.shape[1]
     w = min(win, a.shape[-1], a.shape[-2])
@@ -43,6 +51,9 @@ def ssim(a: torch.Tensor, b: torch.Tensor, data_range: float = 2.0, win: int = 7
 
 def euclidean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """``|a - b|`` per row of [B, ...] -> [B]."""
+    if a.shape != b.shape or a.ndim < 1:
+        raise LatentgeoError(f"euclidean needs two batches [B, ...] of the same shape; got {tuple(a.shape)} and "
+                             f"{tuple(b.shape)}")
     return (a - b).flatten(1).norm(dim=1)
 
 
@@ -50,8 +61,14 @@ def rank_correlations(d: np.ndarray, **others: np.ndarray) -> Dict[str, Dict[str
     """Spearman and Kendall rank correlations of ``d`` with each named array (e.g. ``euclid=..., ssim=...``)."""
     from scipy.stats import kendalltau, spearmanr
 
+    d = np.asarray(d, dtype=float).reshape(-1)
+    check_finite(d, "d")
     out = {}
     for name, v in others.items():
+        v = np.asarray(v, dtype=float).reshape(-1)
+        if v.shape != d.shape:
+            raise LatentgeoError(f"{name} has {v.size} values but d has {d.size}; pass one value per pair")
+        check_finite(v, name)
         rho = spearmanr(d, v)
         tau = kendalltau(d, v)
         out[name] = {"spearman": float(rho.statistic), "spearman_p": float(rho.pvalue),

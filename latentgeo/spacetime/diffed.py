@@ -12,7 +12,7 @@ from typing import Callable, Optional, Sequence, Union
 
 import torch
 
-from latentgeo.errors import LatentgeoError, check_positive
+from latentgeo.errors import LatentgeoError, check_finite, check_positive
 from latentgeo.spacetime.geodesic import Geodesic, geodesic
 
 __all__ = ["edit_distance", "edit_distance_pairs", "edit_distance_matrix", "pf_ode_path", "encode_to_sigma"]
@@ -26,8 +26,11 @@ def pf_ode_path(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, grad:
     ``x`` [B, ...] is the state at ``sigmas[0]``. Returns all states [S, B, ...]. ``grad=True`` keeps the graph
     (differentiable decoder/encoder).
     """
-    if (sigmas <= 0).any():
-        raise LatentgeoError("PF-ODE noise levels must be > 0 (the ODE is singular at sigma = 0)")
+    x = torch.as_tensor(x)
+    sigmas = torch.as_tensor(sigmas, device=x.device)
+    if not bool(torch.isfinite(sigmas).all()) or bool((sigmas <= 0).any()):
+        raise LatentgeoError("PF-ODE noise levels must be finite and > 0 (the ODE is singular at sigma = 0)")
+    check_finite(x, "x")
     out = [x]
     ctx = torch.enable_grad() if grad else torch.no_grad()
     with ctx:
@@ -38,6 +41,10 @@ def pf_ode_path(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, grad:
             x1 = x + (s1 - s0) * d0
             d1 = (x1 - denoiser(x1, s1.expand(B))) / s1
             x = x + (s1 - s0) * 0.5 * (d0 + d1)
+            if not bool(torch.isfinite(x).all()):
+                raise LatentgeoError(f"the PF-ODE state became NaN/inf between sigma = {float(s0):.4g} and "
+                                     f"{float(s1):.4g}: the denoiser returned NaN/inf there; check it at those noise "
+                                     "levels")
             out.append(x)
     return torch.stack(out)
 
@@ -55,6 +62,8 @@ def encode_to_sigma(denoiser: Denoiser, x0: torch.Tensor, sigma: float, steps: i
     ``x0`` is taken as the state at ``sigma_start`` (the ODE is singular at 0). Uses
     ``latentgeo.diffusion.pf_ode_encode`` when available, else the same scheme here.
     """
+    x0 = torch.as_tensor(x0)
+    check_finite(x0, "x0")
     if not (0 < sigma_start < sigma):
         raise LatentgeoError(f"need 0 < sigma_start ({sigma_start}) < sigma ({sigma}) to PF-ODE-encode; lower "
                              "sigma_start or raise sigma_min")
@@ -63,9 +72,14 @@ def encode_to_sigma(denoiser: Denoiser, x0: torch.Tensor, sigma: float, steps: i
     except ImportError:  # the diffusion area is optional here
         pf_ode_encode = None
     if pf_ode_encode is not None:
-        return pf_ode_encode(denoiser, x0, float(sigma), steps=steps, sigma_min=float(sigma_start))
-    grid = _rho_grid(float(sigma_start), float(sigma), steps, x0.dtype, x0.device)
-    return pf_ode_path(denoiser, x0, grid)[-1]
+        z = pf_ode_encode(denoiser, x0, float(sigma), steps=steps, sigma_min=float(sigma_start))
+    else:
+        grid = _rho_grid(float(sigma_start), float(sigma), steps, x0.dtype, x0.device)
+        z = pf_ode_path(denoiser, x0, grid)[-1]
+    if not bool(torch.isfinite(z).all()):
+        raise LatentgeoError(f"PF-ODE encoding to sigma = {float(sigma):.4g} gave NaN/inf: the denoiser returned "
+                             f"NaN/inf between sigma = {float(sigma_start):.4g} and {float(sigma):.4g}; check it there")
+    return z
 
 
 def _multires(denoiser, start, end, n_points, steps, **kw) -> Geodesic:
@@ -102,6 +116,8 @@ def edit_distance_pairs(denoiser: Denoiser, A: torch.Tensor, B: torch.Tensor, si
     if A.shape != B.shape or A.ndim < 2:
         raise LatentgeoError(f"A and B must both be [P, ...] with the same shape; got {tuple(A.shape)} and "
                              f"{tuple(B.shape)}")
+    check_finite(A, "A")
+    check_finite(B, "B")
     if encode:
         both = encode_to_sigma(denoiser, torch.cat([A, B]), sigma_min, steps=encode_steps, sigma_start=encode_from)
         A, B = both[: A.shape[0]], both[A.shape[0]:]
@@ -123,7 +139,10 @@ def edit_distance(denoiser: Denoiser, a: torch.Tensor, b: torch.Tensor, sigma_mi
     a = torch.as_tensor(a)
     b = torch.as_tensor(b, dtype=a.dtype, device=a.device)
     if a.shape != b.shape:
-        raise LatentgeoError(f"a and b have different shapes {tuple(a.shape)} and {tuple(b.shape)}")
+        raise LatentgeoError(f"a and b have different shapes {tuple(a.shape)} and {tuple(b.shape)}; pass two points "
+                             "of the same data shape")
+    check_finite(a, "a")
+    check_finite(b, "b")
     L, g = edit_distance_pairs(denoiser, a[None], b[None], sigma_min=sigma_min, encode=encode,
                                return_geodesic=True, **kwargs)
     return (float(L[0]), g) if return_geodesic else float(L[0])
@@ -135,9 +154,23 @@ def edit_distance_matrix(denoiser: Denoiser, X: torch.Tensor, Y: Optional[torch.
 
     With ``Y=None`` the matrix of ``X`` against itself: only pairs i < j are optimised (zero diagonal, mirrored),
     since the distance is symmetric. Pairs run as batched geodesics, ``pair_batch`` at a time. ``encode=True``
-    encodes every point once. Keyword arguments as in :func:`edit_distance_pairs`.
+    encodes every point once. Keyword arguments as in :func:`edit_distance_pairs`. The matrix is on ``X``'s device.
     """
     X = torch.as_tensor(X)
+    if X.ndim < 2:
+        raise LatentgeoError(f"X has shape {tuple(X.shape)}; pass one data point per row, [M, ...] (e.g. X[:, None] "
+                             "for 1-D data)")
+    check_finite(X, "X")
+    if Y is not None:
+        Y = torch.as_tensor(Y, dtype=X.dtype, device=X.device)
+        if Y.ndim != X.ndim or Y.shape[1:] != X.shape[1:]:
+            raise LatentgeoError(f"X has shape {tuple(X.shape)} and Y {tuple(Y.shape)}; their points (all but the "
+                                 "first axis) must have the same shape")
+        check_finite(Y, "Y")
+    check_positive(float(sigma_min), "sigma_min")
+    if int(pair_batch) < 1:
+        raise LatentgeoError(f"pair_batch must be >= 1, got {pair_batch}")
+    pair_batch = int(pair_batch)
     enc_steps = kwargs.pop("encode_steps", 32)
     enc_from = kwargs.pop("encode_from", 0.002)
     sym = Y is None
@@ -148,16 +181,17 @@ def edit_distance_matrix(denoiser: Denoiser, X: torch.Tensor, Y: Optional[torch.
                                 steps=enc_steps, sigma_start=enc_from)
     Y = X if sym else torch.as_tensor(Y, dtype=X.dtype, device=X.device)
     M, K = X.shape[0], Y.shape[0]
+    dev = X.device
     if sym:
-        idx = torch.triu_indices(M, M, offset=1)
+        idx = torch.triu_indices(M, M, offset=1, device=dev)
     else:
-        ii, jj = torch.meshgrid(torch.arange(M), torch.arange(K), indexing="ij")
+        ii, jj = torch.meshgrid(torch.arange(M, device=dev), torch.arange(K, device=dev), indexing="ij")
         idx = torch.stack([ii.reshape(-1), jj.reshape(-1)])
-    out = torch.zeros(M, K, dtype=X.dtype)
+    out = torch.zeros(M, K, dtype=X.dtype, device=dev)
     for start in range(0, idx.shape[1], int(pair_batch)):
         i, j = idx[0, start:start + pair_batch], idx[1, start:start + pair_batch]
         L = edit_distance_pairs(denoiser, X[i], Y[j], sigma_min=sigma_min, encode=False, **kwargs)
-        out[i, j] = L.detach().cpu().to(out.dtype)
+        out[i, j] = L.detach().to(out.dtype)
         if sym:
             out[j, i] = out[i, j]
     return out

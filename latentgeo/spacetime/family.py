@@ -28,11 +28,13 @@ geodesic optimisation needs (a double backward through the denoiser). The denois
 """
 from __future__ import annotations
 
+import contextlib
 from typing import Callable, Optional, Tuple, Union
 
 import torch
 
-from latentgeo.errors import LatentgeoError
+from latentgeo.autodiff import math_attention
+from latentgeo.errors import LatentgeoError, values_readable
 
 __all__ = ["eta", "mu", "divergence", "rademacher_probes", "segment_terms", "curve_energy", "curve_length",
            "kl_from_state", "lambda_of_sigma", "sigma_of_lambda"]
@@ -51,6 +53,50 @@ def sigma_of_lambda(lam: torch.Tensor) -> torch.Tensor:
     return torch.exp(-0.5 * lam)
 
 
+_readable = values_readable  # one definition, in latentgeo.errors
+
+
+def _fmt_sigmas(s: torch.Tensor, limit: int = 4) -> str:
+    v = sorted(set(float(t) for t in s.detach().reshape(-1).cpu().tolist()))
+    shown = ", ".join(f"{t:.4g}" for t in v[:limit])
+    return shown + (f", ... ({len(v)} values)" if len(v) > limit else "")
+
+
+def _check_sigma(s: torch.Tensor, name: str = "sigma") -> None:
+    """Every sigma finite and > 0: the family is indexed by sigma > 0 (eta = x / sigma^2 blows up at 0)."""
+    if not _readable(s):
+        return
+    bad = ~(torch.isfinite(s) & (s > 0))
+    if bool(bad.any()):
+        if name != "sigma":
+            raise LatentgeoError(f"{name} must be finite and > 0, got {_fmt_sigmas(s[bad])} (the posterior family "
+                                 "degenerates at sigma = 0); use a small positive value such as 0.01")
+        raise LatentgeoError(f"sigma must be > 0 at every curve point; got sigma = {_fmt_sigmas(s[bad])} at "
+                             f"{int(bad.sum())} of {s.numel()} points (the posterior family degenerates at "
+                             "sigma = 0); keep every point at sigma >= a small sigma_min such as 0.01")
+
+
+def _check_points(x: torch.Tensor, name: str = "x") -> None:
+    if _readable(x) and not bool(torch.isfinite(x).all()):
+        raise LatentgeoError(f"{name} contains NaN or inf values; pass finite spacetime points")
+
+
+def _check_denoised(D: torch.Tensor, q: torch.Tensor, s: torch.Tensor) -> None:
+    """Name the sigma where the denoiser (or its divergence) is NaN/inf instead of passing NaN on."""
+    if not (_readable(D) and _readable(q)):
+        return
+    badD = ~torch.isfinite(D.detach()).reshape(D.shape[0], -1).all(1)
+    if bool(badD.any()):
+        raise LatentgeoError(f"the denoiser returned NaN/inf at sigma = {_fmt_sigmas(s[badD])} "
+                             f"({int(badD.sum())} of {D.shape[0]} points); check it at that noise level (or keep the "
+                             "curve away from it, e.g. a larger sigma_min)")
+    badq = ~torch.isfinite(q.detach()).all(0)
+    if bool(badq.any()):
+        raise LatentgeoError(f"the denoiser's Jacobian (divergence) is NaN/inf at sigma = {_fmt_sigmas(s[badq])} "
+                             f"({int(badq.sum())} of {q.shape[1]} points) although its output is finite; check its "
+                             "gradient at that noise level")
+
+
 def _sigma_vec(sigma: Union[float, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
     s = torch.as_tensor(sigma, dtype=x.dtype, device=x.device)
     if s.ndim == 0:
@@ -58,7 +104,22 @@ def _sigma_vec(sigma: Union[float, torch.Tensor], x: torch.Tensor) -> torch.Tens
     if s.ndim != 1 or s.shape[0] != x.shape[0]:
         raise LatentgeoError(f"sigma has shape {tuple(s.shape)} but x has batch {x.shape[0]}; "
                              "pass sigma of shape [B] or a scalar")
+    _check_sigma(s)
     return s
+
+
+def _n_probes(n_probes) -> Optional[int]:
+    if n_probes is None:
+        return None
+    try:
+        ok = not isinstance(n_probes, bool) and float(n_probes) == int(n_probes)
+    except (TypeError, ValueError, OverflowError):
+        ok = False
+    if not ok:
+        raise LatentgeoError(f"n_probes must be a positive integer or None (exact divergence), got {n_probes!r}")
+    if int(n_probes) < 1:
+        raise LatentgeoError(f"n_probes must be >= 1 or None (exact divergence), got {n_probes}")
+    return int(n_probes)
 
 
 def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
@@ -67,7 +128,12 @@ def _bcast(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 
 def eta(x: torch.Tensor, sigma: Union[float, torch.Tensor]) -> Pair:
-    """Natural parameter of ``p(x0 | x, sigma)``: ``(x / sigma^2 [B, ...], -1/(2 sigma^2) [B])``."""
+    """Natural parameter of ``p(x0 | x, sigma)``: ``(x / sigma^2 [B, ...], -1/(2 sigma^2) [B])``.
+
+    Every sigma must be finite and > 0 and ``x`` finite (a one-line :class:`LatentgeoError` otherwise): at
+    sigma = 0 the natural parameter is infinite (the posterior is a point mass), not a limit one can return.
+    """
+    _check_points(x)
     s = _sigma_vec(sigma, x)
     inv = 1.0 / (s * s)
     return x * _bcast(inv, x), -0.5 * inv
@@ -111,7 +177,8 @@ def _denoise_and_quad(denoiser: Denoiser, x: torch.Tensor, s: torch.Tensor, prob
     """``D(x, s)`` [B, ...] and the quadratic forms ``v^T (dD/dx) v`` [M, B] for probes [M, B, ...].
 
     One forward pass on the M-fold replicated batch and one vector-Jacobian product give all M*B quadratic forms;
-    ``D`` is read off the first replica, so no extra forward pass is spent on it.
+    ``D`` is read off the first replica, so no extra forward pass is spent on it. With ``create_graph`` the forward
+    pass runs under :func:`latentgeo.autodiff.math_attention` (double backward through attention).
     """
     M, B = probes.shape[0], x.shape[0]
     with torch.enable_grad():
@@ -119,10 +186,19 @@ def _denoise_and_quad(denoiser: Denoiser, x: torch.Tensor, s: torch.Tensor, prob
         if not xr.requires_grad:
             xr = xr.detach().requires_grad_(True)
         sr = s.repeat(M)
-        out = denoiser(xr, sr)
+        # a graph that will be differentiated again (geodesic gradients) needs attention in its math form: the
+        # fused kernels' backward has no derivative; without attention this changes nothing
+        with math_attention() if create_graph else contextlib.nullcontext():
+            out = denoiser(xr, sr)
         if out.shape != xr.shape:
             raise LatentgeoError(f"the denoiser returned shape {tuple(out.shape)} for input {tuple(xr.shape)}; "
                                  "it must return E[x0|x] with the shape of x")
+        if not out.requires_grad:
+            if _readable(out) and not bool(torch.isfinite(out).all()):
+                _check_denoised(out[:B], torch.zeros(1, B, dtype=out.dtype, device=out.device), s)
+            raise LatentgeoError("the denoiser's output does not depend differentiably on x (it was detached, "
+                                 "computed under no_grad or outside torch); spacetime quantities need dD/dx, so make "
+                                 "D a differentiable torch function of x")
         v = probes.reshape(xr.shape)
         (g,) = torch.autograd.grad(out, xr, grad_outputs=v, create_graph=create_graph)
     q = (g * v).reshape(M, B, -1).sum(-1)
@@ -146,13 +222,16 @@ def divergence(denoiser: Denoiser, x: torch.Tensor, sigma: Union[float, torch.Te
     an integer uses that many Rademacher probes (Hutchinson, unbiased). ``probes`` [M, B, ...] overrides both.
     ``return_samples=True`` returns ``(div [B], per-probe values [M, B])`` (for standard errors).
     """
+    _check_points(x)
     s = _sigma_vec(sigma, x)
     if create_graph is None:
         create_graph = _needs_graph(x, s)
     exact = probes is None and n_probes is None
     if probes is None:
-        probes = _basis_probes(x) if exact else rademacher_probes(int(n_probes), x.shape, x.dtype, x.device, generator)
-    _, q = _denoise_and_quad(denoiser, x, s, probes, create_graph)
+        probes = _basis_probes(x) if exact else rademacher_probes(_n_probes(n_probes), x.shape, x.dtype, x.device,
+                                                                  generator)
+    D, q = _denoise_and_quad(denoiser, x, s, probes, create_graph)
+    _check_denoised(D, q, s)
     div = q.sum(0) if exact else q.mean(0)
     return (div, q) if return_samples else div
 
@@ -171,6 +250,7 @@ def mu(denoiser: Denoiser, x: torch.Tensor, sigma: Union[float, torch.Tensor], n
         probes: explicit probes [M, B, ...] (averaged), e.g. shared along a curve to reduce variance.
         create_graph: keep the graph for differentiating ``mu`` (default: when ``x`` or ``sigma`` requires grad).
     """
+    _check_points(x)
     s = _sigma_vec(sigma, x)
     if create_graph is None:
         create_graph = _needs_graph(x, s)
@@ -179,10 +259,9 @@ def mu(denoiser: Denoiser, x: torch.Tensor, sigma: Union[float, torch.Tensor], n
         if exact:
             probes = _basis_probes(x)
         else:
-            if int(n_probes) < 1:
-                raise LatentgeoError(f"n_probes must be >= 1 or None (exact), got {n_probes}")
-            probes = rademacher_probes(int(n_probes), x.shape, x.dtype, x.device, generator)
+            probes = rademacher_probes(_n_probes(n_probes), x.shape, x.dtype, x.device, generator)
     D, q = _denoise_and_quad(denoiser, x, s, probes, create_graph)
+    _check_denoised(D, q, s)
     div = q.sum(0) if exact else q.mean(0)
     sq = (D * D).reshape(D.shape[0], -1).sum(-1)
     return D, s * s * div + sq
@@ -214,6 +293,7 @@ def _shared_probes(n_probes: Optional[int], xs: torch.Tensor, generator: Optiona
     Sharing keeps each segment's estimate unbiased while the noise of neighbouring points cancels in the
     differences, so a constant curve has exactly zero energy and short segments are not swamped by probe noise.
     """
+    n_probes = _n_probes(n_probes)
     if n_probes is None:
         return None
     P, N = xs.shape[:2]
@@ -256,6 +336,9 @@ def segment_terms(denoiser: Denoiser, xs: torch.Tensor, sigmas: torch.Tensor, n_
     ex, es = ex.reshape(xs3.shape), es.reshape(s2.shape)
     mx, ms = _curve_mu(denoiser, xs3, s2, n_probes, generator, shared_probes, chunk_size)
     d = _segment_dots(ex, es, mx, ms)
+    if _readable(d) and not bool(torch.isfinite(d).all()):
+        raise LatentgeoError("a segment term (eta_{n+1} - eta_n).(mu_{n+1} - mu_n) overflowed to inf/NaN although "
+                             "eta and mu are finite; use float64 or keep the curve at moderate sigma and |x|")
     return d if batched else d[0]
 
 
@@ -299,8 +382,17 @@ def kl_from_state(denoiser: Denoiser, x_star: torch.Tensor, sigma_star: float, x
     """
     xs3, s2, batched = _curve_shapes(xs, sigmas)
     P, N = s2.shape
-    xstar = torch.as_tensor(x_star, dtype=xs3.dtype, device=xs3.device).reshape(1, *xs3.shape[2:])
+    if int(n_bridge) < 2:
+        raise LatentgeoError(f"n_bridge must be >= 2 (the bridge from z* to the curve needs both ends), got {n_bridge}")
+    n_bridge = int(n_bridge)
+    xstar = torch.as_tensor(x_star, dtype=xs3.dtype, device=xs3.device)
+    if xstar.numel() != xs3[0, 0].numel():
+        raise LatentgeoError(f"x_star has shape {tuple(xstar.shape)} but the curve's points have shape "
+                             f"{tuple(xs3.shape[2:])}; pass one point of the data shape")
+    xstar = xstar.reshape(1, *xs3.shape[2:])
+    _check_points(xstar, "x_star")
     sstar = torch.as_tensor(float(sigma_star), dtype=xs3.dtype, device=xs3.device).reshape(1)
+    _check_sigma(sstar, "sigma_star")
     # bridge from z* to gamma_0 of every curve: [P, n_bridge, ...]
     t = torch.linspace(0, 1, n_bridge, dtype=xs3.dtype, device=xs3.device)
     tb = t.reshape(1, -1, *([1] * (xs3.ndim - 2)))

@@ -10,7 +10,7 @@ executes, double backward included) and handed to TorchInductor, which fuses it 
 The traced function takes the knots, the curve's endpoints and basis and the denoiser's parameters as INPUTS (not
 constants), so the compiled graph does not depend on the weights: Inductor's on-disk cache makes a second process
 with the same architecture and shapes compile in seconds instead of about a minute. The gradient equals the eager
-:func:`~latentgeo.spacetime.geodesic.energy_and_grad` one up to floating-point reassociation (the same ops, fused).
+:func:`~latentgeo.spacetime.energy.energy_and_grad` one up to floating-point reassociation (the same ops, fused).
 
 Scope: exact divergence (``n_probes=None``), no penalty, no chunking; everything else uses the eager path.
 """
@@ -25,6 +25,7 @@ from typing import Callable, Dict, Tuple
 import torch
 
 from latentgeo.errors import LatentgeoError
+from latentgeo.spacetime.energy import energy_and_grad
 from latentgeo.spacetime.spline import SplineCurve, _spline_points
 
 __all__ = ["compiled_energy_step", "try_compiled_energy_step", "BACKENDS"]
@@ -43,8 +44,6 @@ def _params(denoiser):
 
 def _build(denoiser, curve: SplineCurve, n_points: int, robust: bool, backend: str):
     from torch.fx.experimental.proxy_tensor import make_fx
-
-    from latentgeo.spacetime.geodesic import energy_and_grad
 
     names, tensors = _params(denoiser)
     shape = curve.shape
@@ -77,7 +76,7 @@ def compiled_energy_step(denoiser, curve: SplineCurve, n_points: int, robust: bo
                          backend: str = "inductor") -> Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]:
     """``step(nodes) -> (energy [P], d objective / d nodes [P, K, 1 + n])`` for ``curve`` at ``n_points``.
 
-    Same values as :func:`~latentgeo.spacetime.geodesic.energy_and_grad` with ``n_probes=None`` (exact divergence),
+    Same values as :func:`~latentgeo.spacetime.energy.energy_and_grad` with ``n_probes=None`` (exact divergence),
     no penalty and no chunking. ``backend="inductor"`` fuses the traced step into C++ kernels (needs a C++
     compiler; the first compile of a new architecture/shape takes about a minute on 2 cores, later ones hit
     Inductor's disk cache); ``"fx"`` only traces (no speed-up; for checks). The denoiser's parameters are read
@@ -86,6 +85,14 @@ def compiled_energy_step(denoiser, curve: SplineCurve, n_points: int, robust: bo
     """
     if backend not in BACKENDS:
         raise LatentgeoError(f"unknown compile backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if not isinstance(curve, SplineCurve):
+        raise LatentgeoError(f"curve must be a SplineCurve, got {type(curve).__name__}")
+    if int(n_points) < 2:
+        raise LatentgeoError(f"n_points must be >= 2, got {n_points}")
+    n_points = int(n_points)
+    if curve.nodes.dtype in (torch.float16, torch.bfloat16):
+        raise LatentgeoError(f"the curve is {str(curve.nodes.dtype).replace('torch.', '')}: half precision overflows "
+                             "in the geodesic energy; build it from float32 or float64 endpoints")
     names, tensors = _params(denoiser)
     key = (backend, n_points, robust, tuple(curve.nodes.shape), curve.nodes.dtype, str(curve.nodes.device),
            tuple(curve.shape), tuple((n, tuple(t.shape), t.dtype) for n, t in zip(names, tensors)))
@@ -104,6 +111,8 @@ def compiled_energy_step(denoiser, curve: SplineCurve, n_points: int, robust: bo
     consts = (curve.xa, curve.xb, curve.la, curve.lb, B, s)
 
     def step(nodes: torch.Tensor):
+        # values are not checked inside the traced graph (no data-dependent control flow there): the caller
+        # (geodesic) checks the returned energy and gradient and explains a NaN/inf
         _, ts = _params(denoiser)
         return fn(nodes.detach(), *consts, *ts)
 

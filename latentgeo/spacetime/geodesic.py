@@ -5,11 +5,9 @@ endpoints (:class:`~latentgeo.spacetime.spline.SplineCurve`), initialised at zer
 discretised energy ``(N-1)/2 sum (eta_{n+1}-eta_n).(mu_{n+1}-mu_n)`` at all N points in one batched call (a double
 backward through the denoiser gives the gradient). Many endpoint pairs are optimised at once (batched geodesics).
 
-For images, ``chunk_size`` bounds memory: since the energy is bilinear in ``eta`` and ``mu``, ``dE/dmu`` depends only
-on the (cheap) ``eta`` values and can be computed before any denoiser call, so each chunk of points computes its
-``mu`` with a graph, back-propagates immediately with that known upstream gradient and frees its graph; the
-``dE/deta`` half is done at the end from the stored (detached) ``mu`` values. The gradient is identical to the
-unchunked one.
+The energy and its gradient for one step are :func:`latentgeo.spacetime.energy.energy_and_grad` (re-exported here);
+``compile=`` fuses that step (:mod:`latentgeo.spacetime.fast`). Modules depend one way: family <- energy <- fast <-
+geodesic.
 """
 from __future__ import annotations
 
@@ -21,14 +19,14 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 import torch
 
 from latentgeo.errors import LatentgeoError, check_finite
-from latentgeo.spacetime.family import (_basis_probes, _denoise_and_quad, _segment_dots, _shared_probes, eta,
-                                        lambda_of_sigma, mu)
+from latentgeo.spacetime.energy import Penalty, energy_and_grad
+from latentgeo.spacetime.family import _fmt_sigmas, _n_probes, lambda_of_sigma, mu, segment_terms
+from latentgeo.spacetime.fast import try_compiled_energy_step
 from latentgeo.spacetime.spline import SplineCurve
 
 __all__ = ["Geodesic", "geodesic", "energy_and_grad"]
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-Penalty = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 _AUTO = "auto"
 
 
@@ -86,103 +84,7 @@ class Geodesic:
         return (xs, s) if self.batched else (xs[0], s[0])
 
 
-def _pad_diff(d: torch.Tensor) -> torch.Tensor:
-    """For differences d_n = a_{n+1} - a_n ([P, N-1, ...]) return d_{n-1} - d_n with zero padding ([P, N, ...])."""
-    z = torch.zeros_like(d[:, :1])
-    return torch.cat([z, d], 1) - torch.cat([d, z], 1)
-
-
-def energy_and_grad(denoiser: Denoiser, xs: torch.Tensor, sigmas: torch.Tensor, params: List[torch.Tensor],
-                    n_probes: Optional[int] = 1, generator: Optional[torch.Generator] = None,
-                    chunk_size: Optional[int] = None, penalty: Optional[Penalty] = None,
-                    batched: bool = True, robust: bool = True):
-    """Energies of [P, N, ...] curves and the gradient of ``sum objective + penalty`` w.r.t. ``params``.
-
-    ``xs``/``sigmas`` must be differentiable functions of ``params``. Probes are shared along each curve.
-    ``chunk_size`` (rows of the flattened P*N points) bounds memory (see the module docstring).
-    ``robust``: the objective is ``(N-1)/2 sum_n |d_n|`` instead of ``sum_n d_n``. Every segment term ``d_n`` is a
-    symmetrised KL (>= 0) for a true posterior-mean denoiser, so nothing changes there; a trained denoiser whose
-    Jacobian is not symmetric positive semi-definite off the data can give ``d_n < 0``, and the signed energy is
-    then unbounded below (the optimiser runs the curve into such regions). The reported energy stays signed.
-    Returns ``(energy [P] detached (signed), penalty float, grads)``.
-    """
-    P, N = sigmas.shape
-    c = 0.5 * (N - 1)
-    probes = _shared_probes(n_probes, xs, generator)
-    flat = P * N
-    pen_val = 0.0
-    if not chunk_size or chunk_size >= flat:
-        # Fast path (few tensor ops: this runs once per Adam step): eta and mu as [P, N, n + 1] rows, one diff-dot.
-        xf, sf = xs.reshape(flat, *xs.shape[2:]), sigmas.reshape(flat)
-        exact = probes is None
-        pr = _basis_probes(xf) if exact else probes
-        D, q = _denoise_and_quad(denoiser, xf, sf, pr, True)
-        div = q.sum(0) if exact else q.mean(0)
-        s2 = sf * sf
-        inv = 1.0 / s2
-        xv, Dv = xf.reshape(flat, -1), D.reshape(flat, -1)
-        e = torch.cat([xv * inv[:, None], (-0.5 * inv)[:, None]], 1).view(P, N, -1)
-        m = torch.cat([Dv, (s2 * div + (Dv * Dv).sum(1))[:, None]], 1).view(P, N, -1)
-        d = ((e[:, 1:] - e[:, :-1]) * (m[:, 1:] - m[:, :-1])).sum(-1)
-        E = c * d.sum(-1)
-        loss = c * d.abs().sum() if robust else E.sum()
-        if penalty is not None:
-            pen = penalty(xs if batched else xs[0], sigmas if batched else sigmas[0])
-            loss = loss + pen
-            pen_val = float(pen.detach())
-        grads = torch.autograd.grad(loss, params, allow_unused=True)
-        return E.detach(), pen_val, grads
-    # Chunked. The objective c * sum_n w_n (eta_{n+1}-eta_n).(mu_{n+1}-mu_n) (w_n = 1, or sign(d_n) when robust) is
-    # bilinear, so dObj/dmu needs only eta (and the signs): each chunk computes its mu with a graph, back-propagates
-    # that known upstream gradient at once and frees its graph; the eta half uses the stored detached mu values.
-    xd = xs.detach().reshape(flat, *xs.shape[2:]).requires_grad_(True)
-    sd = sigmas.detach().reshape(flat).requires_grad_(True)
-    ex, es = eta(xd, sd)
-    ex3, es2 = ex.reshape(xs.shape), es.reshape(P, N)
-    chunks = [(i, min(i + int(chunk_size), flat)) for i in range(0, flat, int(chunk_size))]
-    if robust:  # the signs need every mu first: one extra pass without the double-backward graph
-        m0x, m0s = [], []
-        for i, j in chunks:
-            pr = None if probes is None else probes[:, i:j]
-            a, b = mu(denoiser, xd[i:j].detach(), sd[i:j].detach(), n_probes=n_probes, probes=pr, create_graph=False)
-            m0x.append(a)
-            m0s.append(b)
-        with torch.no_grad():
-            w = torch.sign(_segment_dots(ex3, es2, torch.cat(m0x).reshape(xs.shape), torch.cat(m0s).reshape(P, N)))
-    else:
-        w = torch.ones(P, N - 1, dtype=xs.dtype, device=xs.device)
-    wv = w.reshape(P, N - 1, *([1] * (xs.ndim - 2)))
-    with torch.no_grad():
-        gmx = c * _pad_diff(wv * ex3.diff(dim=1)).reshape(ex.shape)
-        gms = c * _pad_diff(w * es2.diff(dim=1)).reshape(flat)
-    gx = torch.zeros_like(xd)
-    gs = torch.zeros_like(sd)
-    mxs, mss = [], []
-    for i, j in chunks:
-        xc = xd[i:j].detach().requires_grad_(True)
-        sc = sd[i:j].detach().requires_grad_(True)
-        pr = None if probes is None else probes[:, i:j]
-        a, b = mu(denoiser, xc, sc, n_probes=n_probes, probes=pr, create_graph=True)
-        ga, gb = torch.autograd.grad((a, b), (xc, sc), grad_outputs=(gmx[i:j], gms[i:j]))
-        gx[i:j] += ga
-        gs[i:j] += gb
-        mxs.append(a.detach())
-        mss.append(b.detach())
-    mx = torch.cat(mxs).reshape(xs.shape)
-    ms = torch.cat(mss).reshape(P, N)
-    d = _segment_dots(ex3, es2, mx, ms)
-    E = c * d.sum(-1)
-    ga, gb = torch.autograd.grad(c * (w * d).sum(), (xd, sd))
-    gx += ga
-    gs += gb
-    outs, gouts = [xs, sigmas], [gx.reshape(xs.shape), gs.reshape(P, N)]
-    if penalty is not None:
-        pen = penalty(xs if batched else xs[0], sigmas if batched else sigmas[0])
-        outs.append(pen)
-        gouts.append(torch.ones_like(pen))
-        pen_val = float(pen.detach())
-    grads = torch.autograd.grad(outs, params, grad_outputs=gouts, allow_unused=True)
-    return E.detach(), pen_val, grads
+_HALF = (torch.float16, torch.bfloat16)
 
 
 def _as_endpoint(pt, name: str, batched: Optional[bool]):
@@ -190,10 +92,51 @@ def _as_endpoint(pt, name: str, batched: Optional[bool]):
         raise LatentgeoError(f"{name} must be a pair (x, sigma); got {type(pt).__name__}")
     x, s = pt
     x = torch.as_tensor(x)
+    if x.is_complex():
+        raise LatentgeoError(f"{name} x is complex ({x.dtype}); pass real float32 or float64 points")
     if not x.is_floating_point():
         x = x.double()
+    if x.dtype in _HALF:
+        raise LatentgeoError(f"{name} x is {str(x.dtype).replace('torch.', '')}: half precision cannot hold "
+                             "eta = x / sigma^2 and the double backward of the geodesic energy (it overflows); pass "
+                             "float32 or float64 points, e.g. x.float()")
     s = torch.as_tensor(s, dtype=x.dtype, device=x.device)
     return x, s
+
+
+def _explain_nonfinite(denoiser: Denoiser, xs: torch.Tensor, sig: torch.Tensor, step: int, what: str,
+                       chunk_size: Optional[int]) -> LatentgeoError:
+    """Why the energy (or its gradient) became NaN/inf at ``step``: a one-line error naming the cause.
+
+    Checks, in order, the curve's own points, the denoiser's output on them, and its divergence (one exact or
+    Rademacher probe, no graph); if all are finite the energy itself overflowed (too large a step).
+    """
+    with torch.no_grad():
+        xf, sf = xs.detach().reshape(-1, *xs.shape[2:]), sig.detach().reshape(-1)
+        if not (bool(torch.isfinite(xf).all()) and bool(torch.isfinite(sf).all()) and bool((sf > 0).all())):
+            return LatentgeoError(f"the geodesic's points left the finite range at step {step} (sigma or x became "
+                                  "0, NaN or inf); lower lr or use more n_points")
+        rows = xf.shape[0] if not chunk_size else int(chunk_size)
+        for i in range(0, xf.shape[0], rows):
+            D = denoiser(xf[i:i + rows], sf[i:i + rows])
+            bad = ~torch.isfinite(D).reshape(D.shape[0], -1).all(1)
+            if bool(bad.any()):
+                return LatentgeoError(f"the denoiser returned NaN/inf at sigma = {_fmt_sigmas(sf[i:i + rows][bad])} "
+                                      f"on the geodesic (step {step}); check it at that noise level or keep the curve "
+                                      "away from it (e.g. a larger sigma_min)")
+    try:
+        for i in range(0, xf.shape[0], rows):
+            mu(denoiser, xf[i:i + rows], sf[i:i + rows], n_probes=None if xf[0].numel() <= 16 else 1,
+               create_graph=False)
+    except LatentgeoError as exc:
+        return LatentgeoError(f"{exc} (geodesic step {step})")
+    if what == "gradient":
+        return LatentgeoError(f"the geodesic energy's gradient became NaN/inf at step {step} (sigma on the curve "
+                              f"from {float(sf.min()):.4g} to {float(sf.max()):.4g}) although the denoiser and its "
+                              "divergence are finite; its second derivatives are not finite there: check the "
+                              "denoiser's double backward, or raise sigma_min")
+    return LatentgeoError(f"the geodesic energy became {what} at step {step}; lower lr, raise sigma_min or use more "
+                          "n_points")
 
 
 def geodesic(denoiser: Denoiser, start, end, n_points: int = 64, n_nodes: int = 8, steps: int = 500,
@@ -269,6 +212,23 @@ def geodesic(denoiser: Denoiser, start, end, n_points: int = 64, n_nodes: int = 
         raise LatentgeoError(f"n_points must be >= 2, got {n_points}")
     if steps < 0:
         raise LatentgeoError(f"steps must be >= 0, got {steps}")
+    if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
+        raise LatentgeoError(f"lr must be a positive finite number, got {lr!r}; the anchor uses lr = 0.1")
+    if int(log_every) < 1:
+        raise LatentgeoError(f"log_every must be >= 1, got {log_every}")
+    if chunk_size is not None and int(chunk_size) < 1:
+        raise LatentgeoError(f"chunk_size must be >= 1 (or None for all points at once), got {chunk_size}")
+    n_probes = _n_probes(n_probes)
+    if eval_probes not in (_AUTO, "same"):
+        eval_probes = _n_probes(eval_probes)
+    if init_nodes is not None:
+        init_nodes = torch.as_tensor(init_nodes)
+        want = (xa.shape[0], int(n_nodes), 1 + int(xa[0].numel()))
+        if init_nodes.numel() != math.prod(want):
+            raise LatentgeoError(f"init_nodes has shape {tuple(init_nodes.shape)} but this geodesic needs "
+                                 f"[P, K, 1 + n] = {list(want)}; pass a previous result's .nodes with the same "
+                                 "n_nodes and endpoints")
+        check_finite(init_nodes, "init_nodes")
 
     curve = SplineCurve(xa, sa, xb, sb, n_nodes, nodes=init_nodes)
     fast_step = None
@@ -279,8 +239,6 @@ def geodesic(denoiser: Denoiser, start, end, n_points: int = 64, n_nodes: int = 
             raise LatentgeoError("compile=True needs the exact divergence (n_probes=None), no penalty and no "
                                  "chunking; drop compile or those options")
         if steps > 0:
-            from latentgeo.spacetime.fast import try_compiled_energy_step
-
             fast_step = try_compiled_energy_step(denoiser, curve, n_points, robust=robust, backend=backend)
     t_compile = time.perf_counter() - t_compile if fast_step is not None else 0.0
     opt = torch.optim.Adam([curve.nodes], lr=lr)
@@ -308,13 +266,19 @@ def geodesic(denoiser: Denoiser, start, end, n_points: int = 64, n_nodes: int = 
                                                batched=batched, robust=robust)
             if g is None:
                 g = torch.zeros_like(curve.nodes)
+            if not bool(torch.isfinite(E).all() & torch.isfinite(g).all()) or not math.isfinite(pen):
+                with torch.no_grad():
+                    xs_bad, sig_bad = curve.evaluate(n_points)
+                e = float(E.sum())
+                what = str(e) if not math.isfinite(e) else "gradient" if math.isfinite(pen) else "penalty"
+                if what == "penalty":
+                    raise LatentgeoError(f"the geodesic penalty became {pen} at step {step}; check the penalty's "
+                                         "weight and parameters")
+                raise _explain_nonfinite(denoiser, xs_bad, sig_bad, step, what, chunk_size)
             curve.nodes.grad = g
             opt.step()
             if step % log_every == 0 or step == steps - 1:
                 e = float(E.sum())
-                if not math.isfinite(e):
-                    raise LatentgeoError(f"the geodesic energy became {e} at step {step}; lower lr, raise sigma_min "
-                                         "or use more n_points")
                 history["step"].append(step)
                 history["energy"].append(e)
                 history["penalty"].append(pen)
@@ -328,7 +292,6 @@ def geodesic(denoiser: Denoiser, start, end, n_points: int = 64, n_nodes: int = 
             bar.stop()
     sec = (time.perf_counter() - t0) / max(steps, 1)
     ep = _resolve_eval_probes(eval_probes, n_probes, int(xa[0].numel()))
-    from latentgeo.spacetime.family import segment_terms
 
     with torch.no_grad():
         xs, sig = curve.evaluate(n_points)

@@ -14,19 +14,21 @@ Combine them with ``+`` (a :class:`SumPenalty`).
 """
 from __future__ import annotations
 
+import math
 from typing import Callable, Optional, Union
 
 import torch
 import torch.nn.functional as F
 
-from latentgeo.errors import check_positive
-from latentgeo.spacetime.family import kl_from_state, lambda_of_sigma
+from latentgeo.errors import LatentgeoError, check_finite, check_positive
+from latentgeo.spacetime.family import _check_sigma, kl_from_state, lambda_of_sigma
 
 __all__ = ["snr_penalty_value", "region_kl", "SNRPenalty", "RegionAvoidance", "SumPenalty"]
 
 
 def snr_penalty_value(sigmas: torch.Tensor, lambda_min: float = 3.0, beta: float = 10.0) -> torch.Tensor:
     """``mean_n softplus_beta(lambda_min - lambda_n)`` with ``lambda = -2 log sigma`` (scalar, differentiable)."""
+    _check_sigma(torch.as_tensor(sigmas).reshape(-1))
     return F.softplus(lambda_min - lambda_of_sigma(sigmas), beta=beta).mean()
 
 
@@ -38,10 +40,21 @@ def region_kl(denoiser: Callable, xs: torch.Tensor, sigmas: torch.Tensor, x_star
                          generator=generator)
 
 
+def _finite(value, name: str, low: Optional[float] = None) -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise LatentgeoError(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(v) or (low is not None and v < low):
+        bound = f" and >= {low:g}" if low is not None else ""
+        raise LatentgeoError(f"{name} must be finite{bound}, got {value!r}")
+    return v
+
+
 class _Ramped:
     def __init__(self, weight: float, ramp: float):
-        self.weight = float(weight)
-        self.ramp = float(ramp)
+        self.weight = _finite(weight, "weight", 0.0)
+        self.ramp = _finite(ramp, "ramp", 0.0)
         self.scale = 1.0
 
     def set_step(self, step: int, steps: int) -> None:
@@ -61,7 +74,7 @@ class SNRPenalty(_Ramped):
 
     def __init__(self, weight: float = 100.0, lambda_min: float = 3.0, beta: float = 10.0, ramp: float = 0.5):
         super().__init__(weight, ramp)
-        self.lambda_min = float(lambda_min)
+        self.lambda_min = _finite(lambda_min, "lambda_min")
         self.beta = check_positive(float(beta), "beta")
 
     def __call__(self, xs: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:
@@ -86,8 +99,11 @@ class RegionAvoidance(_Ramped):
         super().__init__(weight, ramp)
         self.denoiser = denoiser
         self.x_star = torch.as_tensor(x_star)
+        check_finite(self.x_star, "x_star")
         self.sigma_star = check_positive(float(sigma_star), "sigma_star")
-        self.kl_min = float(kl_min)
+        self.kl_min = _finite(kl_min, "kl_min")
+        if int(n_bridge) < 2:
+            raise LatentgeoError(f"n_bridge must be >= 2, got {n_bridge}")
         self.n_probes, self.n_bridge, self.generator = n_probes, int(n_bridge), generator
 
     def kl(self, xs: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:

@@ -46,6 +46,22 @@ def spline_basis(n_points: int, n_nodes: int, s: Optional[np.ndarray] = None) ->
     return B
 
 
+def _validate_ends(x_a: torch.Tensor, sigma_a: torch.Tensor, x_b: torch.Tensor, sigma_b: torch.Tensor) -> None:
+    """Endpoints [P, ...] of one shape, finite, with sigmas [P] finite and > 0 (log-SNR must exist)."""
+    if x_a.ndim < 1 or x_a.shape != x_b.shape:
+        raise LatentgeoError(f"x_a and x_b must be [P, ...] with the same shape; got {tuple(x_a.shape)} and "
+                             f"{tuple(x_b.shape)}")
+    for t, nm in ((x_a, "x_a"), (x_b, "x_b")):
+        if not bool(torch.isfinite(t).all()):
+            raise LatentgeoError(f"{nm} contains NaN or inf values; pass finite endpoints")
+    for t, nm in ((sigma_a, "sigma_a"), (sigma_b, "sigma_b")):
+        if tuple(t.shape) != (x_a.shape[0],):
+            raise LatentgeoError(f"{nm} has shape {tuple(t.shape)}; pass one noise level per curve, [{x_a.shape[0]}]")
+        if not bool((torch.isfinite(t) & (t > 0)).all()):
+            raise LatentgeoError(f"{nm} must be finite and > 0 at every endpoint (log-SNR = -2 log sigma), got "
+                                 f"{t.detach().reshape(-1)[:4].tolist()}; use a small sigma_min such as 0.01")
+
+
 class SplineCurve:
     """``P`` spacetime curves sharing one spline basis.
 
@@ -60,6 +76,9 @@ class SplineCurve:
 
     def __init__(self, x_a: torch.Tensor, sigma_a: torch.Tensor, x_b: torch.Tensor, sigma_b: torch.Tensor,
                  n_nodes: int, nodes: Optional[torch.Tensor] = None):
+        _validate_ends(x_a, sigma_a, x_b, sigma_b)
+        if int(n_nodes) < 1:
+            raise LatentgeoError(f"n_nodes must be >= 1, got {n_nodes}")
         self.shape = tuple(x_a.shape[1:])
         self.P = x_a.shape[0]
         self.xa = x_a.reshape(self.P, -1)
@@ -71,7 +90,13 @@ class SplineCurve:
         if nodes is None:
             nodes = torch.zeros(self.P, self.n_nodes, dim, dtype=x_a.dtype, device=x_a.device)
         else:
-            nodes = torch.as_tensor(nodes, dtype=x_a.dtype, device=x_a.device).reshape(self.P, self.n_nodes, dim)
+            nodes = torch.as_tensor(nodes, dtype=x_a.dtype, device=x_a.device)
+            if nodes.numel() != self.P * self.n_nodes * dim:
+                raise LatentgeoError(f"nodes has shape {tuple(nodes.shape)} but the curves need [P, K, 1 + n] = "
+                                     f"[{self.P}, {self.n_nodes}, {dim}]")
+            if not bool(torch.isfinite(nodes).all()):
+                raise LatentgeoError("nodes contains NaN or inf values; pass finite knot values")
+            nodes = nodes.reshape(self.P, self.n_nodes, dim)
         self.nodes = nodes.detach().clone().requires_grad_(True)
         self._cache = {}
 

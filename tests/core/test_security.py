@@ -167,7 +167,10 @@ def test_no_loader_passes_file_strings_to_import_or_getattr(tmp_path, denoiser_f
     monkeypatch.setattr(importlib, "import_module", spy_import_module)
     monkeypatch.setattr(builtins, "__import__", spy_import)
     monkeypatch.setattr(builtins, "getattr", spy_getattr)
-    loaders = [latentgeo.load, lambda p: latentgeo.load_denoiser(p), lambda p: latentgeo.load_flow(p)]
+    from latentgeo.resolve import resolve_denoiser, resolve_flow
+
+    loaders = [latentgeo.load, lambda p: latentgeo.load_denoiser(p), lambda p: latentgeo.load_flow(p),
+               lambda p: resolve_denoiser(str(p)), lambda p: resolve_flow(str(p))]
     refused = 0
     for f in forged:
         for loader in loaders:

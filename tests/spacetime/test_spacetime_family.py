@@ -67,7 +67,7 @@ def test_segment_terms_equal_symmetrised_kl():
 
 def test_exact_divergence_is_trace_of_posterior_cov_mixture():
     gm = GaussianMixture(torch.tensor([0.3, 0.7], dtype=DT), torch.tensor([[-1.0, 0.5], [1.0, 0.0]], dtype=DT),
-                         torch.tensor([[0.2, 0.05], [0.1, 0.3]], dtype=DT))
+                         torch.diag_embed(torch.tensor([[0.2, 0.05], [0.1, 0.3]], dtype=DT)))
     x = torch.randn(5, 2, dtype=DT, generator=torch.Generator().manual_seed(0))
     s = torch.linspace(0.2, 2.0, 5, dtype=DT)
     div = divergence(gm.as_denoiser(), x, s, n_probes=None)
@@ -96,7 +96,7 @@ def test_hutchinson_unbiased():
 
 def test_mu_differentiable_in_x_and_sigma():
     gm = GaussianMixture(torch.tensor([0.5, 0.5], dtype=DT), torch.tensor([[-1.0, 0.5], [1.0, 0.0]], dtype=DT),
-                         torch.tensor([[0.2, 0.05], [0.1, 0.3]], dtype=DT))
+                         torch.diag_embed(torch.tensor([[0.2, 0.05], [0.1, 0.3]], dtype=DT)))
     D = gm.as_denoiser()
     x = torch.tensor([[0.3, -0.2], [0.1, 0.4]], dtype=DT, requires_grad=True)
     s = torch.tensor([0.5, 0.9], dtype=DT, requires_grad=True)
