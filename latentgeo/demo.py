@@ -624,8 +624,9 @@ def run_demo(data: str = "digits", out: Union[str, os.PathLike] = "runs/demo", s
 
 def _run_demo(data: str, out: Path, seed: int, budget: Any, p: Dict[str, Any], progress: bool, stages: List[str],
               threads: Optional[int]) -> Path:
-    if threads:
-        torch.set_num_threads(int(threads))
+    from latentgeo.threads import apply_threads
+
+    apply_threads(int(threads) if threads else None)  # --threads, $LATENTGEO_THREADS, else from the cores and load
     from latentgeo.report import Report
     from latentgeo._version import __version__
 

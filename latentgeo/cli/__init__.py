@@ -6,6 +6,7 @@ command functions, which keeps ``latentgeo --help`` fast.
 """
 from __future__ import annotations
 
+import functools
 import os
 import sys
 from typing import Optional
@@ -13,6 +14,7 @@ from typing import Optional
 import typer
 
 from latentgeo._version import __version__
+from latentgeo.cli._options import opt_threads
 from latentgeo.errors import LatentgeoError
 
 app = typer.Typer(
@@ -39,14 +41,41 @@ def _root(
     version: Optional[bool] = typer.Option(None, "--version", callback=_version_callback, is_eager=True,
                                            help="Print the version and exit."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors."),
+    threads: Optional[int] = opt_threads(),
 ) -> None:
     _DEBUG["on"] = debug or bool(os.environ.get("LATENTGEO_DEBUG"))
+    _DEBUG["threads"] = threads
+
+
+def _with_threads(fn):
+    """Wrap a command so that the torch thread count is chosen (``latentgeo.threads.apply_threads``: --threads,
+    $LATENTGEO_THREADS, $OMP_NUM_THREADS, else from the usable cores and the load) after its options are parsed and
+    checked and before it does any work — one place for every command, and no torch import for a bad option."""
+    @functools.wraps(fn)
+    def run(*args, **kwargs):
+        from latentgeo.threads import apply_threads
+
+        apply_threads(_DEBUG.get("threads"))
+        return fn(*args, **kwargs)
+
+    return run
+
+
+def _wrap_commands(t: typer.Typer) -> None:
+    for info in t.registered_commands:
+        if info.callback is not None and not getattr(info.callback, "_latentgeo_threads", False):
+            info.callback = _with_threads(info.callback)
+            info.callback._latentgeo_threads = True
+    for group in t.registered_groups:
+        if group.typer_instance is not None:
+            _wrap_commands(group.typer_instance)
 
 
 from latentgeo.cli import _data, _diffusion, _gpe, _fisher, _spacetime, _tps, _demo  # noqa: E402
 
 for _mod in (_data, _diffusion, _gpe, _fisher, _spacetime, _tps, _demo):
     _mod.register(app, train_app)
+_wrap_commands(app)
 
 
 _INTERRUPTED = ("error: interrupted; checkpoints already written are kept; resume with --resume "

@@ -19,9 +19,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                                                                  "the cached feature classifier."),
         quick: bool = typer.Option(False, "--quick", help="Tiny step counts: a 1-2 minute smoke run."),
         seed: int = opt_seed(0, "--seed", help="Seed of every stage (0 .. 2^32-1)."),
-        threads: Optional[int] = opt_threads(help="torch threads, 1 .. 4096 (default: torch's choice); use 1 on a "
-                                                  "machine busy with other jobs, where several threads contend "
-                                                  "badly."),
+        threads: Optional[int] = opt_threads(help="torch threads, 1 .. 4096 (default: $LATENTGEO_THREADS, else "
+                                                  "chosen from the cores this process may use and the load)."),
         no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
     ) -> None:
         """Train GPE and VAE, diffusion models, Fisher curves, a spacetime geodesic and latent generation on a small

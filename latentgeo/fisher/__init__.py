@@ -20,6 +20,9 @@ def __getattr__(name):  # lazy: these pull in training code and matplotlib
     if name == "diagnose":
         from latentgeo.fisher.diagnose import diagnose
 
+        # importing the submodule just bound the package attribute `diagnose` to the MODULE; bind the function
+        # instead, so `from latentgeo.fisher import diagnose` and later lookups get what the docs promise
+        globals()["diagnose"] = diagnose
         return diagnose
     if name in ("run_toy", "TOYS"):
         from latentgeo.fisher import toys
