@@ -1,25 +1,24 @@
 """Training of GPE (encoder alone on the GME cost, then decoder on MSE with the encoder frozen) and of the
 jointly trained baselines (beta-VAE, AE, VAE+MDS, AE+MDS) with the SAME architectures and optimiser.
 
-:func:`fit` is a small, self-contained step loop (seeded minibatch sampling from an in-memory tensor, Adam,
-periodic held-out evaluation with early stopping, a wall-clock budget, atomic ``metrics_<stage>.jsonl`` and an
-exact-resume state file per stage). Its ``seconds`` column counts training time only (evaluation and checkpointing
-are excluded), which is what the wall-clock benchmark compares.
+Every stage trains through the project's one loop, :func:`latentgeo.train.train_loop`; :func:`fit` adapts it to
+the stage API (``loss_fn(batch, generator)``, held-out evaluation rows, early stop at a threshold, a wall-clock or
+CPU-time budget, cosine lr) and keeps each stage's run folder in ``out/<stage>/``. Its ``seconds`` column counts
+training time only (evaluation and checkpointing are excluded), which is what the wall-clock benchmark compares.
 """
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
-from latentgeo.checkpoint import atomic_write_bytes, atomic_write_json, load as ckpt_load, load_state, save as ckpt_save, save_state
+from latentgeo.checkpoint import atomic_write_json, load as ckpt_load, save as ckpt_save
 from latentgeo.errors import LatentgeoError, check_choice, check_finite
 from latentgeo.autoencoders.losses import gme_loss, kl_per_dim, mds_stress
 from latentgeo.autoencoders.nets import Decoder, Encoder
@@ -33,14 +32,11 @@ METHODS = ("gpe", "vae", "ae", "vae-mds", "ae-mds")
 Batch = Union[torch.Tensor, Tuple[torch.Tensor, ...]]
 
 
-# ------------------------------------------------------------------------------------------------ generic loop
+# ------------------------------------------------------------------------------------------------ training
 
-def _take(data: Batch, idx: torch.Tensor) -> Batch:
-    return tuple(d[idx] for d in data) if isinstance(data, tuple) else data[idx]
-
-
-def _write_jsonl(path: Path, rows: List[Dict[str, Any]]) -> None:
-    atomic_write_bytes(path, "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows).encode())
+#: Keys of a :func:`latentgeo.train.train_loop` record that are not the loss function's own metrics.
+_LOOP_KEYS = frozenset({"step", "loss", "lr", "it_per_s", "time_s", "train_s", "stopped"})
+_STOPPED = {"steps": "steps", "stop_fn": "threshold", "budget": "time"}
 
 
 def fit(module: nn.Module, loss_fn: Callable, data: Batch, *, steps: int, batch_size: int = 100,
@@ -50,195 +46,93 @@ def fit(module: nn.Module, loss_fn: Callable, data: Batch, *, steps: int, batch_
         stop_fn: Optional[Callable[[Dict[str, float]], bool]] = None, time_budget: Optional[float] = None,
         out: Optional[Union[str, Path]] = None, name: str = "stage", ckpt_every: int = 500,
         resume: bool = False, verbose: bool = False, clock: str = "wall",
-        lr_schedule: str = "constant") -> Dict[str, Any]:
-    """Minimise ``loss_fn(batch, generator) -> loss | (loss, metrics)`` over minibatches of ``data``.
+        lr_schedule: str = "constant", device: str = "cpu") -> Dict[str, Any]:
+    """Minimise ``loss_fn(batch, generator) -> loss | (loss, metrics)`` over minibatches of ``data``, with the
+    project's one training loop :func:`latentgeo.train.train_loop` (plain Adam with ``betas``, no EMA, no gradient
+    clipping: the GPE anchor settings).
 
     Args:
-        data: ``[N, ...]`` tensor or tuple of equally long tensors; batches are drawn uniformly with replacement
-            from a ``torch.Generator`` seeded by ``seed`` (its state is checkpointed, so resume is exact).
-        eval_fn / eval_every / stop_fn: every ``eval_every`` steps (and at the end) ``eval_fn(module)`` (run in
-            eval mode, no grad) is logged; training stops early when ``stop_fn(metrics)`` is true.
+        data: ``[N, ...]`` tensor or tuple of equally long tensors; batches are drawn uniformly with replacement,
+            seeded per step from ``seed`` (so ``resume`` is exact for step-based runs).
+        params: the parameters to optimise (default: all of ``module``'s).
+        eval_fn / eval_every / stop_fn: at step 0, every ``eval_every`` steps and at the end ``eval_fn(module)``
+            (eval mode, no grad) is logged; training stops early when ``stop_fn(row)`` is true.
         time_budget: stop once this many seconds of TRAINING time (evaluation excluded) have elapsed.
         lr_schedule: ``"constant"`` (default) or ``"cosine"``: ``lr * (1 + cos(pi p)) / 2`` with ``p`` the fraction
-            of the run done, counted in steps, or in seconds of ``time_budget`` when that is set and ``steps`` is
-            not the binding limit (``steps >= 10**8``); a time-based schedule follows the clock, so it is not
-            bit-reproducible on resume.
+            of the run done, in steps, or with ``time_budget`` the larger of the step and time fractions (a
+            time-based schedule follows the clock, so it is not bit-reproducible on resume).
         clock: ``"wall"`` (perf_counter) or ``"cpu"`` (process CPU time: robust on a shared, loaded machine when
             running single-threaded); it times the ``seconds`` column and the budget.
-        out / name / ckpt_every / resume: state file ``out/state_<name>.safetensors`` (module, optimiser, RNG,
-            history) and ``out/metrics_<name>.jsonl``, rewritten atomically; ``resume`` continues from the state
-            file bit-exactly, and returns at once if that stage had finished.
+        out / name / ckpt_every / resume: the stage's run folder ``out/<name>/`` (``config.json``,
+            ``metrics.jsonl``, ``state.safetensors``, ``model.safetensors``: see :mod:`latentgeo.train`);
+            ``resume`` continues it, and trains no further once it met its ``stop_fn``.
+        verbose: the progress bar and one line per evaluation.
+        device: the training device (``"auto"``: CUDA when available); the module is left there.
     Returns:
-        ``{"history": [{"step", "seconds", "loss", ...}], "steps": int, "seconds": float, "stopped": str}``
+        ``{"history": [{"step", "seconds", "loss", "train_<metric>", <eval metrics>}], "steps": int,
+        "seconds": float, "stopped": "steps" | "threshold" | "time"}``; ``loss`` and ``train_*`` average the
+        steps since the previous row.
     """
-    if not isinstance(steps, int) or steps < 0:
-        raise LatentgeoError(f"steps must be a non-negative integer, got {steps!r}")
-    n = (data[0] if isinstance(data, tuple) else data).shape[0]
-    if n == 0:
-        raise LatentgeoError("the training set is empty; pass at least one sample")
+    from latentgeo.train import train_loop
+
     check_choice(clock, ("wall", "cpu"), "clock")
     check_choice(lr_schedule, ("constant", "cosine"), "lr schedule")
-    by_time = time_budget is not None and steps >= 10 ** 8
-    timer = time.perf_counter if clock == "wall" else time.process_time
-    params = list(module.parameters()) if params is None else list(params)
-    opt = torch.optim.Adam(params, lr=lr, betas=betas)
-    gen = torch.Generator().manual_seed(int(seed))
-    step, seconds, history, stopped = 0, 0.0, [], ""
-    state_path = Path(out) / f"state_{name}.safetensors" if out is not None else None
-    if resume and state_path is not None and state_path.exists():
-        st = load_state(state_path)
-        module.load_state_dict(st["module"])
-        opt.load_state_dict(st["optim"])
-        gen.set_state(st["rng"])
-        step, seconds, history, stopped = int(st["step"]), float(st["seconds"]), list(st["history"]), st["stopped"]
-        # A run that met its threshold is finished; one that ran out of steps/time may be extended.
-        if stopped == "threshold" or (stopped and step >= steps and time_budget is None):
-            return {"history": history, "steps": step, "seconds": seconds, "stopped": stopped}
-        stopped = ""
+    if not (isinstance(eval_every, int) and eval_every > 0):
+        raise LatentgeoError(f"eval_every must be a positive integer, got {eval_every!r}")
+    sdir = Path(out) / name if out is not None else None
+    if sdir is not None and resume:
+        _refuse_legacy(Path(out), (name,))
+    eval_keys: set = set()
 
-    def checkpoint(final: str = "") -> None:
-        if state_path is None:
-            return
-        save_state(state_path, {"module": module.state_dict(), "optim": opt.state_dict(), "rng": gen.get_state(),
-                                "step": step, "seconds": seconds, "history": history, "stopped": final})
-        _write_jsonl(Path(out) / f"metrics_{name}.jsonl", history)
+    def row_of(rec: Dict[str, Any]) -> Dict[str, Any]:
+        row = {"step": rec["step"], "seconds": round(float(rec.get("train_s", 0.0)), 4),
+               "loss": rec.get("loss", float("nan"))}
+        row.update({(k if k in eval_keys else f"train_{k}"): v for k, v in rec.items() if k not in _LOOP_KEYS})
+        return row
 
-    train_metrics: Dict[str, float] = {}
+    def ev(m, step):
+        got = {k: float(v) for k, v in eval_fn(module).items()}
+        eval_keys.update(got)
+        return got
 
-    def evaluate(loss_value: float) -> bool:
-        row = {"step": step, "seconds": round(seconds, 4), "loss": loss_value}
-        row.update({f"train_{k}": float(v) for k, v in train_metrics.items()})
-        if eval_fn is not None:
-            was = module.training
-            module.eval()
-            with torch.no_grad():
-                row.update({k: float(v) for k, v in eval_fn(module).items()})
-            module.train(was)
-        history.append(row)
+    def stop(rec):
+        row = row_of(rec)
         if verbose:
             print(f"[{name}] " + "  ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}"
                                            for k, v in row.items()), flush=True)
         return bool(stop_fn(row)) if stop_fn is not None else False
 
+    opt = None
+    if params is not None:
+        plist = list(params)
+
+        def opt(_ps):
+            return torch.optim.Adam(plist, lr=lr, betas=tuple(betas))
+
+    res = train_loop(module, lambda m, b, g: loss_fn(b, g), data, steps=steps, batch_size=batch_size, lr=lr,
+                     betas=tuple(betas), seed=seed, optimizer=opt, grad_clip=None, ema_decay=None, out=sdir,
+                     resume=resume, log_every=eval_every, ckpt_every=ckpt_every, progress=verbose,
+                     description=name, device=device, eval_fn=ev if eval_fn is not None else None,
+                     eval_every=eval_every, stop_fn=stop if (stop_fn is not None or verbose) else None,
+                     budget_s=time_budget, clock=clock, lr_schedule=lr_schedule)
     module.train()
-    last = float("nan")
-    if step == 0 and eval_fn is not None and not history:
-        if evaluate(last):
-            stopped = "threshold"
-    while not stopped and step < steps:
-        if time_budget is not None and seconds >= time_budget:
-            stopped = "time"
-            break
-        t0 = timer()
-        if lr_schedule == "cosine":
-            frac = min(1.0, seconds / time_budget) if by_time else step / max(1, steps)
-            for group in opt.param_groups:
-                group["lr"] = lr * 0.5 * (1.0 + math.cos(math.pi * frac))
-        idx = torch.randint(0, n, (batch_size,), generator=gen)
-        out_ = loss_fn(_take(data, idx), gen)
-        loss, train_metrics = (out_[0], out_[1]) if isinstance(out_, tuple) else (out_, {})
-        if not torch.isfinite(loss):
-            raise LatentgeoError(f"[{name}] the loss became {loss.item()} at step {step + 1}; lower the learning "
-                                 "rate or check the data for NaN/inf")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        seconds += timer() - t0
-        step += 1
-        last = float(loss.detach())
-        if step % eval_every == 0 or step == steps:
-            if evaluate(last):
-                stopped = "threshold"
-        if ckpt_every and step % ckpt_every == 0:
-            checkpoint()
-    if not stopped:
-        stopped = "steps" if step >= steps else "time"
-        if not history or history[-1]["step"] != step:
-            evaluate(last)
-    checkpoint(stopped)
-    return {"history": history, "steps": step, "seconds": seconds, "stopped": stopped}
+    if eval_fn is not None:  # rows reloaded on resume: their evaluation keys are the ones not from the loop
+        eval_keys.update(k for r in res.metrics if r.get("step") == 0 for k in r if k not in _LOOP_KEYS)
+    history = [row_of(r) for r in res.metrics]
+    return {"history": history, "steps": res.step, "seconds": res.train_s, "stopped": _STOPPED[res.stopped]}
 
 
-def run_shared(module: nn.Module, loss_fn: Callable, data: Batch, *, steps: int, batch_size: int = 100,
-               lr: float = 1e-3, betas: Tuple[float, float] = (0.5, 0.999), seed: int = 0,
-               params: Optional[Sequence[torch.nn.Parameter]] = None,
-               eval_fn: Optional[Callable[[nn.Module], Dict[str, float]]] = None, eval_every: int = 100,
-               stop_fn: Optional[Callable[[Dict[str, float]], bool]] = None, time_budget: Optional[float] = None,
-               out: Optional[Union[str, Path]] = None, name: str = "stage", ckpt_every: int = 500,
-               resume: bool = False, verbose: bool = False, clock: str = "wall",
-               device: str = "cpu", lr_schedule: str = "constant") -> Dict[str, Any]:
-    """Same contract as :func:`fit`, run by the project's shared loop :func:`latentgeo.train.train_loop`
-    (progress bar, ``metrics.jsonl``, atomic checkpoints, exact resume, DDP under torchrun) in ``out/<name>/``.
+#: The earlier name of :func:`fit` when it ran :func:`latentgeo.train.train_loop` beside a loop of its own.
+run_shared = fit
 
-    Plain Adam with ``betas``, no EMA, no gradient clipping (the GPE anchor settings). A held-out early stop
-    (``stop_fn``) is run by training in chunks of ``eval_every`` steps, each resuming the previous chunk exactly;
-    ``out/<name>/stopped.json`` records a finished stage so that ``resume`` skips it.
-    """
-    import tempfile
-
-    from latentgeo.train import train_loop
-
-    if time_budget is not None:
-        raise LatentgeoError("a time budget needs the built-in loop (engine='fit'); pass steps instead")
-    if lr_schedule != "constant":
-        raise LatentgeoError(f"lr schedule '{lr_schedule}' needs the built-in loop (engine='fit'); the shared loop "
-                             "uses a constant learning rate")
-    tmp = tempfile.TemporaryDirectory() if out is None else None
-    sdir = Path(tmp.name if tmp is not None else out) / name
-    marker = sdir / "stopped.json"
-    common = dict(batch_size=batch_size, lr=lr, betas=betas, seed=seed, grad_clip=None, ema_decay=None,
-                  progress=verbose, description=name, ckpt_every=ckpt_every, log_every=min(eval_every, 100),
-                  device=device)
-
-    def fn(m, b, g):
-        return loss_fn(b, g)
-
-    try:
-        if resume and marker.exists():
-            info = _read_json(marker, "stage record")
-            if info.get("stopped") == "threshold" or int(info.get("steps", 0)) >= steps:
-                train_loop(module, fn, data, steps=info["steps"], out=sdir, resume=True,
-                           **{**common, "progress": False})  # restores the weights, runs no step
-                return info
-        history: List[Dict[str, Any]] = []
-        chunk = eval_every if (stop_fn is not None and eval_fn is not None) else steps
-        target, stopped, seconds = 0, "", 0.0
-        first = True
-        while target < steps:
-            target = min(steps, target + max(1, chunk))
-            t0 = time.perf_counter()
-            res = train_loop(module, fn, data, steps=target, out=sdir, resume=resume or not first, **common)
-            seconds += time.perf_counter() - t0
-            first = False
-            row = {"step": target, "seconds": round(seconds, 4),
-                   "loss": res.metrics[-1]["loss"] if res.metrics else float("nan")}
-            if eval_fn is not None:
-                module.eval()
-                with torch.no_grad():
-                    row.update({k: float(v) for k, v in eval_fn(module).items()})
-            history.append(row)
-            if verbose and eval_fn is not None:
-                print(f"[{name}] " + "  ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}"
-                                               for k, v in row.items()), flush=True)
-            if stop_fn is not None and stop_fn(row):
-                stopped = "threshold"
-                break
-        module.train()
-        info = {"history": history, "steps": target, "seconds": seconds, "stopped": stopped or "steps"}
-        if int(os.environ.get("RANK", "0")) == 0:
-            atomic_write_json(marker, info)
-        return info
-    finally:
-        if tmp is not None:
-            tmp.cleanup()
+#: Training engines accepted for compatibility: both run :func:`fit`, i.e. :func:`latentgeo.train.train_loop`
+#: (``"fit"`` was a separate CPU loop; it is now an alias of ``"shared"``).
+ENGINES = ("shared", "fit")
 
 
 def _run(engine: str, *args, **kw) -> Dict[str, Any]:
-    check_choice(engine, ("fit", "shared"), "training engine")
-    if engine == "fit":
-        kw.pop("device", None)
-        return fit(*args, **kw)
-    return run_shared(*args, **kw)
+    check_choice(engine, ENGINES, "training engine")
+    return fit(*args, **kw)
 
 
 # ------------------------------------------------------------------------------------------------ evaluation
@@ -300,7 +194,8 @@ def train_gpe_encoder(encoder: Encoder, x: torch.Tensor, x_val: Optional[torch.T
                       **kw) -> Dict[str, Any]:
     """GPE stage 1: train ``encoder`` alone on the GME cost; stop after ``steps`` or once the HELD-OUT GME cost
     (``x_val``, eval mode) falls below ``gme_threshold`` (or ``stop_fn(row)`` is true; it sees every evaluation
-    row). Keyword arguments go to :func:`fit` / :func:`run_shared`."""
+    row). Keyword arguments go to :func:`fit`; ``engine`` (``"fit"`` or ``"shared"``) is accepted for
+    compatibility and runs the same loop."""
     _check_data(x, "training data")
     if x_val is not None:
         _check_data(x_val, "validation data")
@@ -433,11 +328,12 @@ def train_autoencoder(method: str, x: torch.Tensor, x_val: Optional[torch.Tensor
 
     GPE: ``steps`` encoder steps (early stop at ``gme_threshold`` on ``x_val``), normalisation fitted on ``x``,
     then ``decoder_steps`` (default ``steps``) decoder steps on the normalised latents. Baselines: ``steps``
-    joint steps, then the normalisation. ``engine``: ``"fit"`` (built-in loop, stage files in ``out``) or
-    ``"shared"`` (:func:`latentgeo.train.train_loop`, stage folders ``out/encoder``, ``out/decoder``,
-    ``out/joint``; ``device`` applies). ``decoder``: ``"wide"`` or ``"lean"`` conv decoder for images (see
-    :class:`Decoder`). ``lr_schedule``: ``"constant"`` or ``"cosine"`` (to 0 over each stage's steps; built-in
-    loop only). Returns ``(encoder, decoder, info)`` on the CPU.
+    joint steps, then the normalisation. Every stage runs :func:`latentgeo.train.train_loop` (stage folders
+    ``out/encoder``, ``out/decoder``, ``out/joint``) on ``device``; ``engine`` is accepted for compatibility:
+    ``"fit"`` (once a separate CPU loop) is now an alias of ``"shared"``, and the run records ``"shared"``.
+    ``decoder``: ``"wide"`` or ``"lean"`` conv decoder for images (see :class:`Decoder`). ``lr_schedule``:
+    ``"constant"`` or ``"cosine"`` (to 0 over each stage's steps). Returns ``(encoder, decoder, info)`` on the
+    CPU.
 
     With ``out``: the process holds :class:`latentgeo.runfolder.RunLock` on ``out`` for the whole run (a second
     writer is refused), ``out/config.json`` records the settings (``kind: "autoencoder"``) before training, and a
@@ -445,7 +341,8 @@ def train_autoencoder(method: str, x: torch.Tensor, x_val: Optional[torch.Tensor
     ``steps`` / ``decoder_steps`` may grow, recorded in ``resume_history``).
     """
     check_choice(method, METHODS, "method")
-    check_choice(engine, ("fit", "shared"), "training engine")
+    check_choice(engine, ENGINES, "training engine")
+    engine = "shared"  # "fit" is an alias: one loop, one folder layout, one record
     _check_data(x, "training data")
     if out is None:
         return _train_autoencoder(method, x, x_val, latent_dim=latent_dim, arch=arch, enc_width=enc_width,
@@ -502,6 +399,8 @@ def _check_ae_folder(outp: Path, record: Dict[str, Any], resume: bool, gpe: bool
         what = "a trained autoencoder" if (outp / "autoencoder.json").exists() else "an unfinished autoencoder run"
         raise LatentgeoError(f"'{outp}' already holds {what}; pass --resume (resume=True) to continue it or "
                              "choose another output folder (--out)")
+    if resume:
+        _refuse_legacy(outp)
     if resume and old is not None:
         old_dec, new_dec = old.get("decoder_steps"), record.get("decoder_steps")
         if (gpe and old.get("steps") is not None and steps > int(old["steps"]) and _decoder_started(outp)
@@ -512,6 +411,15 @@ def _check_ae_folder(outp: Path, record: Dict[str, Any], resume: bool, gpe: bool
                                  "a new --out")
         record = check_resume_config(old, record, outp, extendable=("steps", "decoder_steps"))
     atomic_write_json(cfg_file, record)
+
+
+def _refuse_legacy(out: Path, stages: Sequence[str] = ("encoder", "decoder", "joint")) -> None:
+    """Stage files of the loops this version no longer has (``state_<stage>.safetensors`` of the built-in ``fit``
+    loop, ``<stage>/stopped.json`` of the chunked shared loop) cannot be resumed: one line saying so."""
+    legacy = [p for s in stages for p in (out / f"state_{s}.safetensors", out / s / "stopped.json") if p.exists()]
+    if legacy:
+        raise LatentgeoError(f"'{legacy[0]}' was written by an earlier latentgeo training loop, which this version "
+                             "cannot resume; start a new --out (or finish the run with the version that started it)")
 
 
 def _has_ae_stages(out: Path) -> bool:
@@ -536,9 +444,7 @@ def _train_autoencoder(method: str, x: torch.Tensor, x_val: Optional[torch.Tenso
     enc = Encoder(shape, latent_dim, arch=arch, width=enc_width, variational=method.startswith("vae"))
     dec = Decoder(shape, latent_dim, arch=arch, width=dec_width, decoder=decoder)
     common = dict(batch_size=batch_size, lr=lr, seed=seed, out=out, resume=resume, verbose=verbose, engine=engine,
-                  lr_schedule=lr_schedule)
-    if engine == "shared":
-        common["device"] = device
+                  lr_schedule=lr_schedule, device=device)
     info: Dict[str, Any] = {"method": method, "latent_dim": latent_dim, "data_shape": shape, "lr": lr,
                             "lr_schedule": lr_schedule,
                             "batch_size": batch_size, "seed": seed}

@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 from latentgeo import checkpoint as ckpt
-from latentgeo.errors import LatentgeoError
+from latentgeo.errors import LatentgeoError, check_choice
 from latentgeo.runfolder import RunLock, check_resume_config
 
-__all__ = ["train_loop", "TrainResult", "resolve_device", "dist_info", "load_trained"]
+__all__ = ["train_loop", "TrainResult", "resolve_device", "dist_info", "load_trained", "cosine_schedule"]
 
 _STATE = "state.safetensors"
 
@@ -32,6 +32,10 @@ class TrainResult:
     step: int
     metrics: List[Dict[str, Any]] = field(default_factory=list)
     out: Optional[Path] = None
+    #: why the run ended: ``"steps"`` (all steps done), ``"stop_fn"`` (early stop) or ``"budget"`` (time spent)
+    stopped: str = "steps"
+    #: seconds spent in training steps on the run's clock (``clock``), summed over resumes
+    train_s: float = 0.0
 
     @property
     def best_model(self) -> nn.Module:
@@ -203,7 +207,10 @@ def train_loop(model: nn.Module, loss_fn: Callable, data: Any, *, steps: int, ba
                ckpt_every: int = 1000, progress: bool = True, device: Union[str, torch.device, None] = "auto",
                config: Optional[Dict[str, Any]] = None, save_extra: Optional[Dict[str, Any]] = None,
                optimizer: Optional[Callable[[Sequence[nn.Parameter]], torch.optim.Optimizer]] = None,
-               description: str = "train") -> TrainResult:
+               description: str = "train",
+               eval_fn: Optional[Callable[[nn.Module, int], Dict[str, Any]]] = None, eval_every: Optional[int] = None,
+               stop_fn: Optional[Callable[[Dict[str, Any]], bool]] = None, budget_s: Optional[float] = None,
+               clock: str = "wall", lr_schedule: Union[None, str, Callable[[float], float]] = None) -> TrainResult:
     """Train ``model`` by minimising ``loss_fn(model, batch, generator)``; see :mod:`latentgeo.train`."""
     if not (isinstance(steps, int) and steps >= 0):
         raise LatentgeoError(f"steps must be a non-negative integer, got {steps!r}")
@@ -211,6 +218,15 @@ def train_loop(model: nn.Module, loss_fn: Callable, data: Any, *, steps: int, ba
         raise LatentgeoError(f"batch size must be a positive integer, got {batch_size!r}")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise LatentgeoError(f"learning rate must be positive and finite, got {lr!r}")
+    check_choice(clock, ("wall", "cpu"), "clock")
+    if budget_s is not None and not (isinstance(budget_s, (int, float)) and not isinstance(budget_s, bool)
+                                     and math.isfinite(budget_s) and budget_s > 0):
+        raise LatentgeoError(f"time budget must be a positive number of seconds, got {budget_s!r}")
+    if eval_every is not None and not (isinstance(eval_every, int) and eval_every > 0):
+        raise LatentgeoError(f"eval_every must be a positive integer, got {eval_every!r}")
+    sched = _schedule(lr_schedule)
+    hooks = _Hooks(eval_fn, eval_every or max(1, int(log_every)), stop_fn, budget_s, clock, sched,
+                   _schedule_name(lr_schedule))
     dev = resolve_device(device)
     created = _maybe_init_dist(dev)
     rank, world = dist_info()
@@ -224,7 +240,7 @@ def train_loop(model: nn.Module, loss_fn: Callable, data: Any, *, steps: int, ba
         with lock:
             res = _run(model, loss_fn, data, steps, batch_size, lr, out, resume, seed, grad_clip, ema_decay,
                        weight_decay, betas, warmup_steps, max(1, int(log_every)), max(1, int(ckpt_every)), progress,
-                       dev, config, save_extra, optimizer, description, rank, world)
+                       dev, config, save_extra, optimizer, description, rank, world, hooks)
         if world > 1:  # every rank waits for rank 0's last checkpoint before returning / tearing down
             import torch.distributed as dist
 
@@ -237,9 +253,46 @@ def train_loop(model: nn.Module, loss_fn: Callable, data: Any, *, steps: int, ba
             dist.destroy_process_group()
 
 
+def cosine_schedule(progress: float) -> float:
+    """The ``"cosine"`` learning-rate factor: ``(1 + cos(pi p)) / 2`` for progress ``p`` clamped to [0, 1]."""
+    p = min(1.0, max(0.0, float(progress)))
+    return 0.5 * (1.0 + math.cos(math.pi * p))
+
+
+def _schedule(s: Union[None, str, Callable[[float], float]]) -> Optional[Callable[[float], float]]:
+    if s is None or callable(s):
+        return s
+    if not isinstance(s, str):
+        raise LatentgeoError(f"lr schedule must be None, 'constant', 'cosine' or a callable, got {s!r}")
+    check_choice(s, ("constant", "cosine"), "lr schedule")
+    return cosine_schedule if s == "cosine" else None
+
+
+def _schedule_name(s: Any) -> Optional[str]:
+    if s is None or s == "constant":
+        return None
+    return s if isinstance(s, str) else f"callable:{getattr(s, '__qualname__', type(s).__qualname__)}"
+
+
+def _timer(clock: str) -> Callable[[], float]:
+    """The clock of the budget and of ``train_s``: wall (perf_counter) or this process's CPU time."""
+    return time.process_time if clock == "cpu" else time.perf_counter
+
+
+@dataclass
+class _Hooks:
+    eval_fn: Optional[Callable[[nn.Module, int], Dict[str, Any]]]
+    eval_every: int
+    stop_fn: Optional[Callable[[Dict[str, Any]], bool]]
+    budget_s: Optional[float]
+    clock: str
+    sched: Optional[Callable[[float], float]]
+    sched_name: Optional[str]
+
+
 def _run(model, loss_fn, data, steps, batch_size, lr, out, resume, seed, grad_clip, ema_decay, weight_decay,
          betas, warmup_steps, log_every, ckpt_every, progress, dev, config, save_extra, optimizer, description,
-         rank, world) -> TrainResult:
+         rank, world, hooks: _Hooks) -> TrainResult:
     from latentgeo.train.ema import EMA
 
     model.to(dev).train()
@@ -253,12 +306,21 @@ def _run(model, loss_fn, data, steps, batch_size, lr, out, resume, seed, grad_cl
     ema = EMA(model, ema_decay) if ema_decay else None
     out_p = Path(out) if out is not None else None
     start = 0
+    train_s = 0.0  # seconds of training steps on hooks.clock (evaluation, logging and checkpoints excluded)
+    stopped = ""  # "" while running; "steps" | "stop_fn" | "budget" once finished
     metrics: List[Dict[str, Any]] = []
     run_cfg = {"steps": steps, "batch_size": batch_size, "lr": lr, "seed": seed, "grad_clip": grad_clip,
                "ema_decay": ema_decay, "weight_decay": weight_decay, "betas": list(betas),
                "warmup_steps": warmup_steps, "log_every": log_every, "ckpt_every": ckpt_every,
                "world_size": world, "device": str(dev), "model_class": type(model).__qualname__,
                "user": config or {}}
+    # The hook settings are recorded only when used, so run folders written before they existed still resume.
+    if hooks.eval_fn is not None:
+        run_cfg["eval_every"] = hooks.eval_every
+    if hooks.budget_s is not None:
+        run_cfg.update(budget_s=hooks.budget_s, clock=hooks.clock)
+    if hooks.sched_name is not None:
+        run_cfg["lr_schedule"] = hooks.sched_name
     if out_p is not None:
         state_file = out_p / _STATE
         cfg_file = out_p / "config.json"
@@ -279,7 +341,7 @@ def _run(model, loss_fn, data, steps, batch_size, lr, out, resume, seed, grad_cl
                     raise LatentgeoError(f"run record '{cfg_file}' is not a JSON object; restore it or start a new "
                                          "run folder")
                 _check_same_kind(old_cfg, run_cfg, out_p)
-                run_cfg = check_resume_config(old_cfg, run_cfg, out_p)
+                run_cfg = check_resume_config(old_cfg, run_cfg, out_p, extendable=("steps", "budget_s"))
             st = ckpt.load_state(state_file)
             try:
                 model.load_state_dict(st["model"])
@@ -290,6 +352,9 @@ def _run(model, loss_fn, data, steps, batch_size, lr, out, resume, seed, grad_cl
                 raise LatentgeoError(f"cannot resume from '{state_file}': it was written for a different model or "
                                      f"optimiser ({str(exc).splitlines()[0]}); use a new output folder") from exc
             start = int(st["step"])
+            train_s = float(st.get("train_s", 0.0))
+            if st.get("stopped") == "stop_fn":  # an early-stopped run is finished: resuming trains no further
+                stopped = "stop_fn"
             mfile = out_p / "metrics.jsonl"
             if mfile.exists():  # drop lines logged after the checkpoint: they will be logged again
                 for i, line in enumerate(mfile.read_text(errors="replace").splitlines()):
@@ -312,12 +377,14 @@ def _run(model, loss_fn, data, steps, batch_size, lr, out, resume, seed, grad_cl
 
     data_gen = torch.Generator("cpu")
     noise_gen = torch.Generator(dev)
+    timer = _timer(hooks.clock)
     t0 = time.perf_counter()
     t_last, s_last = t0, start
     acc_loss = torch.zeros((), device=dev, dtype=torch.float64)
     acc_extra: Dict[str, float] = {}
     n_acc = 0
-    bar = _Bar(progress and rank == 0, description, steps, start)
+    budget = hooks.budget_s
+    bar = _Bar(progress and rank == 0, description, steps, start, budget, train_s)
 
     def checkpoint(step: int) -> None:
         if out_p is None or rank != 0:
@@ -325,7 +392,8 @@ def _run(model, loss_fn, data, steps, batch_size, lr, out, resume, seed, grad_cl
         extra = dict(save_extra or {}, step=step)
         ckpt.save_state(out_p / _STATE, {
             "step": step, "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
-            "optimizer": opt.state_dict(), "ema": ema.state_dict() if ema is not None else None})
+            "optimizer": opt.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+            "train_s": train_s, "stopped": stopped})
         _save_weights(model, out_p / "model.safetensors", extra)
         if ema is not None:
             _save_weights(ema.module, out_p / "ema.safetensors", extra)
@@ -335,12 +403,64 @@ def _run(model, loss_fn, data, steps, batch_size, lr, out, resume, seed, grad_cl
             text = "".join(json.dumps(m) + "\n" for m in metrics)
             ckpt.atomic_write_bytes(out_p / "metrics.jsonl", text.encode())
 
+    def evaluate(step: int) -> Dict[str, Any]:
+        was = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                got = hooks.eval_fn(model, step)
+        finally:
+            model.train(was)
+        if not isinstance(got, dict):
+            raise LatentgeoError(f"eval_fn must return a dict of metrics, got {type(got).__name__}")
+        return _jsonable(got)
+
+    def wants_stop(rec: Dict[str, Any]) -> bool:
+        """``stop_fn(rec)``, decided by rank 0 for every rank."""
+        flag = bool(hooks.stop_fn(rec)) if hooks.stop_fn is not None else False
+        if world > 1:
+            import torch.distributed as dist
+
+            t = torch.tensor([1.0 if flag else 0.0], device=dev)
+            dist.broadcast(t, src=0)
+            flag = bool(t.item() > 0.5)
+        return flag
+
+    def lr_factor(step: int) -> float:
+        f = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+        if hooks.sched is not None:
+            # progress of the run: its step fraction, or (with a budget) its time fraction if that is further on
+            prog = step / steps if steps > 0 else 1.0
+            if budget is not None:
+                prog = max(prog, train_s / budget)
+            g = float(hooks.sched(min(1.0, max(0.0, prog))))
+            if not (math.isfinite(g) and g >= 0):
+                raise LatentgeoError(f"the lr schedule returned {g!r} at progress {prog:.4g}; it must return a "
+                                     "finite factor >= 0")
+            f *= g
+        return f
+
+    if stopped:
+        pass
+    elif budget is not None and train_s >= budget:  # the budget was spent before this resume: nothing to do
+        stopped = "budget"
+    elif hooks.eval_fn is not None and start == 0 and not any(m.get("step") == 0 for m in metrics):
+        rec = {"step": 0, "train_s": 0.0}
+        rec.update(evaluate(0))
+        metrics.append(rec)
+        if wants_stop(rec):
+            stopped = rec["stopped"] = "stop_fn"
+        write_metrics()
+        if stopped:
+            checkpoint(0)
+    step, factor = start, 1.0
     with bar:
-        for step in range(start, steps):
+        while not stopped and step < steps:
+            t_step = timer()
             data_gen.manual_seed(_seed_for(seed, step, 0))
             noise_gen.manual_seed(_seed_for(seed, step, 1 + rank))
             torch.manual_seed(_seed_for(seed, step, 1_000_003 + rank))
-            factor = min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
+            factor = lr_factor(step)
             for g in opt.param_groups:
                 g["lr"] = lr * factor
             batch = src.batch(batch_size, data_gen, rank, world, dev)
@@ -363,8 +483,19 @@ def _run(model, loss_fn, data, steps, batch_size, lr, out, resume, seed, grad_cl
             for k, v in extra.items():
                 acc_extra[k] = acc_extra.get(k, 0.0) + float(v)
             n_acc += 1
-            done = step + 1
-            if done % log_every == 0 or done == steps:
+            train_s += timer() - t_step
+            if world > 1 and budget is not None:  # rank 0's clock decides the schedule and the stop for all ranks
+                import torch.distributed as dist
+
+                t = torch.tensor([train_s], device=dev, dtype=torch.float64)
+                dist.broadcast(t, src=0)
+                train_s = float(t.item())
+            step += 1
+            done = step
+            out_of_time = budget is not None and train_s >= budget
+            final = done == steps or out_of_time
+            at_eval = hooks.eval_fn is not None and (done % hooks.eval_every == 0 or final)
+            if done % log_every == 0 or final or at_eval:
                 tot = acc_loss.clone()
                 if world > 1:
                     import torch.distributed as dist
@@ -377,23 +508,32 @@ def _run(model, loss_fn, data, steps, batch_size, lr, out, resume, seed, grad_cl
                                          "check the data for outliers, or use gradient clipping")
                 now = time.perf_counter()
                 rec = {"step": done, "loss": mean_loss, "lr": lr * factor,
-                       "it_per_s": (done - s_last) / max(now - t_last, 1e-9), "time_s": now - t0}
+                       "it_per_s": (done - s_last) / max(now - t_last, 1e-9), "time_s": now - t0,
+                       "train_s": train_s}
                 rec.update(_jsonable({k: v / n_acc for k, v in acc_extra.items()}))
+                if at_eval:
+                    rec.update(evaluate(done))
+                if (at_eval or hooks.eval_fn is None) and hooks.stop_fn is not None and wants_stop(rec):
+                    stopped = rec["stopped"] = "stop_fn"
+                elif out_of_time and done < steps:
+                    stopped = rec["stopped"] = "budget"
                 metrics.append(rec)
                 write_metrics()
                 bar.set_loss(mean_loss)
                 acc_loss.zero_()
                 acc_extra.clear()
                 n_acc = 0
-                t_last, s_last = now, done
-            if done % ckpt_every == 0 or done == steps:
+                t_last, s_last = time.perf_counter(), done
+            if done % ckpt_every == 0 or final or stopped:
                 checkpoint(done)
-            bar.advance()
+            bar.advance(train_s)
+    if not stopped:
+        stopped = "steps"
     if steps <= start and out_p is not None and rank == 0 and not (out_p / _STATE).exists():
         checkpoint(start)
     model.eval()
-    return TrainResult(model=model, ema=ema.module.eval() if ema is not None else None, step=max(start, steps),
-                       metrics=metrics, out=out_p)
+    return TrainResult(model=model, ema=ema.module.eval() if ema is not None else None, step=max(start, step),
+                       metrics=metrics, out=out_p, stopped=stopped, train_s=train_s)
 
 
 def _check_same_kind(old: Dict[str, Any], new: Dict[str, Any], where: Path) -> None:
@@ -414,10 +554,12 @@ def _broadcast_buffers(model: nn.Module) -> None:
 
 
 class _Bar:
-    """A rich progress bar (loss, it/s, ETA), or nothing."""
+    """A rich progress bar (loss, it/s, ETA), or nothing. With a time budget it counts seconds of the budget."""
 
-    def __init__(self, enabled: bool, description: str, total: int, start: int):
+    def __init__(self, enabled: bool, description: str, total: int, start: int,
+                 budget: Optional[float] = None, spent: float = 0.0):
         self.enabled = enabled
+        self.budget = budget
         if enabled:
             from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                        TimeRemainingColumn)
@@ -426,7 +568,11 @@ class _Bar:
                               TextColumn("loss {task.fields[loss]}"),
                               TextColumn("{task.fields[its]} it/s"), TimeElapsedColumn(), TextColumn("ETA"),
                               TimeRemainingColumn(), transient=False)
-            self.task = self.p.add_task(description, total=total, completed=start, loss="-", its="-")
+            if budget is not None:
+                self.task = self.p.add_task(f"{description} (s of budget)", total=float(budget),
+                                            completed=min(spent, budget), loss="-", its="-")
+            else:
+                self.task = self.p.add_task(description, total=total, completed=start, loss="-", its="-")
             self._t = time.perf_counter()
             self._n = 0
 
@@ -439,14 +585,17 @@ class _Bar:
         if self.enabled:
             self.p.__exit__(*a)
 
-    def advance(self) -> None:
+    def advance(self, spent: float = 0.0) -> None:
         if self.enabled:
             self._n += 1
             now = time.perf_counter()
             if now - self._t > 0.5:
                 self.p.update(self.task, its=f"{self._n / (now - self._t):.1f}")
                 self._t, self._n = now, 0
-            self.p.advance(self.task)
+            if self.budget is not None:
+                self.p.update(self.task, completed=min(spent, self.budget))
+            else:
+                self.p.advance(self.task)
 
     def set_loss(self, v: float) -> None:
         if self.enabled:

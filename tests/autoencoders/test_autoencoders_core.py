@@ -1,6 +1,7 @@
 """GPE losses, nets, geometry metrics, checkpoints and resume (small, seeded, CPU)."""
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
@@ -206,3 +207,46 @@ def test_fit_resume_is_exact(tmp_path):
     assert res["steps"] == 30
     for p, q in zip(ref.state_dict().values(), b_.state_dict().values()):
         assert torch.equal(p, q)
+
+
+def test_fit_budget_on_a_fake_clock_and_engine_alias(tmp_path, monkeypatch):
+    """``fit`` runs latentgeo.train.train_loop: a CPU-time budget stops it ("time"), ``engine="fit"`` is an alias of
+    ``"shared"`` (one folder layout, recorded as shared), and stage files of the removed loop are refused."""
+    import latentgeo.train.loop as loop_mod
+
+    x = torch.randn(64, 5, generator=torch.Generator().manual_seed(6))
+    torch.manual_seed(0)
+    enc = Encoder([5], latent_dim=2, width=16)
+    clock = {"t": 0.0, "kinds": []}
+
+    def timer(kind):
+        clock["kinds"].append(kind)
+        return lambda: clock["t"]
+
+    def loss(b, g):
+        clock["t"] += 0.5
+        return gme_loss(enc.raw(b), b)
+
+    monkeypatch.setattr(loop_mod, "_timer", timer)
+    res = fit(enc, loss, x, steps=10 ** 9, batch_size=16, time_budget=2.0, clock="cpu", eval_every=2,
+              eval_fn=lambda m: {"val_gme": float(gme_loss(m.raw(x), x))}, lr_schedule="cosine")
+    assert clock["kinds"] == ["cpu"] and res["stopped"] == "time" and res["steps"] == 4
+    assert res["seconds"] == pytest.approx(2.0)
+    assert [(r["step"], r["seconds"]) for r in res["history"]] == [(0, 0.0), (2, 1.0), (4, 2.0)]
+    assert all("val_gme" in r for r in res["history"])
+    monkeypatch.undo()
+
+    kw = dict(latent_dim=2, steps=4, batch_size=16, out=tmp_path / "ae")
+    train_autoencoder("ae", x, engine="fit", **kw)
+    assert json.loads((tmp_path / "ae" / "config.json").read_text())["engine"] == "shared"
+    assert (tmp_path / "ae" / "joint" / "state.safetensors").exists()
+    _, _, info = train_autoencoder("ae", x, engine="shared", resume=True, **dict(kw, steps=6))
+    assert info["joint_stage"]["steps"] == 6 and info["engine"] == "shared"
+    with pytest.raises(LatentgeoError, match="training engine"):
+        train_autoencoder("ae", x, engine="turbo", latent_dim=2, steps=1)
+
+    legacy = tmp_path / "old"
+    legacy.mkdir()
+    (legacy / "state_encoder.safetensors").write_bytes(b"old")
+    with pytest.raises(LatentgeoError, match="earlier latentgeo training loop"):
+        fit(enc, loss, x, steps=3, out=legacy, name="encoder", resume=True)

@@ -80,7 +80,8 @@ def test_mlp_image_decoder_round_trip(tmp_path):
 
 
 def test_cosine_schedule_and_its_limits(tmp_path):
-    """``lr_schedule="cosine"`` anneals to 0 over the steps (the last update is ~0); the shared loop refuses it."""
+    """``lr_schedule="cosine"`` anneals to 0 over the steps (the last update is ~0); an unknown schedule is refused.
+    ``run_shared`` (the former second engine) is the same function as ``fit`` now, so it takes the schedule too."""
     from latentgeo.autoencoders import fit
     from latentgeo.autoencoders.training import run_shared
 
@@ -109,5 +110,5 @@ def test_cosine_schedule_and_its_limits(tmp_path):
     assert all(a >= b for a, b in zip(lrs, lrs[1:]))
     with pytest.raises(LatentgeoError, match="lr schedule"):
         fit(lin, loss_fn, x, steps=2, lr_schedule="step")
-    with pytest.raises(LatentgeoError, match="built-in loop"):
-        run_shared(lin, loss_fn, x, steps=2, lr_schedule="cosine")
+    assert run_shared is fit
+    assert run_shared(lin, loss_fn, x, steps=2, lr_schedule="cosine")["steps"] == 2

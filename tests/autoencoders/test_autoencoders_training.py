@@ -129,7 +129,7 @@ def test_gme_under_distributed_spans_the_global_batch():
 
 
 def test_shared_loop_threshold_stop_and_resume(tmp_path):
-    # engine="shared" runs latentgeo.train.train_loop in chunks of eval_every steps for the held-out early stop
+    # every engine runs latentgeo.train.train_loop, whose eval/stop hooks give the held-out early stop
     from latentgeo.autoencoders import train_gpe_encoder
     from latentgeo.autoencoders.nets import Encoder
 
@@ -138,11 +138,13 @@ def test_shared_loop_threshold_stop_and_resume(tmp_path):
     torch.manual_seed(0)
     enc = Encoder([8], latent_dim=2, width=16)
     first = train_gpe_encoder(enc, x, xv, steps=100, eval_every=20, batch_size=32, engine="shared",
-                              out=tmp_path, gme_threshold=1e-12)  # never met: 5 chunks, a held-out curve
-    gmes = [r["val_gme"] for r in first["history"]]
-    assert first["steps"] == 100 and len(gmes) == 5 and gmes[-1] < gmes[0]
+                              out=tmp_path, gme_threshold=1e-12)  # never met: a held-out curve at steps 0..100
+    assert [r["step"] for r in first["history"]] == [0, 20, 40, 60, 80, 100]
+    gmes = [r["val_gme"] for r in first["history"][1:]]
+    assert first["steps"] == 100 and first["stopped"] == "steps" and gmes[-1] < first["history"][0]["val_gme"]
     k = min(range(3), key=lambda i: gmes[i])
     thr = gmes[k] + 1e-12
+    assert first["history"][0]["val_gme"] > thr
     torch.manual_seed(0)
     enc2 = Encoder([8], latent_dim=2, width=16)
     res = train_gpe_encoder(enc2, x, xv, steps=200, eval_every=20, batch_size=32, engine="shared",
