@@ -21,7 +21,7 @@ from latentgeo._version import __version__
 from latentgeo.errors import LatentgeoError
 
 _SUBPACKAGES = ("data", "nets", "diffusion", "train", "flows", "autoencoders", "fisher", "spacetime", "molecules",
-                "metrics", "report", "checkpoint", "errors")
+                "metrics", "report", "checkpoint", "errors", "resolve")
 
 # public name -> (module, attribute)
 _LAZY = {
@@ -45,6 +45,14 @@ _LAZY = {
     "pf_ode_encode": ("latentgeo.diffusion", "pf_ode_encode"),
     "pf_ode_decode": ("latentgeo.diffusion", "pf_ode_decode"),
     "VPToVE": ("latentgeo.diffusion", "VPToVE"),
+    "EDMToVE": ("latentgeo.diffusion", "EDMToVE"),
+    "FlowToVE": ("latentgeo.diffusion", "FlowToVE"),
+    "VEDenoiser": ("latentgeo.diffusion", "VEDenoiser"),
+    # bring your own model: one resolver behind every command
+    "resolve_denoiser": ("latentgeo.resolve", "resolve_denoiser"),
+    "resolve_encoder": ("latentgeo.resolve", "resolve_encoder"),
+    "resolve_flow": ("latentgeo.resolve", "resolve_flow"),
+    "check_input_shape": ("latentgeo.resolve", "check_input_shape"),
     "train_loop": ("latentgeo.train", "train_loop"),
     "fit_flow": ("latentgeo.flows", "fit_flow"),
     "load_flow": ("latentgeo.flows", "load_flow"),

@@ -364,7 +364,8 @@ def _is_diffusers_model_dir(d: Path) -> bool:
     try:
         cfg = json.loads((d / "config.json").read_text())
     except (OSError, ValueError, UnicodeDecodeError):
-        return False
+        # a damaged config.json beside diffusers weights is still a diffusers folder: loading it then names the file
+        return any(d.glob("diffusion_pytorch_model*"))
     return isinstance(cfg, dict) and "_class_name" in cfg
 
 

@@ -7,8 +7,8 @@ from typing import Optional
 
 import typer
 
-from latentgeo.cli._options import (MAX_BATCH, MAX_SAMPLES, MAX_STEPS, MAX_WIDTH, opt_device, opt_float, opt_int,
-                                    opt_out_dir, opt_out_file, opt_seed)
+from latentgeo.cli._options import (MAX_BATCH, MAX_SAMPLES, MAX_STEPS, MAX_WIDTH, ModelOptions, model_spec_options,
+                                    opt_device, opt_float, opt_int, opt_out_dir, opt_out_file, opt_seed)
 
 #: Sampler steps above this are typos (the EDM / ODE schedules converge long before).
 MAX_SAMPLER_STEPS = 100_000
@@ -59,47 +59,93 @@ def _check_out_kind(out: str, kind: str) -> None:
         raise LatentgeoError(f"--out '{out}' holds a {have} run, not a {kind} run; choose another --out")
 
 
-def _training_data(data: Optional[str], n: Optional[int], seed: int, pad: Optional[bool], encoder: Optional[str]):
-    """The training array and what to record about it: the data itself, or its normalised latents
-    ``z = C (T(x) - m)`` ``[N, d]`` under the trained encoder in folder ``encoder``."""
+_AE_HINT = "the --out folder of `latentgeo train ae`, a diffusers VAE folder"
+_ENCODER_HELP = {"subfolder": "Component of a diffusers pipeline folder given as --encoder (default: vae/).",
+                 "code": "module:factory -- your own encoder x -> z, built by your Python code (instead of "
+                         "--encoder; imported only because you name it here)."}
+
+
+def _training_data(data: Optional[str], n: Optional[int], seed: int, pad: Optional[bool], encoder: Optional[str],
+                   model_opts=None, device: str = "cpu"):
+    """The training array and what to record about it: the data itself, or its latents under the encoder
+    ``encoder`` (any spec :func:`latentgeo.resolve.resolve_encoder` takes, or ``--code``): a latentgeo autoencoder's
+    normalised latents ``z = C (T(x) - m)`` ``[N, d]``, a diffusers VAE's scaled latents ``[N, c, h, w]``. The
+    data are checked against the encoder (:func:`latentgeo.resolve.check_input_shape`) before anything is encoded;
+    the run records the encoder's spec (``latent_of``), which ``latentgeo sample`` resolves back to decode."""
     import torch
 
-    from latentgeo.cli._options import read_json_file
+    from latentgeo.cli._options import check_model_path, model_kind, precheck_input, read_json_file, resolve_model
     from latentgeo.data import load
     from latentgeo.errors import LatentgeoError
+    from latentgeo.resolve import check_input_shape
 
-    if encoder is None:
+    code = model_opts.code if model_opts is not None else None
+    if encoder is None and code is None:
         if data is None:
             raise LatentgeoError("no data given; pass --data NAME (see `latentgeo data list`) or a .npy/.npz path")
         x = load(data, split="train", n=n, seed=seed, pad=bool(pad))
         if x.ndim == 3:  # [N, H, W] arrays: one channel
             x = x[:, None]
         return x, {"data": data, "image": x.ndim == 4}
-    from latentgeo.autoencoders import encode_batched, load_encoder
-    from latentgeo.autoencoders.training import check_autoencoder_dir
+    from latentgeo.autoencoders import encode_batched
 
-    d = check_autoencoder_dir(encoder, "--encoder")
-    meta = (read_json_file(d / "autoencoder.json", f"re-train the autoencoder with `latentgeo train ae` (new --out), "
-                                                   "or delete the file and pass --data NAME")
-            if (d / "autoencoder.json").exists() else {})
-    data = data or meta.get("data")
-    if data is None:
-        raise LatentgeoError(f"no data set is recorded with the encoder in '{encoder}'; pass --data NAME")
-    enc = load_encoder(d)
-    if pad is None:  # the encoder's input size tells whether its images were padded to 32x32
-        pad = len(enc.in_shape) == 3 and enc.in_shape[-1] == 32
-    x = load(data, split="train", n=n, seed=seed, pad=bool(pad))
-    if x.ndim == 3:
-        x = x[:, None]
-    if x[0].numel() != int(torch.tensor(enc.in_shape).prod()):
-        raise LatentgeoError(f"'{data}' samples have shape {list(x.shape[1:])} but the encoder in '{encoder}' takes "
-                             f"{list(enc.in_shape)}; pass the --data (and --pad) it was trained on")
+    meta = {}
+    check_model_path(encoder, "--encoder", _AE_HINT)
+    ours = encoder is not None and model_kind(encoder) == "latentgeo"
+    if ours:
+        from latentgeo.autoencoders.training import check_autoencoder_dir
+
+        d = check_autoencoder_dir(encoder, "--encoder")
+        meta = (read_json_file(d / "autoencoder.json", "re-train the autoencoder with `latentgeo train ae` (new "
+                                                       "--out), or delete the file and pass --data NAME")
+                if (d / "autoencoder.json").exists() else {})
+        data = data or meta.get("data")
+        if data is None:
+            raise LatentgeoError(f"no data set is recorded with the encoder in '{encoder}'; pass --data NAME")
+    elif data is None:
+        raise LatentgeoError(f"no data given for {'--code ' + code if code else repr(encoder)}; pass --data NAME (the "
+                             "images to encode; see `latentgeo data list`)")
+    if not ours:  # data vs a diffusers VAE's config first: a channel mismatch fails before the model is loaded
+        x = load(data, split="train", n=n, seed=seed, pad=bool(pad))
+        x = x[:, None] if x.ndim == 3 else x
+        precheck_input(encoder, tuple(x.shape[1:]), model_opts)
+    enc, _, info = resolve_model("encoder", encoder, model_opts, device=device, what="--encoder", hint=_AE_HINT)
+    if ours:
+        if pad is None:  # the encoder's input size tells whether its images were padded to 32x32
+            pad = len(enc.in_shape) == 3 and enc.in_shape[-1] == 32
+        x = load(data, split="train", n=n, seed=seed, pad=bool(pad))
+        x = x[:, None] if x.ndim == 3 else x
+        if x[0].numel() != int(torch.tensor(enc.in_shape).prod()):
+            raise LatentgeoError(f"'{data}' samples have shape {list(x.shape[1:])} but the encoder in '{encoder}' "
+                                 f"takes {list(enc.in_shape)}; pass the --data (and --pad) it was trained on")
+        x = x.reshape(x.shape[0], *enc.in_shape)
+    try:
+        check_input_shape(enc, tuple(x.shape[1:]))
+    except LatentgeoError as exc:
+        raise LatentgeoError(f"--encoder: {exc}") from None
+    _range_note(x, info, data)
     with torch.no_grad():
-        z = encode_batched(enc, x.reshape(x.shape[0], *enc.in_shape)).float()
-    return z, {"data": data, "image": False, "latent_of": str(d.resolve()), "method": meta.get("method"),
-               "decoded_shape": list(enc.in_shape)}
+        z = encode_batched(enc, x, batch_size=500 if ours else 32).float()
+    rec = {"data": data, "image": z.ndim == 4, "latent_of": info.get("spec"), "encoder_source": info.get("source"),
+           "method": meta.get("method"), "decoded_shape": list(x.shape[1:])}
+    if code is not None:
+        rec["latent_code"] = code  # informational only: nothing read from a record is ever imported
+    return z, rec
 
 
+def _range_note(x, info: dict, data: str) -> None:
+    """A note (stdout) when the data lie outside the value range the encoder expects (diffusers VAEs: [-1, 1])."""
+    rng = info.get("input_range")
+    if not rng:
+        return
+    lo, hi = float(x.min()), float(x.max())
+    if lo < rng[0] - 1e-3 or hi > rng[1] + 1e-3:
+        typer.echo(f"note: '{data}' has values in [{lo:.3g}, {hi:.3g}] but the {info.get('class', 'encoder')} "
+                   f"expects images in [{rng[0]:g}, {rng[1]:g}]; rescale them (latentgeo loads 8-bit images into "
+                   "[-1, 1])")
+
+
+@model_spec_options("encoder", help=_ENCODER_HELP)
 def train_diffusion(
     data: Optional[str] = typer.Option(None, "--data", help="Data set name (see `latentgeo data list`) or a .npy/.npz "
                                                             "path (first array, or key `x`); with --encoder, "
@@ -118,27 +164,32 @@ def train_diffusion(
     ema: float = _EMA,
     grad_clip: float = opt_float(1.0, "--grad-clip", help="Clip the gradient norm (0 disables).", lo=0),
     pad: Optional[bool] = _PAD,
-    encoder: Optional[str] = typer.Option(None, "--encoder", help="Train in the normalised latent space of this "
-                                                                  "`latentgeo train ae` folder (latent diffusion)."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="Train in the latent space of this encoder "
+                                                                  "(latent diffusion): a `latentgeo train ae` folder "
+                                                                  "(normalised latents) or a diffusers VAE / "
+                                                                  "pipeline folder (scaled latents [c, h, w])."),
     device: str = _DEVICE,
     log_every: int = _LOG_EVERY,
     ckpt_every: int = _CKPT_EVERY,
     resume: bool = _RESUME,
     quiet: bool = _QUIET,
+    model_opts: ModelOptions = None,
 ) -> None:
     """Train an EDM denoiser (sigma_data estimated from the data) on data or, with --encoder, on an encoder's
     latents. Multi-GPU: `torchrun --nproc_per_node=K -m latentgeo train diffusion ...`."""
+    from latentgeo.cli._options import model_kind
     from latentgeo.diffusion import train_denoiser
     from latentgeo.errors import LatentgeoError, check_choice
+    from latentgeo.train import resolve_device
 
     check_choice(net, ["mlp", "unet"], "net")
-    if net == "unet" and encoder is not None:
-        raise LatentgeoError("--net unet needs images [N, C, H, W] but the latents of an --encoder are vectors "
-                             "[N, d]; use --net mlp")
+    if net == "unet" and encoder is not None and model_kind(encoder) == "latentgeo":
+        raise LatentgeoError("--net unet needs images [N, C, H, W] but the latents of a `latentgeo train ae` "
+                             "--encoder are vectors [N, d]; use --net mlp")
     if net == "mlp":
         _check_mlp_size(hidden, depth)
     _check_out_kind(out, "diffusion")
-    x, info = _training_data(data, n, seed, pad, encoder)
+    x, info = _training_data(data, n, seed, pad, encoder, model_opts, str(resolve_device(device)))
     if net == "unet" and x.ndim != 4:
         raise LatentgeoError(f"--net unet needs images [N, C, H, W] but '{info['data']}' has shape "
                              f"{tuple(x.shape)}; use --net mlp")
@@ -156,12 +207,14 @@ def train_diffusion(
                f"(load with latentgeo.load_denoiser('{out}'))")
 
 
+@model_spec_options("encoder", help=_ENCODER_HELP)
 def train_flow(
     data: Optional[str] = typer.Option(None, "--data", help="Data set name or .npy/.npz path; with --encoder, "
                                                             "default: the encoder's data."),
     out: str = opt_out_dir(..., "--out", help="Output folder (config.json, metrics.jsonl, checkpoints)."),
-    encoder: Optional[str] = typer.Option(None, "--encoder", help="Train in the normalised latent space of this "
-                                                                  "`latentgeo train ae` folder (latent generation)."),
+    encoder: Optional[str] = typer.Option(None, "--encoder", help="Train in the latent space of this encoder "
+                                                                  "(latent generation): a `latentgeo train ae` "
+                                                                  "folder or a diffusers VAE / pipeline folder."),
     coupling: str = typer.Option("independent", "--coupling", help="independent | ot (exact minibatch OT pairs: "
                                                                    "straighter paths, fewer ODE steps)."),
     steps: int = opt_int(5000, "--steps", help="Total optimiser steps.", lo=1, hi=MAX_STEPS),
@@ -178,6 +231,7 @@ def train_flow(
     ckpt_every: int = _CKPT_EVERY,
     resume: bool = _RESUME,
     quiet: bool = _QUIET,
+    model_opts: ModelOptions = None,
 ) -> None:
     """Train a flow-matching model from N(0, I) to the data or, with --encoder, to an encoder's normalised latents
     (sample and decode with `latentgeo sample OUT`)."""
@@ -186,10 +240,12 @@ def train_flow(
     from latentgeo.errors import check_choice
     from latentgeo.flows import fit_flow
 
+    from latentgeo.train import resolve_device
+
     check_choice(coupling, ["independent", "ot"], "--coupling")
     _check_mlp_size(hidden, depth)
     _check_out_kind(out, "flow")
-    x, info = _training_data(data, n, seed, pad, encoder)
+    x, info = _training_data(data, n, seed, pad, encoder, model_opts, str(resolve_device(device)))
     kw = {"in_dim": int(math.prod(x.shape[1:])), "hidden": hidden, "depth": depth, "max_freq": 100.0}
     info = {**info, "kind": "flow", "net": "mlp", "net_kwargs": kw, "coupling": coupling,
             "data_shape": list(x.shape[1:]), "n_train": int(x.shape[0])}
@@ -243,23 +299,47 @@ def _sample_run(run: str):
     return runp, user
 
 
+def _parse_shape(text: Optional[str]):
+    from latentgeo.errors import LatentgeoError
+
+    if text is None:
+        return None
+    try:
+        v = [int(t) for t in str(text).replace(" ", "").replace("x", ",").split(",") if t]
+    except ValueError:
+        v = []
+    if not v or len(v) > 4 or any(i < 1 or i > MAX_WIDTH for i in v):
+        raise LatentgeoError(f"--shape must be 1 to 4 positive integers like 3,32,32 (one sample, no batch axis), "
+                             f"got '{text}'")
+    return v
+
+
+@model_spec_options("model")
 def sample_cmd(
-    run: str = typer.Argument(..., help="Training folder written by `latentgeo train diffusion` or `train flow`."),
+    run: Optional[str] = typer.Argument(None, help="The model: a `latentgeo train diffusion` / `train flow` folder, "
+                                                   "a diffusers pipeline / UNet folder, a TorchScript file with "
+                                                   "--parametrization, ... (or use --code instead)."),
     n: int = opt_int(64, "--n", help="Number of samples (written in batches of --batch-size).", lo=1,
                      hi=MAX_SAMPLES),
-    steps: int = opt_int(32, "--steps", help="Sampler steps (diffusion: rho = 7 schedule, sigma 80 -> 0.002; "
-                                             "flow: uniform in t).", lo=1, hi=MAX_SAMPLER_STEPS),
+    steps: int = opt_int(32, "--steps", help="Sampler steps (diffusion: rho = 7 schedule, sigma from min(80, the "
+                                             "model's sigma_max) to max(0.002, its sigma_min); flow: uniform in t).",
+                         lo=1, hi=MAX_SAMPLER_STEPS),
     sampler: str = typer.Option("heun", "--sampler", help="diffusion: heun | euler | euler_maruyama | "
                                                           "edm_stochastic; flow: heun | euler | dopri5 | rk4."),
-    autoencoder: Optional[str] = typer.Option(None, "--autoencoder", help="Latent runs: decode with this "
-                                                                          "`train ae` folder (default: the one "
+    autoencoder: Optional[str] = typer.Option(None, "--autoencoder", help="Latent runs: decode with this encoder's "
+                                                                          "decoder (a `train ae` folder or a "
+                                                                          "diffusers VAE folder; default: the one "
                                                                           "recorded at training)."),
     seed: int = _SEED,
-    out: Optional[str] = opt_out_file(None, "--out", help="Output .npz (default RUN/samples.npz; PNG beside it)."),
+    out: Optional[str] = opt_out_file(None, "--out", help="Output .npz (default RUN/samples.npz for latentgeo runs; "
+                                                          "PNG beside it)."),
     batch_size: int = opt_int(1024, "--batch-size", help="Samples per sampler call.", lo=1, hi=MAX_BATCH),
     device: str = _DEVICE,
     raw: bool = typer.Option(False, "--raw", help="Use the raw weights instead of the EMA weights."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    shape: Optional[str] = typer.Option(None, "--shape", help="Shape of one sample, e.g. 3,32,32, for models that "
+                                                              "record none (TorchScript, --code)."),
+    model_opts: ModelOptions = None,
 ) -> None:
     """Draw samples from a trained denoiser or flow: writes samples.npz (key `x`; latent runs are decoded, with the
     latents under key `z`) and, for images or 2-D points, a PNG."""
@@ -269,65 +349,108 @@ def sample_cmd(
 
     import torch
 
-    from latentgeo.autoencoders.training import check_autoencoder_dir
     from latentgeo.checkpoint import atomic_write_bytes
-    from latentgeo.diffusion import SAMPLERS, load_denoiser, sample
+    from latentgeo.cli._options import default_out, model_kind, model_range, resolve_model
+    from latentgeo.diffusion import SAMPLERS, sample
     from latentgeo.errors import LatentgeoError, check_choice
-    from latentgeo.flows import FLOW_METHODS, flow_sample, load_flow
+    from latentgeo.flows import FLOW_METHODS, flow_sample
+    from latentgeo.resolve import ACCEPTED
     from latentgeo.runfolder import check_output_file
     from latentgeo.train import resolve_device
 
-    runp, user = _sample_run(run)
-    shape = list(user["data_shape"])
-    is_flow = user.get("kind") == "flow"
+    want_shape = _parse_shape(shape)
+    if run is None and model_opts.code is None:
+        raise LatentgeoError(f"no model given; {_TRAIN_CMDS} as RUN, or another model ({ACCEPTED})")
+    kind = model_kind(run) if run is not None else "code"
+    if kind == "missing":
+        raise LatentgeoError(f"'{run}' does not exist; {_TRAIN_CMDS}, or another model: {ACCEPTED}")
+    ours = kind == "latentgeo" and Path(run).is_dir()
+    user: dict = {}
+    if ours:
+        runp, user = _sample_run(run)
+        data_shape = list(user["data_shape"])
+        is_flow = user.get("kind") == "flow"
+    else:
+        data_shape = want_shape
+        is_flow = model_opts.parametrization in ("velocity", "rectified_flow", "velocity_latentgeo")
+    if want_shape is not None and ours and want_shape != data_shape:
+        raise LatentgeoError(f"--shape {want_shape} differs from the shape {data_shape} the run was trained on; "
+                             "drop --shape")
     check_choice(sampler, list(FLOW_METHODS if is_flow else SAMPLERS), "flow ODE method" if is_flow else "sampler")
-    dest = Path(out) if out else runp / "samples.npz"
+    dest = default_out(run, "samples.npz", out)
     if dest.suffix != ".npz":
         dest = dest.with_suffix(".npz")
     check_output_file(dest, "--out")
-    ae_dir = autoencoder or user.get("latent_of")
-    if autoencoder is not None:
-        check_autoencoder_dir(autoencoder, "--autoencoder")
-    elif ae_dir is not None:
-        if not Path(ae_dir).exists():
-            raise LatentgeoError(f"the autoencoder folder '{ae_dir}' recorded by this latent run is missing; pass "
-                                 "--autoencoder DIR (the `latentgeo train ae` folder it was trained on)")
-        check_autoencoder_dir(ae_dir, "the autoencoder recorded by this latent run,")
-    # Output size: refuse before sampling when the disk cannot hold it (arrays are written in batches to
-    # temporary files beside --out, then zipped into place, so up to twice the size is needed for a moment).
-    dec_shape = list(user.get("decoded_shape") or []) if ae_dir is not None else []
-    nbytes = 4 * n * (math.prod(shape) + (math.prod(dec_shape) if dec_shape else 0))
-    anc = dest.parent
-    while not anc.exists() and anc.parent != anc:
-        anc = anc.parent
-    free = shutil.disk_usage(anc).free
-    if 2 * nbytes + (64 << 20) > free:
-        raise LatentgeoError(f"--n {n} samples need about {2 * nbytes / 2 ** 30:.2f} GiB of disk while written but "
-                             f"'{anc}' has {free / 2 ** 30:.2f} GiB free; pass a smaller --n or another --out")
+    # the decoder of a latent run: --autoencoder, else the encoder spec recorded at training (never --code, and
+    # nothing in the record is run as code)
+    ae_spec = autoencoder if autoencoder is not None else user.get("latent_of")
+    if autoencoder is None and isinstance(ae_spec, (str, dict)):
+        p = ae_spec if isinstance(ae_spec, str) else ae_spec.get("path")
+        if not isinstance(p, str) or not Path(p).exists():
+            raise LatentgeoError(f"the autoencoder '{p}' recorded by this latent run is missing; pass --autoencoder "
+                                 "SPEC (the `latentgeo train ae` folder or diffusers VAE it was trained on)")
     dev = resolve_device(device)
-    model = (load_flow if is_flow else load_denoiser)(runp, ema=not raw, device=str(dev))
     dec = None
-    if ae_dir is not None:  # a latent run: decode the latents with the autoencoder's decoder, batch by batch
-        from latentgeo.autoencoders import load_decoder
+    if ae_spec is not None:  # a latent run: decode the latents with the encoder's decoder, batch by batch
+        what = "--autoencoder" if autoencoder is not None else "the autoencoder recorded by this latent run,"
+        _, dec, _ = resolve_model("encoder", ae_spec, model_opts, code=False, device=dev, what=what, hint=_AE_HINT)
+        if dec is None:
+            raise LatentgeoError(f"{what} '{ae_spec if isinstance(ae_spec, str) else ae_spec.get('path')}' has no "
+                                 "decoder; pass --autoencoder SPEC with one (a `latentgeo train ae` folder or a "
+                                 "diffusers VAE)")
+    elif user.get("latent_code"):
+        typer.echo(f"note: this latent run was trained on the encoder of --code {user['latent_code']}, which "
+                   "latentgeo never runs from a run's record; writing the latents (pass --autoencoder SPEC to "
+                   "decode)")
+    dec_shape = list(user.get("decoded_shape") or []) if dec is not None else []
 
-        dec = load_decoder(ae_dir).to(dev)
+    def check_disk(shape_):
+        # Output size: refuse before sampling when the disk cannot hold it (arrays are written in batches to
+        # temporary files beside --out, then zipped into place, so up to twice the size is needed for a moment).
+        nbytes = 4 * n * (math.prod(shape_) + (math.prod(dec_shape) if dec_shape else 0))
+        anc = dest.parent
+        while not anc.exists() and anc.parent != anc:
+            anc = anc.parent
+        free = shutil.disk_usage(anc).free
+        if 2 * nbytes + (64 << 20) > free:
+            raise LatentgeoError(f"--n {n} samples need about {2 * nbytes / 2 ** 30:.2f} GiB of disk while written "
+                                 f"but '{anc}' has {free / 2 ** 30:.2f} GiB free; pass a smaller --n or another --out")
+
+    if data_shape is not None:
+        check_disk(data_shape)  # before the model is loaded
+    role = "flow" if is_flow else "denoiser"
+    model = resolve_model(role, run, model_opts, device=dev, what="RUN" if run is not None else "--code",
+                          ema=not raw)
+    if data_shape is None:
+        data_shape = (getattr(model, "info", None) or {}).get("sample_shape")
+        if not data_shape:
+            raise LatentgeoError("the model records no sample shape; pass --shape (e.g. --shape 3,32,32)")
+        data_shape = list(data_shape)
+        check_disk(data_shape)
+    lo, hi = model_range(model)
+    s_lo, s_hi = max(0.002, lo), min(80.0, hi)
+    if not is_flow and not s_lo < s_hi:
+        raise LatentgeoError(f"the model's noise range [{lo:.4g}, {hi:.4g}] leaves no sampling schedule; check the "
+                             "model's schedule (--schedule)")
     clamp = dec is not None and len(dec_shape) == 3
     g = torch.Generator(dev).manual_seed(seed)
+    p_dec = next(dec.parameters(), None) if isinstance(dec, torch.nn.Module) else None
 
     def batches():
         for i in range(0, n, batch_size):
             b = min(batch_size, n - i)
             if is_flow:
-                z0 = torch.randn((b, *shape), generator=g, device=dev)
+                z0 = torch.randn((b, *data_shape), generator=g, device=dev)
                 s = flow_sample(model, z0, steps=steps, method=sampler)
             else:
-                s = sample(model, (b, *shape), n_steps=steps, sampler=sampler, generator=g, device=dev)
+                s = sample(model, (b, *data_shape), n_steps=steps, sampler=sampler, generator=g, device=dev,
+                           sigma_min=s_lo, sigma_max=s_hi)
             if dec is None:
                 yield {"x": s.cpu()}
                 continue
-            p = next(dec.parameters())
             with torch.no_grad():
-                xd = dec(s.to(device=dev, dtype=p.dtype)).cpu()
+                zs = s.to(device=dev, dtype=p_dec.dtype) if p_dec is not None else s
+                xd = dec(zs).float().cpu()
             yield {"x": xd.clamp(-1, 1) if clamp else xd, "z": s.cpu()}
 
     preview = _write_npz_stream(dest, n, batches(), progress=not quiet)

@@ -9,8 +9,9 @@ from typing import List, Optional
 
 import typer
 
-from latentgeo.cli._options import (MAX_SAMPLES, MAX_STEPS, opt_device, opt_float, opt_int, opt_out_dir, opt_seed,
-                                    valid_floats)
+from latentgeo.cli._options import (MAX_SAMPLES, MAX_STEPS, ModelOptions, model_range, model_spec_options,
+                                    opt_device, opt_float, opt_int, opt_out_dir, opt_seed, precheck_input,
+                                    resolve_model, sigma_grid, valid_floats)
 from latentgeo.errors import LatentgeoError
 
 #: Noise levels above this are typos (EDM's sigma_max is 80); they overflow the noised samples.
@@ -20,6 +21,14 @@ MAX_PROBES = 4096
 MAX_SIGMAS = 1000
 #: What ``diagnose`` trains on when ``--n`` is not given (fewer when the data set has fewer).
 DIAGNOSE_N = 2000
+#: diagnose's model options: --code / --subfolder / --allow-pickle for the encoders, the rest for reused denoisers.
+_DIAGNOSE_HELP = {
+    "code": "module:factory -- one more encoder x -> z, built by your Python code (imported only because you name "
+            "it here).",
+    "subfolder": "Component of diffusers pipeline folders given as --encoder (default: vae/).",
+    "parametrization": "What --pixel-denoiser / --latent-denoiser predict (TorchScript / export models): ve | edm | "
+                       "eps | v | x0 | velocity | velocity_latentgeo.",
+}
 
 
 def _threads() -> None:
@@ -89,9 +98,11 @@ def _check_denoiser_on(den, x, what: str) -> None:
     xb = x[:2].to(p.dtype if p is not None else x.dtype)
     if p is not None:
         xb = xb.to(p.device)
+    lo, hi = model_range(den)
+    s = min(max(1.0, lo), hi)  # inside the model's trained noise range
     try:
         with torch.no_grad():
-            y = den(xb, torch.ones(xb.shape[0], dtype=xb.dtype, device=xb.device))
+            y = den(xb, torch.full((xb.shape[0],), s, dtype=xb.dtype, device=xb.device))
     except (RuntimeError, ValueError, IndexError) as exc:
         if isinstance(exc, LatentgeoError):
             raise
@@ -152,44 +163,52 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         typer.echo(f"wrote {out}/toy_{name}.json and plots")
 
     @fisher_app.command("curves")
+    @model_spec_options("denoiser")
     def curves_cmd(
-        denoiser: str = typer.Option(..., "--denoiser", help="Trained denoiser folder or .safetensors file."),
+        denoiser: Optional[str] = typer.Option(None, "--denoiser", help="The denoiser: a `latentgeo train diffusion` "
+                                               "folder or .safetensors file, a diffusers pipeline / UNet folder, a "
+                                               "TorchScript file with --parametrization (or use --code)."),
         data: str = typer.Option(..., "--data", help="Data set name or file (see `latentgeo data list`)."),
         out: str = opt_out_dir(..., "--out", help="Output folder (curves.json, curves.png)."),
         n: int = opt_int(256, "--n", help="Samples (>= 2).", lo=2, hi=MAX_SAMPLES),
         probes: int = opt_int(8, "--probes", help="Hutchinson probes per sample.", lo=1, hi=MAX_PROBES),
         n_sigmas: int = opt_int(16, "--n-sigmas", help="Noise levels.", lo=1, hi=MAX_SIGMAS),
-        sigma_min: float = opt_float(0.01, "--sigma-min", help="Smallest noise level (> 0).", lo=0, lo_open=True,
-                                     hi=SIGMA_HI),
-        sigma_max: float = opt_float(80.0, "--sigma-max", help=f"Largest noise level (<= {SIGMA_HI:g}).", lo=0,
-                                     lo_open=True, hi=SIGMA_HI),
+        sigma_min: Optional[float] = opt_float(None, "--sigma-min", help="Smallest noise level (> 0; default "
+                                               "max(0.01, the model's sigma_min)).", lo=0, lo_open=True,
+                                               hi=SIGMA_HI),
+        sigma_max: Optional[float] = opt_float(None, "--sigma-max", help=f"Largest noise level (<= {SIGMA_HI:g}; "
+                                               "default min(80, the model's sigma_max)).", lo=0, lo_open=True,
+                                               hi=SIGMA_HI),
         float64: bool = typer.Option(False, "--float64", help="Compute in float64."),
         seed: int = opt_seed(),
         device: str = opt_device(),
+        model_opts: ModelOptions = None,
     ) -> None:
         """FI, FIR, MMSE and MMSE-rate curves of a trained denoiser on data (data as the denoiser was trained)."""
         from pathlib import Path
 
         import torch
 
-        if not sigma_min < sigma_max:
+        if sigma_min is not None and sigma_max is not None and not sigma_min < sigma_max:
             raise LatentgeoError(f"--sigma-min {sigma_min:g} must be below --sigma-max {sigma_max:g}; swap or fix "
                                  "them")
-        if not Path(denoiser).exists() and not Path(denoiser + ".safetensors").exists():
-            raise LatentgeoError(f"--denoiser '{denoiser}' does not exist; pass a folder written by `latentgeo train "
-                                 "diffusion` or a .safetensors checkpoint")
+        if denoiser is None and model_opts.code is None:
+            raise LatentgeoError("no model given; pass --denoiser SPEC (a latentgeo run, a diffusers folder, a "
+                                 "TorchScript file) or --code module:factory")
+        if denoiser is not None and not Path(denoiser).exists() and Path(denoiser + ".safetensors").exists():
+            denoiser = denoiser + ".safetensors"
         _threads()
         from latentgeo.data import load
-        from latentgeo.diffusion import load_denoiser
         from latentgeo.fisher import default_sigmas, fisher_curves
 
         dev = _device(device)
-        den = load_denoiser(denoiser, device=dev)
+        den = resolve_model("denoiser", denoiser, model_opts, device=dev, what="--denoiser")
+        lo, hi = sigma_grid(den, sigma_min, sigma_max, model_opts.extrapolate)
         x = load(data, n=n, seed=seed)
         _check_denoiser_on(den, x, f"data '{data}'")
-        c = fisher_curves(den, x.to(dev), default_sigmas(n_sigmas, sigma_min, sigma_max), n_probes=probes,
+        c = fisher_curves(den, x.to(dev), default_sigmas(n_sigmas, lo, hi), n_probes=probes,
                           generator=torch.Generator().manual_seed(seed), dtype=torch.float64 if float64 else None,
-                          label=Path(denoiser).name)
+                          label=Path(denoiser).name if denoiser else model_opts.code)
         c.save(Path(out) / "curves.json")
         c.plot(Path(out) / "curves.png")
         for i in range(len(c.sigma)):
@@ -198,9 +217,11 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         typer.echo(f"wrote {out}/curves.json and curves.png")
 
     @app.command("diagnose")
+    @model_spec_options("denoiser", help=_DIAGNOSE_HELP)
     def diagnose_cmd(
-        encoder: List[str] = typer.Option(..., "--encoder", help="Encoder folder (latentgeo autoencoder run or "
-                                                                 "diffusers AutoencoderKL); repeat for several."),
+        encoder: Optional[List[str]] = typer.Option(None, "--encoder", help="Encoder: a latentgeo autoencoder run, a "
+                                                    "diffusers VAE / pipeline folder (images in [-1, 1]), a "
+                                                    "TorchScript file x -> z; repeat for several."),
         data: str = typer.Option(..., "--data", help="Data set name or file (see `latentgeo data list`)."),
         out: str = opt_out_dir(..., "--out", help="Output folder: summary.json, plots, cached denoisers."),
         n: Optional[int] = opt_int(None, "--n", help=f"Training samples for the denoisers (default: "
@@ -211,29 +232,71 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         n_eval: int = opt_int(256, "--n-eval", help="Samples for the Fisher curves (>= 2).", lo=2, hi=MAX_SAMPLES),
         probes: int = opt_int(4, "--probes", help="Hutchinson probes per sample.", lo=1, hi=MAX_PROBES),
         n_sigmas: int = opt_int(14, "--n-sigmas", help="Noise levels in [0.01, 80] (>= 3, so that some lie in the "
-                                                       "verdict's mid range [0.05, 5]).", lo=3, hi=MAX_SIGMAS),
+                                                       "verdict's mid range [0.05, 5]; narrowed to the range of "
+                                                       "reused denoisers).", lo=3, hi=MAX_SIGMAS),
         net: str = typer.Option("mlp", "--net", help="Denoiser network: mlp | unet."),
         pixel_denoiser: Optional[str] = typer.Option(None, "--pixel-denoiser",
-                                                     help="Reuse a pixel denoiser trained on the normalised data."),
+                                                     help="Reuse a pixel denoiser trained on the normalised data "
+                                                          "(any model spec; see the model options below)."),
+        latent_denoiser: Optional[List[str]] = typer.Option(None, "--latent-denoiser",
+                                                            help="NAME=SPEC: reuse a denoiser trained on encoder "
+                                                                 "NAME's normalised latents (NAME: the encoder's "
+                                                                 "folder name); repeat for several."),
         seed: int = opt_seed(),
         quick: bool = typer.Option(False, "--quick", help="Tiny settings for a smoke run (minutes on a CPU)."),
         device: str = opt_device(help="Device of the denoisers: auto (CUDA when available) | cpu | cuda | cuda:K "
                                       "(encoders and penalties run on the CPU)."),
+        model_opts: ModelOptions = None,
     ) -> None:
         """How diffusable is each encoder's latent space compared with the pixels, and why (writes summary.json)."""
+        import re
         from pathlib import Path
 
         from latentgeo.errors import check_choice
+        from latentgeo.resolve import ACCEPTED, check_input_shape
 
         check_choice(net, ["mlp", "unet"], "--net")
+        encoder = list(encoder or [])
+        if not encoder and model_opts.code is None:
+            raise LatentgeoError("no encoder given; pass --encoder SPEC (repeat for several) or --code "
+                                 "module:factory")
+        hint = "the --out folder of `latentgeo train ae`, a diffusers AutoencoderKL folder"
         for e in encoder:
             if not Path(e).exists():
                 raise LatentgeoError(f"--encoder '{e}' does not exist; train one with `latentgeo train ae --out DIR` "
-                                     "or pass a diffusers AutoencoderKL folder")
+                                     f"or pass a diffusers AutoencoderKL folder (accepted: {ACCEPTED})")
         if pixel_denoiser is not None and not Path(pixel_denoiser).exists() \
                 and not Path(pixel_denoiser + ".safetensors").exists():
             raise LatentgeoError(f"--pixel-denoiser '{pixel_denoiser}' does not exist; pass a folder or .safetensors "
-                                 "file of a denoiser trained on the normalised data, or drop the option")
+                                 "file of a denoiser trained on the normalised data (or another model spec: "
+                                 f"{ACCEPTED}), or drop the option")
+        if pixel_denoiser is not None and not Path(pixel_denoiser).exists():
+            pixel_denoiser = pixel_denoiser + ".safetensors"
+        # names: the folder names (made unique), then the --code factory
+        names = {}
+        for e in encoder:
+            nm = re.sub(r"[^\w.-]", "_", Path(e).name) or "encoder"
+            while nm in names:
+                nm += "_"
+            names[nm] = e
+        if model_opts.code is not None:
+            nm = re.sub(r"[^\w.-]", "_", model_opts.code)
+            while nm in names:
+                nm += "_"
+            names[nm] = None
+        lat = {}
+        for item in latent_denoiser or []:
+            key, sep, spec = str(item).partition("=")
+            if not sep or not key or not spec:
+                raise LatentgeoError(f"--latent-denoiser must look like NAME=SPEC (NAME one of: "
+                                     f"{', '.join(names)}), got '{item}'")
+            if key not in names:
+                raise LatentgeoError(f"--latent-denoiser names encoder '{key}', which is not among the encoders "
+                                     f"({', '.join(names)}); use one of those names")
+            if not Path(spec).exists():
+                raise LatentgeoError(f"--latent-denoiser {key}: '{spec}' does not exist; pass a denoiser trained on "
+                                     f"the encoder's normalised latents ({ACCEPTED})")
+            lat[key] = spec
         _threads()
         from latentgeo.fisher.diagnose import diagnose
 
@@ -244,18 +307,36 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                              400 if quick else DIAGNOSE_N)
         if note:  # on stdout: stderr stays for the one-line error of a refused run
             typer.echo(note)
+        # data vs encoders from the configs alone (1-channel data into a 3-channel VAE: one line in a second), then
+        # every model is resolved (a bad one fails in seconds) and checked against the data, before any training
+        for nm, e in names.items():
+            precheck_input(e, tuple(x.shape[1:]), model_opts, what=f"--encoder {nm}")
+        encs, infos = {}, {}
+        for nm, e in names.items():
+            enc, _, info = resolve_model("encoder", e, model_opts, code=e is None, device="cpu",
+                                         what="--encoder" if e is not None else "--code", hint=hint)
+            encs[nm], infos[nm] = enc, info
+        pden = None
+        if pixel_denoiser is not None:
+            pden = resolve_model("denoiser", pixel_denoiser, model_opts, code=False, device=dev,
+                                 what="--pixel-denoiser")
+        lat = {k: resolve_model("denoiser", v, model_opts, code=False, device=dev, what=f"--latent-denoiser {k}")
+               for k, v in lat.items()}
+        for nm, enc in encs.items():
+            try:
+                check_input_shape(enc, tuple(x.shape[1:]))
+            except LatentgeoError as exc:
+                raise LatentgeoError(f"--encoder {nm}: {exc}") from None
+            rng = infos[nm].get("input_range")
+            if rng and (float(x.min()) < rng[0] - 1e-3 or float(x.max()) > rng[1] + 1e-3):
+                typer.echo(f"note: '{data}' has values in [{float(x.min()):.3g}, {float(x.max()):.3g}] but encoder "
+                           f"'{nm}' expects images in [{rng[0]:g}, {rng[1]:g}]")
         if net == "unet" and x.ndim != 4:
             raise LatentgeoError(f"--net unet needs images [N, C, H, W] but '{data}' has shape {tuple(x.shape)}; use "
                                  "--net mlp")
-        names = {}
-        for e in encoder:
-            nm = Path(e).name or "encoder"
-            while nm in names:
-                nm += "_"
-            names[nm] = e
-        s = diagnose(names, x, out=out, data_name=data, n_sigmas=n_sigmas, n_eval=n_eval, n_probes=probes,
-                     steps=steps, net=net, pixel_denoiser=pixel_denoiser, seed=seed, progress=True,
-                     net_kwargs={"hidden": 64, "depth": 2} if quick else None, device=dev)
+        s = diagnose(encs, x, out=out, data_name=data, n_sigmas=n_sigmas, n_eval=n_eval, n_probes=probes,
+                     steps=steps, net=net, pixel_denoiser=pden, latent_denoisers=lat or None, seed=seed,
+                     progress=True, net_kwargs={"hidden": 64, "depth": 2} if quick else None, device=dev)
         typer.echo(s["verdict"]["summary"])
         for line in s["verdict"]["details"]:
             typer.echo("  " + line)

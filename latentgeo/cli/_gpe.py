@@ -5,8 +5,8 @@ from typing import Optional
 
 import typer
 
-from latentgeo.cli._options import (MAX_BATCH, MAX_SAMPLES, MAX_STEPS, MAX_WIDTH, opt_device, opt_float, opt_int,
-                                    opt_out_dir, opt_seed)
+from latentgeo.cli._options import (MAX_BATCH, MAX_SAMPLES, MAX_STEPS, MAX_WIDTH, ModelOptions, model_spec_options,
+                                    opt_device, opt_float, opt_int, opt_out_dir, opt_seed)
 
 #: ``geometry`` uses all pairs of its points (several dense n x n float64 matrices): beyond this it runs out of memory.
 MAX_GEOMETRY_POINTS = 10_000
@@ -50,8 +50,8 @@ def train_ae(
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out with the same settings (only "
                                                         "--steps / --decoder-steps may grow)."),
     engine: str = typer.Option("shared", "--engine", help="shared (latentgeo.train loop: progress bar, DDP via torchrun) | fit (built-in CPU loop)."),
-    device: str = opt_device("cpu", help="cpu | cuda | cuda:K | auto (engine=shared; the fit engine runs on the "
-                                         "CPU)."),
+    device: str = opt_device("auto", help="auto (CUDA when available) | cpu | cuda | cuda:K (engine=shared; the fit "
+                                          "engine runs on the CPU)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar / log lines."),
     decoder: str = typer.Option("wide", "--decoder",
                                 help="Image decoder: wide (default) | lean (cheaper per step) | mlp (fully connected)."),
@@ -95,8 +95,14 @@ def train_ae(
                f"train seconds {info['seconds']:.1f}")
 
 
+@model_spec_options("encoder", help={"subfolder": "Component of a diffusers pipeline folder given as ENCODER "
+                                                   "(default: vae/).",
+                                     "code": "module:factory -- your own encoder x -> z, built by your Python code "
+                                             "(instead of ENCODER; imported only because you name it here)."})
 def geometry(
-    directory: str = typer.Argument(..., help="Folder written by `latentgeo train ae` (or an encoder .safetensors)."),
+    directory: Optional[str] = typer.Argument(None, help="The encoder: a folder written by `latentgeo train ae` (or an "
+                                                         "encoder .safetensors), a diffusers VAE / pipeline folder, a "
+                                                         "TorchScript file x -> z (or use --code)."),
     data: Optional[str] = typer.Option(None, "--data", help="Data set (default: the one it was trained on)."),
     n: Optional[int] = opt_int(None, "--n", help="Held-out points (default: up to 1000 of the test split; all pairs "
                                                  "are used).", lo=3, hi=MAX_GEOMETRY_POINTS),
@@ -105,10 +111,13 @@ def geometry(
                            hi=0.5, lo_open=True, hi_open=True),
     rescale: str = typer.Option("none", "--rescale", help="none | median (rescale latents by median d_X/d_Z)."),
     plots: Optional[str] = opt_out_dir(None, "--plots", help="Folder for geometry.json and the PNG plots "
-                                                             "(default DIR/geometry)."),
+                                                             "(default DIR/geometry for latentgeo runs)."),
     seed: int = opt_seed(),
     pad: Optional[bool] = typer.Option(None, "--pad/--no-pad"),
     no_gw: bool = typer.Option(False, "--no-gw", help="Skip the Gromov-Wasserstein discrepancy."),
+    device: str = opt_device(help="Where the encoder runs: auto (CUDA when available) | cpu | cuda | cuda:K "
+                                  "(the metrics are computed on the CPU)."),
+    model_opts: ModelOptions = None,
 ) -> None:
     """Held-out geometry of a trained encoder: distance-ratio quantiles, (beta, eps) curve, trimmed bi-Lipschitz
     constant, Spearman, k-NN overlap, Gromov-Wasserstein; writes geometry.json and plots."""
@@ -117,42 +126,70 @@ def geometry(
     from rich.console import Console
     from rich.table import Table
 
-    from latentgeo.autoencoders import embed, geometry_report, load_encoder, plot_geometry
+    from latentgeo.autoencoders import embed, geometry_report, plot_geometry
     from latentgeo.autoencoders.training import check_autoencoder_dir
-    from latentgeo.cli._options import read_json_file
     from latentgeo.checkpoint import atomic_write_json
+    from latentgeo.cli._options import default_out, model_kind, precheck_input, read_json_file, resolve_model
     from latentgeo.errors import LatentgeoError, check_choice
+    from latentgeo.resolve import ACCEPTED, check_input_shape
     from latentgeo.runfolder import check_output_dir
+    from latentgeo.train import resolve_device
 
     check_choice(rescale, ("none", "median"), "--rescale")
-    d = check_autoencoder_dir(directory, "", allow_file=True)
+    if directory is None and model_opts.code is None:
+        raise LatentgeoError(f"no encoder given; pass ENCODER ({ACCEPTED})")
+    ours = directory is not None and model_kind(directory) == "latentgeo"
     meta = {}
-    if d.is_dir() and (d / "autoencoder.json").exists():
-        meta = read_json_file(d / "autoencoder.json", f"re-train it with `latentgeo train ae --out {d}` into a new "
-                                                  "folder, or pass --data NAME to use the encoder alone")
+    if ours:
+        d = check_autoencoder_dir(directory, "", allow_file=True)
+        if d.is_dir() and (d / "autoencoder.json").exists():
+            meta = read_json_file(d / "autoencoder.json", f"re-train it with `latentgeo train ae --out {d}` into a new "
+                                                          "folder, or pass --data NAME to use the encoder alone")
     data = data or meta.get("data")
     if data is None:
-        raise LatentgeoError(f"no data set is recorded with the encoder in '{directory}'; pass --data NAME")
-    out_dir = Path(plots) if plots else (d / "geometry" if d.is_dir() else d.parent / "geometry")
+        what = f"'{directory}'" if directory is not None else f"--code {model_opts.code}"
+        raise LatentgeoError(f"no data set is recorded with the encoder {what}; pass --data NAME")
+    if ours:
+        out_dir = Path(plots) if plots else (d / "geometry" if d.is_dir() else d.parent / "geometry")
+    else:
+        out_dir = default_out(directory, "geometry", plots, "--plots")
     check_output_dir(out_dir, "--plots" if plots else "the plots folder (--plots)")
-    enc = load_encoder(d)
-    if pad is None and enc.in_shape[-1] == 32 and len(enc.in_shape) == 3:
-        pad = True
-    xv = _load_data(data, "test", n, seed, pad) if n is not None else _load_data(data, "test", None, seed, pad)[:1000]
-    if list(xv.shape[1:]) != list(enc.in_shape):
+    if not ours:  # data vs a diffusers VAE's config first: a channel mismatch fails before the model is loaded
+        xv = _load_data(data, "test", n, seed, pad) if n is not None else \
+            _load_data(data, "test", None, seed, pad)[:1000]
+        precheck_input(directory, tuple(xv.shape[1:]), model_opts, what="ENCODER")
+    enc, _, info = resolve_model("encoder", directory, model_opts, device=resolve_device(device), what="ENCODER",
+                                 hint="a folder written by `latentgeo train ae`, a diffusers VAE folder")
+    in_shape = list(getattr(enc, "in_shape", []) or [])
+    if ours:
+        if pad is None and len(in_shape) == 3 and in_shape[-1] == 32:
+            pad = True
+        xv = _load_data(data, "test", n, seed, pad) if n is not None else \
+            _load_data(data, "test", None, seed, pad)[:1000]
+    if ours and list(xv.shape[1:]) != in_shape:
         raise LatentgeoError(f"'{data}' samples have shape {list(xv.shape[1:])} but the encoder in '{directory}' "
-                             f"takes {list(enc.in_shape)}; pass the --data (and --pad) it was trained on")
+                             f"takes {in_shape}; pass the --data (and --pad) it was trained on")
+    try:
+        check_input_shape(enc, tuple(xv.shape[1:]))  # e.g. 1-channel data into a 3-channel VAE: one line, at once
+    except LatentgeoError as exc:
+        raise LatentgeoError(f"ENCODER: {exc}") from None
+    rng = info.get("input_range")
+    if rng and (float(xv.min()) < rng[0] - 1e-3 or float(xv.max()) > rng[1] + 1e-3):
+        typer.echo(f"note: '{data}' has values in [{float(xv.min()):.3g}, {float(xv.max()):.3g}] but the encoder "
+                   f"expects [{rng[0]:g}, {rng[1]:g}]")
     if k >= xv.shape[0]:
         raise LatentgeoError(f"--k {k} needs more than {k} held-out points but there are {xv.shape[0]}; pass a "
                              "smaller --k or a larger --n")
-    z = embed(enc, xv)
+    z = embed(enc, xv, batch_size=256 if ours else 32)
     rep = geometry_report(enc, xv, z=z, k=k, eps=eps, rescale=rescale, gw=not no_gw, seed=seed,
                           max_points=xv.shape[0], return_pairs=True)
     pairs = rep.pop("pairs")
-    atomic_write_json(out_dir / "geometry.json", {**rep, "data": data, "method": meta.get("method")})
+    label = meta.get("method") or info.get("class") or info.get("source", "")
+    atomic_write_json(out_dir / "geometry.json", {**rep, "data": data, "method": meta.get("method"),
+                                                  "encoder": info.get("spec"), "code": model_opts.code})
     paths = plot_geometry({**rep, "pairs": pairs}, out_dir, x=xv if xv.ndim == 2 else None,
-                          z=z if xv.ndim == 2 else None, title=meta.get("method", ""))
-    t = Table(title=f"geometry of {meta.get('method', 'encoder')} on held-out {data} ({rep['n_points']} points, "
+                          z=z if xv.ndim == 2 else None, title=label)
+    t = Table(title=f"geometry of {label or 'encoder'} on held-out {data} ({rep['n_points']} points, "
                     f"{rep['n_pairs']} pairs)")
     t.add_column("metric")
     t.add_column("value", justify="right")

@@ -1,7 +1,9 @@
 """CLI commands of the spacetime area: ``geodesic``, ``diffed`` and ``spacetime-demo``.
 
-RUN_DIR is a training folder written by ``latentgeo train diffusion`` (loaded with
-``latentgeo.diffusion.load_denoiser``; its ``config.json`` records the data shape and data set).
+RUN is any model :func:`latentgeo.resolve.resolve_denoiser` takes: a training folder written by ``latentgeo train
+diffusion`` (its ``config.json`` records the data shape and data set), a diffusers pipeline / UNet folder (the data
+shape comes from the UNet's config), a TorchScript file with ``--parametrization``, or ``--code module:factory``
+instead of RUN. Outputs go to ``RUN/geodesic`` (``RUN/diffed``) for latentgeo runs, else to ``--out``.
 """
 from __future__ import annotations
 
@@ -10,7 +12,8 @@ from typing import List, Optional
 
 import typer
 
-from latentgeo.cli._options import MAX_SAMPLES, MAX_STEPS, opt_device, opt_float, opt_int, opt_out_dir, opt_seed
+from latentgeo.cli._options import (MAX_SAMPLES, MAX_STEPS, ModelOptions, check_sigmas, model_spec_options, opt_device,
+                                    opt_float, opt_int, opt_out_dir, opt_seed)
 
 #: Curve points / spline knots / probes beyond these are typos (they only end in out-of-memory crashes).
 MAX_POINTS = 100_000
@@ -66,19 +69,28 @@ def _schedule(n_points: str, steps: str):
     return pts, sts
 
 
-def _check_run(run: str):
-    """The run folder's recorded user config (``config.json``), read BEFORE any model is loaded."""
+_RUN_HELP = ("The model: a `latentgeo train diffusion` folder, a diffusers pipeline / UNet folder, a TorchScript "
+             "file with --parametrization, ... (or use --code instead).")
+
+
+def _check_run(run: Optional[str], model_opts=None):
+    """The run's recorded user config (a latentgeo run's ``config.json``; ``{}`` for other models), read BEFORE any
+    model is loaded."""
     from pathlib import Path
 
-    from latentgeo.cli._options import read_json_file
+    from latentgeo.cli._options import model_kind, read_json_file
     from latentgeo.errors import LatentgeoError
+    from latentgeo.resolve import ACCEPTED
 
+    if run is None:
+        if model_opts is None or model_opts.code is None:
+            raise LatentgeoError(f"no model given; pass RUN ({ACCEPTED})")
+        return {}
     p = Path(run)
     if not p.exists():
-        raise LatentgeoError(f"run folder '{run}' does not exist; pass the --out folder of `latentgeo train "
-                             "diffusion`")
-    if not p.is_dir():
-        raise LatentgeoError(f"'{run}' is not a folder; pass the --out folder of `latentgeo train diffusion`")
+        raise LatentgeoError(f"'{run}' does not exist; pass {ACCEPTED}")
+    if not p.is_dir() or model_kind(p) != "latentgeo":
+        return {}
     cfg = p / "config.json"
     if not cfg.exists():
         return {}
@@ -87,19 +99,14 @@ def _check_run(run: str):
     return user if isinstance(user, dict) else {}
 
 
-def _load_run(run: str, device: str = "cpu"):
-    """(denoiser, user config dict) of a diffusion run folder."""
-    from pathlib import Path
+def _load_run(run: Optional[str], device: str = "cpu", model_opts=None):
+    """(denoiser, user config dict, data shape or None) of the model ``run`` (see :func:`_check_run`)."""
+    from latentgeo.cli._options import resolve_model
 
-    from latentgeo.errors import LatentgeoError
-
-    user = _check_run(run)
-    try:
-        from latentgeo.diffusion import load_denoiser
-    except ImportError as exc:  # pragma: no cover - the diffusion area ships with the package
-        raise LatentgeoError(f"latentgeo.diffusion is unavailable ({exc}); reinstall latentgeo")
-    den = load_denoiser(Path(run), device=device)
-    return den, user
+    user = _check_run(run, model_opts)
+    den = resolve_model("denoiser", run, model_opts, device=device, what="RUN" if run is not None else "--code")
+    shape = user.get("data_shape") or (getattr(den, "info", None) or {}).get("sample_shape")
+    return den, user, (list(shape) if shape else None)
 
 
 def _device(device: str) -> str:
@@ -108,15 +115,21 @@ def _device(device: str) -> str:
     return str(resolve_device(device))
 
 
-def _dest(out: Optional[str], run: str, sub: str):
-    """The output folder (``--out`` or ``RUN/<sub>``), checked before any work."""
-    from pathlib import Path
-
+def _dest(out: Optional[str], run: Optional[str], sub: str):
+    """The output folder (``--out``, or ``RUN/<sub>`` for a latentgeo run folder), checked before any work."""
+    from latentgeo.cli._options import default_out
     from latentgeo.runfolder import check_output_dir
 
-    dest = Path(out) if out else Path(run) / sub
+    dest = default_out(run, sub, out)
     check_output_dir(dest, "--out" if out else f"default --out (RUN/{sub})")
     return dest
+
+
+def _encode_start(den) -> float:
+    """Where the PF-ODE encoding starts: 0.002, or the model's smallest trained noise level if above."""
+    from latentgeo.cli._options import model_range
+
+    return max(0.002, model_range(den)[0])
 
 
 def _sigma_opt(default: float, name: str, help: str):
@@ -158,8 +171,9 @@ def _point(text: str, shape, what: str, data=None):
     return torch.tensor(v, dtype=torch.float64).reshape(tuple(shape) if shape else (n,))
 
 
+@model_spec_options("denoiser")
 def geodesic_cmd(
-    run: str = typer.Argument(..., help="Diffusion training folder (from `latentgeo train diffusion`)."),
+    run: Optional[str] = typer.Argument(None, help=_RUN_HELP),
     from_: str = typer.Option(..., "--from", help="Start point: comma-separated coordinates, or a sample index "
                                                   "with --data."),
     to: str = typer.Option(..., "--to", help="End point (same format as --from)."),
@@ -182,6 +196,7 @@ def geodesic_cmd(
     out: Optional[str] = opt_out_dir(None, "--out", help="Output folder (default RUN/geodesic)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     device: str = opt_device(),
+    model_opts: ModelOptions = None,
 ) -> None:
     """Spacetime geodesic between two points: writes geodesic.json (curve, energy, length, history) and a PNG."""
     import torch
@@ -197,11 +212,15 @@ def geodesic_cmd(
     check_choice(split, ["train", "test"], "split")
     pts, sts = _schedule(n_points, steps)
     k, ek = _probes(probes), _probes(eval_probes, allow_auto=True, name="--eval-probes")
-    _check_run(run)
+    _check_run(run, model_opts)
     dest = _dest(out, run, "geodesic")
     dev = _device(device)
-    den, user = _load_run(run, dev)
-    shape = user.get("data_shape")
+    den, user, shape = _load_run(run, dev, model_opts)
+    check_sigmas(den, {"--sigma-from": sigma_from, "--sigma-to": sigma_to}, model_opts.extrapolate)
+    start = _encode_start(den)
+    if encode and (not sigma_from > start or not sigma_to > start):
+        raise LatentgeoError(f"--encode needs --sigma-from and --sigma-to above {start:.4g} (the PF-ODE starts there: "
+                             "max(0.002, the model's sigma_min)); raise them or drop --encode")
     x_data = None
     if data is not None:
         from latentgeo.data import load
@@ -219,16 +238,14 @@ def geodesic_cmd(
     if p0 is not None:
         a, b = a.to(p0.device), b.to(p0.device)
     if encode:
-        if not sigma_from > 0.002 or not sigma_to > 0.002:
-            raise LatentgeoError("--encode needs --sigma-from and --sigma-to above 0.002 (the PF-ODE starts there); "
-                                 "raise them or drop --encode")
-        a = encode_to_sigma(den, a[None], sigma_from)[0]
-        b = encode_to_sigma(den, b[None], sigma_to)[0]
+        a = encode_to_sigma(den, a[None], sigma_from, sigma_start=start)[0]
+        b = encode_to_sigma(den, b[None], sigma_to, sigma_start=start)[0]
     g = _multires(den, (a, sigma_from), (b, sigma_to), pts, sts, n_nodes=n_nodes, lr=lr, n_probes=k,
                   generator=torch.Generator().manual_seed(seed), progress=not quiet, chunk_size=chunk_size or None,
                   eval_probes=ek)
     dest.mkdir(parents=True, exist_ok=True)
-    rec = {"run": str(run), "from": from_, "to": to, "sigma_from": sigma_from, "sigma_to": sigma_to,
+    rec = {"run": str(run) if run is not None else None, "model": getattr(den, "spec", None),
+           "code": model_opts.code, "from": from_, "to": to, "sigma_from": sigma_from, "sigma_to": sigma_to,
            "encode": encode, "n_points": pts, "steps": sts, "n_nodes": n_nodes, "lr": lr, "probes": probes,
            "eval_probes": eval_probes, "energy": g.energy, "length": g.length, "negative_fraction": g.negative_fraction,
            "seconds_per_step": g.seconds_per_step,
@@ -265,8 +282,9 @@ def geodesic_cmd(
                    "model", err=True)
 
 
+@model_spec_options("denoiser")
 def diffed_cmd(
-    run: str = typer.Argument(..., help="Diffusion training folder (from `latentgeo train diffusion`)."),
+    run: Optional[str] = typer.Argument(None, help=_RUN_HELP),
     data: str = typer.Option(..., "--data", help="Data set whose random pairs are compared (the model's data)."),
     pairs: int = opt_int(16, "--pairs", help="Number of random pairs (>= 3, for the rank correlations).", lo=3,
                          hi=MAX_SAMPLES),
@@ -286,6 +304,7 @@ def diffed_cmd(
     out: Optional[str] = opt_out_dir(None, "--out", help="Output folder (default RUN/diffed)."),
     quiet: bool = typer.Option(False, "--quiet"),
     device: str = opt_device(),
+    model_opts: ModelOptions = None,
 ) -> None:
     """Diffusion Edit Distance over random pairs vs Euclidean distance (and SSIM for images), with rank correlations."""
     import torch
@@ -306,12 +325,16 @@ def diffed_cmd(
     if encode and not sigma_min > 0.002:
         raise LatentgeoError(f"--encode needs --sigma-min above 0.002 (the PF-ODE starts there), got {sigma_min:g}; "
                              "raise it or pass --no-encode")
-    _check_run(run)
+    _check_run(run, model_opts)
     dest = _dest(out, run, "diffed")
     dev = _device(device)
-    den, user = _load_run(run, dev)
+    den, user, shape = _load_run(run, dev, model_opts)
+    check_sigmas(den, {"--sigma-min": sigma_min}, model_opts.extrapolate)
+    start = _encode_start(den)
+    if encode and not sigma_min > start:
+        raise LatentgeoError(f"--encode needs --sigma-min above {start:.4g} (the PF-ODE starts at max(0.002, the "
+                             f"model's sigma_min)), got {sigma_min:g}; raise it or pass --no-encode")
     x = load(data, split=split)
-    shape = user.get("data_shape")
     if shape is not None and tuple(x.shape[1:]) != tuple(shape):
         raise LatentgeoError(f"data set '{data}' has samples of shape {tuple(x.shape[1:])} but the model was trained "
                              f"on {tuple(shape)}; pass the model's data set")
@@ -326,7 +349,7 @@ def diffed_cmd(
     A, B = A.to(dt), B.to(dt)
     mdev = p0.device if p0 is not None else A.device
     if encode:
-        both = encode_to_sigma(den, torch.cat([A, B]).to(mdev), sigma_min)
+        both = encode_to_sigma(den, torch.cat([A, B]).to(mdev), sigma_min, sigma_start=start)
         Ae, Be = both[:pairs], both[pairs:]
     else:
         Ae, Be = A.to(mdev), B.to(mdev)
@@ -341,7 +364,9 @@ def diffed_cmd(
         geos.append(g)
     diffed = torch.cat(L).double().numpy()
     eu = euclidean(A, B).double().numpy()
-    res = {"run": str(run), "data": data, "split": split, "pairs": pairs, "sigma_min": sigma_min, "encode": encode,
+    res = {"run": str(run) if run is not None else None, "model": getattr(den, "spec", None),
+           "code": model_opts.code, "data": data, "split": split, "pairs": pairs, "sigma_min": sigma_min,
+           "encode": encode,
            "n_points": pts, "steps": sts, "n_nodes": n_nodes, "probes": probes, "eval_probes": eval_probes,
            "index_a": i.tolist(), "index_b": j.tolist(), "diffed": diffed.tolist(), "euclidean": eu.tolist(),
            "negative_fraction": torch.cat(negs).double().tolist()}

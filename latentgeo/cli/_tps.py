@@ -39,7 +39,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
     def tps(
         system: str = typer.Argument(..., help="alanine | mueller-brown"),
         paths: int = opt_int(1000, "--paths", help="number of transition paths P", lo=1, hi=MAX_PATHS),
-        out: str = opt_out_dir(..., "--out", help="output folder (paths.npz, summary.json, paths.png)"),
+        out: str = opt_out_dir(..., "--out", help="output folder (paths.npz, summary.json, paths.png, "
+                                                  "convergence.png)"),
         denoiser: str = typer.Option("mlp", "--denoiser", help="mlp (trained here) | kde (training-free)"),
         n_points: Optional[int] = opt_int(None, "--n-points", help="geodesic points N (>= 2; default 128)", lo=2,
                                           hi=MAX_POINTS),
@@ -77,7 +78,10 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         """Transition paths through a diffusion model's spacetime: Boltzmann data -> denoiser -> geodesic ->
         annealed Langevin; writes DIR/paths.npz ([P, N, 2] frames, radians in [-pi, pi) for alanine; max_energy
         [P] and max_states [P, 2], the Langevin state attaining each path's MaxEnergy, which re-scores to it
-        exactly; all_states [P, N*K, 2] with --save-states), DIR/summary.json and DIR/paths.png."""
+        exactly; all_states [P, N*K, 2] with --save-states), DIR/summary.json (with a `metrics` section for every
+        method: MaxEnergy, barrier, target reach, MaxEnergy of the reaching paths, evaluations, the best path's
+        MaxEnergy against evaluations), DIR/paths.png and DIR/convergence.png (those curves, sampler vs two-way
+        shooting)."""
         import torch
 
         from latentgeo.errors import check_choice
@@ -107,4 +111,16 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         typer.echo(f"MaxEnergy {s['max_energy_mean']:.2f} +- {s['max_energy_std']:.2f} (lower bound "
                    f"{s['lower_bound']:.2f}); {s['energy_evaluations']:,} gradient evaluations; "
                    f"{s['seconds']:.1f} s; wrote {out}/paths.npz (frames, max_energy, max_states"
-                   f"{', all_states' if save_states else ''}), summary.json, paths.png")
+                   f"{', all_states' if save_states else ''}), summary.json (metrics), paths.png, convergence.png")
+        m = s["metrics"]["methods"]
+        for name, label in (("spacetime_geodesic", "spacetime sampler"), ("two_way_shooting", "two-way shooting")):
+            if name in m:
+                v = m[name]
+                etp = "-" if v["max_energy_reached_mean"] is None else f"{v['max_energy_reached_mean']:.2f}"
+                typer.echo(f"  {label}: barrier {v['barrier_mean']:.2f} +- {v['barrier_std']:.2f} above the lower "
+                           f"state; {100 * v['reached_fraction']:.0f}% reach the target (radius "
+                           f"{v['target_radius']:g}), MaxEnergy of those {etp}; {v['n_energy_evals']:,} evaluations")
+        eq = s["metrics"]["equal_evaluations"]
+        if len(eq.get("at_common_budget", {})) > 1:
+            typer.echo("  best path at " + f"{eq['common_budget']:,} evaluations: " + ", ".join(
+                f"{k} {'-' if v is None else format(v, '.2f')}" for k, v in eq["at_common_budget"].items()))

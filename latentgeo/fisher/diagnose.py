@@ -54,26 +54,45 @@ def encoder_function(encoder: Any) -> Callable[[torch.Tensor], torch.Tensor]:
 
 
 def _load_encoder(spec: Any):
-    """An encoder from a folder (latentgeo autoencoder run, or diffusers AutoencoderKL folder) or an object."""
-    if not isinstance(spec, (str, Path)):
+    """An encoder from a spec :func:`latentgeo.resolve.resolve_encoder` takes (a latentgeo autoencoder run, a
+    diffusers VAE / pipeline folder, a TorchScript file, its JSON dict), or an object as it is."""
+    if not isinstance(spec, (str, Path, dict)):
         return spec
-    p = Path(spec)
-    if not p.exists():
-        raise LatentgeoError(f"encoder folder '{p}' does not exist; train one with `latentgeo train ae --out DIR` "
+    if not isinstance(spec, dict) and not Path(spec).exists():
+        raise LatentgeoError(f"encoder folder '{spec}' does not exist; train one with `latentgeo train ae --out DIR` "
                              "or pass a diffusers AutoencoderKL folder")
-    if (p / "config.json").exists() and any(p.glob("diffusion_pytorch_model*")):
-        from latentgeo.runfolder import read_json
+    from latentgeo.resolve import resolve_encoder
 
-        read_json(p / "config.json", want_object=True, fix="restore the model folder (or download it again)")
-        try:
-            from diffusers import AutoencoderKL
-        except ImportError:
-            raise LatentgeoError(f"'{p}' is a diffusers model but diffusers is not installed; "
-                                 "pip install 'latentgeo[interop]'") from None
-        return AutoencoderKL.from_pretrained(str(p)).eval()
-    from latentgeo.autoencoders import load_encoder
+    return resolve_encoder(spec)[0]
 
-    return load_encoder(p)
+
+def _check_input(enc: Any, x: torch.Tensor, name: str) -> None:
+    """One line when the data cannot go into encoder ``name`` (e.g. 1-channel images into a 3-channel VAE) --
+    read from the encoder's config where it has one, before anything is encoded or trained."""
+    if not isinstance(enc, torch.nn.Module):
+        return
+    from latentgeo.resolve import check_input_shape
+
+    try:
+        check_input_shape(enc, tuple(x.shape[1:]))
+    except LatentgeoError as exc:
+        raise LatentgeoError(f"encoder '{name}': {exc}") from None
+
+
+def _given_denoiser(given: Any, device: str):
+    """A reused denoiser: a spec :func:`latentgeo.resolve.resolve_denoiser` takes, or an object as it is."""
+    if isinstance(given, (str, Path, dict)):
+        from latentgeo.resolve import resolve_denoiser
+
+        return resolve_denoiser(given, device=device)
+    return given
+
+
+def _range(den: Any):
+    lo, hi = getattr(den, "sigma_min", None), getattr(den, "sigma_max", None)
+    lo = float(lo) if isinstance(lo, (int, float)) and math.isfinite(lo) and lo >= 0 else 0.0
+    hi = float(hi) if isinstance(hi, (int, float)) and hi > lo else math.inf
+    return lo, hi
 
 
 def _dtype_safe(f, enc):
@@ -120,10 +139,8 @@ def _check_cache(cache: Optional[Path]) -> None:
 def _fit_or_load(u: torch.Tensor, tag: str, cache: Optional[Path], steps: int, net: str, net_kwargs, seed, progress,
                  given=None, device: str = "cpu"):
     if given is not None:
-        if isinstance(given, (str, Path)):
-            from latentgeo.diffusion import load_denoiser
-
-            return load_denoiser(given, device=device), "loaded"
+        if isinstance(given, (str, Path, dict)):
+            return _given_denoiser(given, device), "loaded"
         return given, "given"
     from latentgeo.diffusion import fit_denoiser, load_denoiser
 
@@ -157,15 +174,21 @@ def diagnose(encoders: Union[Mapping[str, Any], Sequence[Any]], x: torch.Tensor,
 
     Args:
         encoders: ``{name: encoder}`` or a list (named ``encoder0``...); an encoder is a latentgeo ``Encoder``, a
-            diffusers ``AutoencoderKL``, any module / callable ``x -> z``, or a folder holding one.
+            diffusers ``AutoencoderKL``, any module / callable ``x -> z``, or any spec
+            :func:`latentgeo.resolve.resolve_encoder` takes (a latentgeo run, a diffusers VAE / pipeline folder, a
+            TorchScript file). Data and encoder are checked against each other first
+            (:func:`latentgeo.resolve.check_input_shape`): diffusers VAEs take images in [-1, 1], latentgeo's
+            image contract.
         x: data [N, ...] (images [N, C, H, W] or vectors [N, D]); the denoisers train on all of it.
         out: folder for ``summary.json``, curve JSONs, plots and cached denoisers (reused when the inputs match).
-        sigmas: noise levels (default ``n_sigmas`` log-spaced in [0.01, 80]).
+        sigmas: noise levels (default ``n_sigmas`` log-spaced in [0.01, 80], narrowed to the trained noise range
+            of any reused denoiser).
         n_eval / n_probes: Monte-Carlo sizes of the Fisher curves; n_penalty: samples for the encoder penalties.
         steps / latent_steps: denoiser training steps on pixels / latents (latent default = steps).
         net / net_kwargs: denoiser network (``"mlp"`` default; ``"unet"`` for images if time allows).
-        pixel_denoiser: a trained pixel-space denoiser (object or path) to reuse, trained on the SAME normalisation.
-        latent_denoisers: ``{name: denoiser or path}`` to reuse for some encoders' normalised latents.
+        pixel_denoiser: a trained pixel-space denoiser (object, or any spec
+            :func:`latentgeo.resolve.resolve_denoiser` takes) to reuse, trained on the SAME normalisation.
+        latent_denoisers: ``{name: denoiser or spec}`` to reuse for some encoders' normalised latents.
         tangent_dim: data tangent dimension for the penalties (default: local-PCA estimate, capped at 8).
         device: where the denoisers train and the Fisher curves are estimated (encoders and penalties: CPU).
 
@@ -204,9 +227,33 @@ def diagnose(encoders: Union[Mapping[str, Any], Sequence[Any]], x: torch.Tensor,
         check_output_dir(outp, "out")
     cache = outp / "denoisers" if outp is not None else None
     _check_cache(cache)
-    sig = torch.as_tensor(sigmas, dtype=torch.float64) if sigmas is not None else default_sigmas(n_sigmas, 0.01, 80.0)
+    # reused denoisers are loaded now (a bad one fails before any training); their trained noise ranges bound the
+    # default grid, and explicit sigmas outside a range are refused here instead of after the training
+    if latent_denoisers:
+        unknown = [k for k in latent_denoisers if k not in dict(items)]
+        if unknown:
+            raise LatentgeoError(f"latent_denoisers names encoder '{unknown[0]}', which is not among the encoders "
+                                 f"({', '.join(n for n, _ in items)}); use one of those names")
+    pixel_denoiser = _given_denoiser(pixel_denoiser, device) if pixel_denoiser is not None else None
+    latent_denoisers = {k: _given_denoiser(v, device) for k, v in (latent_denoisers or {}).items()}
+    given = [("the pixel denoiser", pixel_denoiser)] if pixel_denoiser is not None else []
+    given += [(f"the latent denoiser of '{k}'", v) for k, v in latent_denoisers.items()]
+    lo = max([0.01] + [_range(d)[0] for _, d in given])
+    hi = min([80.0] + [_range(d)[1] for _, d in given])
+    if sigmas is None and not lo < hi:
+        raise LatentgeoError(f"the reused denoisers' noise ranges leave no grid inside [0.01, 80] (common range "
+                             f"[{lo:.4g}, {hi:.4g}]); pass sigmas explicitly or other denoisers")
+    sig = torch.as_tensor(sigmas, dtype=torch.float64) if sigmas is not None else default_sigmas(n_sigmas, lo, hi)
     if sig.ndim != 1 or sig.numel() == 0 or not bool(torch.isfinite(sig).all()) or bool((sig <= 0).any()):
         raise LatentgeoError(f"sigmas must be a non-empty list of positive finite noise levels, got {sigmas!r}")
+    from latentgeo.diffusion.wrappers import RANGE_RTOL
+
+    for what, d in given:
+        a, b = _range(d)
+        bad = [float(v) for v in sig if float(v) < a * (1 - RANGE_RTOL) or float(v) > b * (1 + RANGE_RTOL)]
+        if bad and not getattr(d, "extrapolate", False):
+            raise LatentgeoError(f"sigma {bad[0]:g} lies outside the noise range {what} was trained on, "
+                                 f"[{a:.4g}, {b:.4g}]; choose sigmas in that range (or reuse it with extrapolate)")
     net_kwargs = dict(net_kwargs or {"hidden": 256, "depth": 3})
     latent_steps = int(latent_steps or steps)
     g = lambda k: torch.Generator().manual_seed(seed + k)  # noqa: E731
@@ -225,6 +272,7 @@ def diagnose(encoders: Union[Mapping[str, Any], Sequence[Any]], x: torch.Tensor,
     encoded = []
     for name, spec in items:
         enc = _load_encoder(spec)
+        _check_input(enc, x, name)
         f = _dtype_safe(encoder_function(enc), enc)
         z = _encode(f, x)
         zu, z_mean, z_scale = normalise(z)
@@ -261,7 +309,7 @@ def diagnose(encoders: Union[Mapping[str, Any], Sequence[Any]], x: torch.Tensor,
         d = int(z[0].numel())
         log(f"{name}: latents {tuple(z.shape)}, denoiser")
         lden, how = _fit_or_load(zu, f"latent_{name}", cache, latent_steps, net, net_kwargs, seed, progress,
-                                 (latent_denoisers or {}).get(name), device)
+                                 latent_denoisers.get(name), device)
         curves[name] = fisher_curves(lden, on_dev(lden, zu[:n_ev]), sig, n_probes=n_probes, generator=g(1),
                                      label=name)
         den_info[name] = {"dim": d, "how": how, "scale": z_scale, "latent_shape": list(z.shape[1:])}

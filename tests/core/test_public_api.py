@@ -12,3 +12,14 @@ def test_lazy_names_are_the_subpackage_objects():
     from latentgeo.spacetime import geodesic
 
     assert latentgeo.load_denoiser is load_denoiser and latentgeo.geodesic is geodesic
+
+
+def test_bring_your_own_model_names():
+    from latentgeo import resolve
+    from latentgeo.diffusion import EDMToVE, FlowToVE, VEDenoiser, VPToVE
+
+    assert "resolve" in latentgeo.__all__ and latentgeo.resolve is resolve
+    for name in ("resolve_denoiser", "resolve_encoder", "resolve_flow", "check_input_shape"):
+        assert name in latentgeo.__all__ and getattr(latentgeo, name) is getattr(resolve, name)
+    assert (latentgeo.EDMToVE, latentgeo.FlowToVE, latentgeo.VEDenoiser, latentgeo.VPToVE) == \
+        (EDMToVE, FlowToVE, VEDenoiser, VPToVE)
