@@ -247,7 +247,7 @@ def c_fisher(ctx: Ctx):
 
 @check("diagnose", "diagnose() with a tiny pixel and latent denoiser (encoder penalties on the CPU by design)")
 def c_diagnose(ctx: Ctx):
-    from latentgeo.fisher.diagnose import diagnose
+    from latentgeo.fisher.diagnosis import diagnose
 
     x = digits(ctx.q(96, 256))
     torch.manual_seed(0)

@@ -27,7 +27,7 @@ For a real model
 import torch
 
 import _tiny_models as tiny
-from latentgeo import diagnose  # (`from latentgeo.fisher import diagnose` gives the submodule: see the report)
+from latentgeo.fisher import diagnose
 from latentgeo.resolve import check_input_shape, resolve_encoder
 
 torch.set_num_threads(1)

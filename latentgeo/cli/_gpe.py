@@ -49,9 +49,8 @@ def train_ae(
     pad: Optional[bool] = typer.Option(None, "--pad/--no-pad", help="Pad 28x28 images to 32x32 (default on for fashion-mnist)."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out with the same settings (only "
                                                         "--steps / --decoder-steps may grow)."),
-    engine: str = typer.Option("shared", "--engine", help="shared (latentgeo.train loop: progress bar, DDP via torchrun) | fit (built-in CPU loop)."),
-    device: str = opt_device("auto", help="auto (CUDA when available) | cpu | cuda | cuda:K (engine=shared; the fit "
-                                          "engine runs on the CPU)."),
+    engine: str = typer.Option("shared", "--engine", help="shared (latentgeo.train loop: progress bar, DDP via torchrun) | fit (alias of shared)."),
+    device: str = opt_device("auto", help="auto (CUDA when available) | cpu | cuda | cuda:K."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar / log lines."),
     decoder: str = typer.Option("wide", "--decoder",
                                 help="Image decoder: wide (default) | lean (cheaper per step) | mlp (fully connected)."),
@@ -69,9 +68,6 @@ def train_ae(
     check_choice(engine, ("shared", "fit"), "engine")
     check_choice(arch, ("auto", "mlp", "conv"), "--arch")
     check_choice(decoder, DECODERS, "--decoder")
-    if engine == "fit" and device not in ("cpu", "auto"):
-        raise LatentgeoError(f"--device {device} needs --engine shared (the fit engine trains on the CPU); pass "
-                             "--engine shared or --device cpu")
     if method != "gpe" and (decoder_steps is not None or gme_threshold is not None):
         raise LatentgeoError(f"--decoder-steps and --gme-threshold are GPE settings; method '{method}' trains "
                              "jointly for --steps, so drop them (or use --method gpe)")

@@ -6,7 +6,8 @@
 - Encoder penalties: :func:`dimensional_compression`, :func:`tangential_distortion`, :func:`curvature_penalty`,
   :func:`tangent_basis`, :func:`local_pca_dimension`; spectra: :func:`power_spectrum`,
   :func:`high_frequency_fraction`.
-- :func:`run_toy` (compression / tangential / curvature toys) and :func:`diagnose` (pixels vs encoders' latents).
+- :func:`run_toy` (compression / tangential / curvature toys) and :func:`diagnose` (pixels vs encoders' latents;
+  module :mod:`latentgeo.fisher.diagnosis`).
 - :mod:`latentgeo.fisher.exact` has the exact Gaussian / Gaussian-mixture references;
   :mod:`latentgeo.fisher._closed_forms` the toys' exact curves and the ripple's quadrature denoiser.
 """
@@ -18,11 +19,10 @@ from latentgeo.fisher.penalties import (curvature_penalty, dimensional_compressi
 
 def __getattr__(name):  # lazy: these pull in training code and matplotlib
     if name == "diagnose":
-        from latentgeo.fisher.diagnose import diagnose
+        # the module is `diagnosis`, not `diagnose`: a submodule named like the function would shadow it as a
+        # package attribute once anything imported the submodule
+        from latentgeo.fisher.diagnosis import diagnose
 
-        # importing the submodule just bound the package attribute `diagnose` to the MODULE; bind the function
-        # instead, so `from latentgeo.fisher import diagnose` and later lookups get what the docs promise
-        globals()["diagnose"] = diagnose
         return diagnose
     if name in ("run_toy", "TOYS"):
         from latentgeo.fisher import toys

@@ -107,10 +107,16 @@ def test_alanine_table_via_molecules():
     assert float(x[:, 2].min()) == 0.0
 
 
-def test_alanine_missing_loader_is_a_clear_error(monkeypatch):
-    import sys
-    import types
+def test_alanine_missing_or_damaged_table_is_a_clear_error(monkeypatch, tmp_path):
+    """The table ships with latentgeo.data (no import of latentgeo.molecules): a missing or damaged file is one
+    line naming it."""
+    from latentgeo.data import alanine
 
-    monkeypatch.setitem(sys.modules, "latentgeo.molecules", types.ModuleType("latentgeo.molecules"))
-    with pytest.raises(LatentgeoError, match="load_alanine_table"):
+    monkeypatch.setattr(alanine, "_table_path", lambda: tmp_path / "missing.dat")
+    with pytest.raises(LatentgeoError, match="alanine energy table not found"):
+        D.load("alanine")
+    bad = tmp_path / "bad.dat"
+    bad.write_text("# phi psi z\n0 0 1\n0 1 nan-ish\n")
+    monkeypatch.setattr(alanine, "_table_path", lambda: bad)
+    with pytest.raises(LatentgeoError, match="bad.dat"):
         D.load("alanine")

@@ -4,7 +4,7 @@ import json
 import pytest
 import torch
 
-from latentgeo.fisher.diagnose import diagnose, normalise
+from latentgeo.fisher.diagnosis import diagnose, normalise
 from latentgeo.fisher.exact import GaussianMixture
 
 torch.set_num_threads(1)
