@@ -298,7 +298,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                                      f"the encoder's normalised latents ({ACCEPTED})")
             lat[key] = spec
         _threads()
-        from latentgeo.fisher.diagnose import diagnose
+        from latentgeo.fisher.diagnosis import diagnose
 
         dev = _device(device)
         if quick:

@@ -12,6 +12,7 @@ from latentgeo.molecules.potentials import (
 from latentgeo.molecules.bounds import grid_lower_bound, minimax_path
 from latentgeo.molecules.baselines import densify, straight_path, string_method, two_way_shooting
 from latentgeo.molecules.kde import KDEDenoiser
+from latentgeo.molecules.metrics import TPSMetrics, best_so_far, equal_evaluations, tps_metrics
 from latentgeo.molecules.langevin import boltzmann_samples, langevin, uniform_starts
 from latentgeo.molecules.openmm_source import openmm_alanine_samples
 from latentgeo.molecules.run import SYSTEMS, make_system, run_tps
@@ -34,6 +35,10 @@ __all__ = [
     "string_method",
     "two_way_shooting",
     "KDEDenoiser",
+    "TPSMetrics",
+    "best_so_far",
+    "equal_evaluations",
+    "tps_metrics",
     "boltzmann_samples",
     "langevin",
     "uniform_starts",

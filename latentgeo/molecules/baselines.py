@@ -83,7 +83,8 @@ def _state_distance(potential, x: torch.Tensor, center) -> torch.Tensor:
 def two_way_shooting(potential, start: Sequence[float], end: Sequence[float], n_paths: int = 1000, *,
                      n_chains: int = 100, n_frames: int = 500, dt: float = 1e-3, kT: float = 1.0,
                      radius=0.5, burn_in: int = 50, thin: int = 1, init: torch.Tensor = None,
-                     init_point: Sequence[float] = None, max_init_rounds: int = 50, seed: int = 0):
+                     init_point: Sequence[float] = None, max_init_rounds: int = 50, seed: int = 0,
+                     record_curve: bool = False, init_frame: int = None):
     """Transition path sampling by two-way shooting MCMC (Dellago, Bolhuis, Chandler & Geissler 1998), fixed length.
 
     ``n_chains`` independent chains run in parallel. A path is ``n_frames`` states of overdamped Langevin dynamics
@@ -106,10 +107,19 @@ def two_way_shooting(potential, start: Sequence[float], end: Sequence[float], n_
         init_point: instead, start every chain from a reactive dynamical path shot from this point (e.g. the
             string method's highest image), retried up to ``max_init_rounds`` times; chains that find none are
             dropped (``chains`` in the result).
+        init_frame: the frame index the initial shots start from (default ``T - 1 - max(T // 20, 1)``: a short
+            forward half, suited to a large start state; ``T // 2`` shoots both halves equally far).
+        record_curve: also record, DURING sampling, the best path found so far against the gradient evaluations
+            spent (:func:`latentgeo.molecules.metrics.best_so_far`): after the initialisation and after every
+            iteration (burn-in included), the lowest MaxEnergy (scoring energy over every frame) of all the dynamical
+            reactive paths produced up to then (the initial reactive shots from ``init_point`` and every accepted
+            proposal; a user ``init`` / the straight segment is not dynamical and does not count), at the
+            evaluations counted on ``potential`` since this call began.
 
     Returns:
         dict with ``paths`` ``[n_paths, T, 2]`` (unwrapped), ``acceptance`` (fraction of accepted proposals after
-        burn-in), ``iterations``, ``accepted_any`` ``[n_chains]`` (chain left its initial path).
+        burn-in), ``iterations``, ``accepted_any`` ``[n_chains]`` (chain left its initial path); with
+        ``record_curve`` also ``curve`` (``{"evaluations": [...], "best_max_energy": [...]}``, non-increasing).
     """
     if n_frames < 3:
         raise LatentgeoError(f"n_frames must be at least 3, got {n_frames}")
@@ -117,6 +127,20 @@ def two_way_shooting(potential, start: Sequence[float], end: Sequence[float], n_
         raise LatentgeoError("n_chains and n_paths must be positive")
     C, T = int(n_chains), int(n_frames)
     g = torch.Generator().manual_seed(seed)
+    n_eval0 = int(potential.n_grad_evals)
+    rec_evals, rec_best = [], []
+
+    def record(new_paths):
+        """One curve point: evaluations so far, lowest MaxEnergy among ``new_paths`` [k, T, 2] (inf if none)."""
+        if not record_curve:
+            return
+        if new_paths.shape[0]:
+            best = float(potential.score_energy(new_paths.detach().cpu().numpy()).max(axis=1).min())
+        else:
+            best = math.inf
+        rec_evals.append(int(potential.n_grad_evals) - n_eval0)
+        rec_best.append(best)
+
     path = straight_path(start, end, T) if init is None else torch.as_tensor(init, dtype=torch.float64)
     if path.shape != (T, 2):
         raise LatentgeoError(f"init has shape {tuple(path.shape)}; pass [n_frames, 2] = [{T}, 2]")
@@ -165,18 +189,23 @@ def two_way_shooting(potential, start: Sequence[float], end: Sequence[float], n_
         return new, fwd_ok | rev_ok
 
     if init_point is not None:
-        # initial reactive DYNAMICAL paths: shoot from init_point (a barrier-top guess) with the shooting frame near
-        # the end, until every chain has a reactive path (these evaluations are counted like all others)
+        # initial reactive DYNAMICAL paths: shoot from init_point (a barrier-top guess) placed at frame init_frame
+        # (default near the end), until every chain has a reactive path (these evaluations are counted like all
+        # others)
+        i0 = T - 1 - max(T // 20, 1) if init_frame is None else int(init_frame)
+        if not 0 <= i0 <= T - 1:
+            raise LatentgeoError(f"init_frame must lie in 0..{T - 1}, got {init_frame!r}")
         xs0 = torch.as_tensor(init_point, dtype=torch.float64).reshape(1, 1, 2).expand(C, T, 2).clone()
         have = torch.zeros(C, dtype=torch.bool)
         for _ in range(int(max_init_rounds)):
-            cand, ok = shoot(xs0, torch.full((C,), T - 1 - max(T // 20, 1), dtype=torch.long))
+            cand, ok = shoot(xs0, torch.full((C,), i0, dtype=torch.long))
             take = ok & ~have
             k = int(ok.sum())
             if k:  # fill the chains still missing a path with the reactive candidates of this round
                 miss = (~have).nonzero()[:, 0][:k]
                 paths[miss] = cand[ok][: miss.numel()]
                 have[miss] = True
+            record(cand[ok])
             if bool(have.all()):
                 break
         if not bool(have.any()):
@@ -199,6 +228,7 @@ def two_way_shooting(potential, start: Sequence[float], end: Sequence[float], n_
         acc = reactive & (torch.rand(C, generator=g, dtype=torch.float64) < ratio)
         paths = torch.where(acc[:, None, None], new, paths)
         moved |= acc
+        record(new[acc])
         if it >= burn_in:
             n_acc += int(acc.sum())
             n_prop += C
@@ -206,5 +236,10 @@ def two_way_shooting(potential, start: Sequence[float], end: Sequence[float], n_
                 kept.append(paths.clone())
         it += 1
     out = torch.cat(kept)[:n_paths]
-    return {"paths": out, "acceptance": n_acc / max(n_prop, 1), "iterations": it, "accepted_any": moved,
-            "chains": info_chains}
+    res = {"paths": out, "acceptance": n_acc / max(n_prop, 1), "iterations": it, "accepted_any": moved,
+           "chains": info_chains}
+    if record_curve:
+        from latentgeo.molecules.metrics import best_so_far
+
+        res["curve"] = best_so_far(rec_best, rec_evals)
+    return res

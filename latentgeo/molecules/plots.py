@@ -6,7 +6,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-__all__ = ["surface_grid", "plot_paths"]
+__all__ = ["surface_grid", "plot_paths", "plot_best_curves"]
 
 
 def surface_grid(potential, n: int = 200):
@@ -73,6 +73,44 @@ def plot_paths(potential, paths: np.ndarray, geodesics: Sequence = (), labels: S
     ax.set_title(title, fontsize=9)
     if geodesics or extra_paths or marks:
         ax.legend(fontsize=7, loc="lower left")
+    buf = io.BytesIO()
+    fig.tight_layout()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def plot_best_curves(curves, title: str = "", lower_bound: Optional[float] = None, points=()) -> bytes:
+    """Best path's MaxEnergy against energy-gradient evaluations, one step curve per method; returns PNG bytes.
+
+    Args:
+        curves: ``{label: {"evaluations": [...], "best_max_energy": [...]}}`` (:func:`latentgeo.molecules.metrics.
+            best_so_far`); each curve is drawn as a step function to its last point.
+        lower_bound: a horizontal line (the grid minimax bound).
+        points: ``((evaluations, energy, label), ...)`` single markers (e.g. the string method).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.2, 4.2), dpi=110)
+    for k, (lab, c) in enumerate(curves.items()):
+        ev, be = list(c.get("evaluations", [])), list(c.get("best_max_energy", []))
+        if not ev:
+            continue
+        ax.step(ev, be, where="post", lw=1.8, label=lab)
+        ax.plot([ev[-1]], [be[-1]], marker="o", ms=4, color=ax.lines[-1].get_color())
+    for (e, v, lab) in points:
+        ax.plot([max(e, 1)], [v], marker="s", ls="none", ms=6, label=lab)
+    if lower_bound is not None:
+        ax.axhline(lower_bound, color="black", lw=1, ls=":", label=f"grid minimax bound {lower_bound:.2f}")
+    ax.set_xscale("log")
+    ax.set_xlabel("energy-gradient evaluations (cumulative)")
+    ax.set_ylabel("MaxEnergy of the best path so far (kT)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     buf = io.BytesIO()
     fig.tight_layout()
     fig.savefig(buf, format="png")
