@@ -19,7 +19,6 @@ with its message, and the rest of the demo still runs.
 from __future__ import annotations
 
 import importlib
-import json
 import math
 import os
 import platform

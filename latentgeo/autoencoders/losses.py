@@ -5,7 +5,7 @@ Distances are plain Euclidean (no division by the dimension) unless stated.
 """
 from __future__ import annotations
 
-from typing import Optional, Tuple
+from typing import Optional
 
 import torch
 

@@ -31,16 +31,6 @@ _DIAGNOSE_HELP = {
 }
 
 
-def _threads() -> None:
-    import os
-
-    import torch
-
-    v = os.environ.get("OMP_NUM_THREADS")
-    if v and v.strip().isdigit():
-        torch.set_num_threads(max(1, int(v)))
-
-
 def _device(device: str) -> str:
     from latentgeo.train.loop import resolve_device
 
@@ -150,7 +140,6 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         sg = valid_floats(sigmas, "--sigmas", lo=0, hi=SIGMA_HI, lo_open=True)
         if sg is not None and len(sg) > MAX_SIGMAS:
             raise LatentgeoError(f"--sigmas holds {len(sg)} values; pass at most {MAX_SIGMAS}")
-        _threads()
         from latentgeo.fisher.toys import run_toy
 
         res = run_toy(name, out=out, params=p, denoisers="exact" if exact else "trained", sigmas=sg,
@@ -197,7 +186,6 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                                  "TorchScript file) or --code module:factory")
         if denoiser is not None and not Path(denoiser).exists() and Path(denoiser + ".safetensors").exists():
             denoiser = denoiser + ".safetensors"
-        _threads()
         from latentgeo.data import load
         from latentgeo.fisher import default_sigmas, fisher_curves
 
@@ -297,7 +285,6 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                 raise LatentgeoError(f"--latent-denoiser {key}: '{spec}' does not exist; pass a denoiser trained on "
                                      f"the encoder's normalised latents ({ACCEPTED})")
             lat[key] = spec
-        _threads()
         from latentgeo.fisher.diagnosis import diagnose
 
         dev = _device(device)

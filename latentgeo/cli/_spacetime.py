@@ -7,7 +7,6 @@ instead of RUN. Outputs go to ``RUN/geodesic`` (``RUN/diffed``) for latentgeo ru
 """
 from __future__ import annotations
 
-import math
 from typing import List, Optional
 
 import typer

@@ -82,8 +82,6 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         method: MaxEnergy, barrier, target reach, MaxEnergy of the reaching paths, evaluations, the best path's
         MaxEnergy against evaluations), DIR/paths.png and DIR/convergence.png (those curves, sampler vs two-way
         shooting)."""
-        import torch
-
         from latentgeo.errors import check_choice
         from latentgeo.molecules.run import SYSTEMS, run_tps
         from latentgeo.molecules.tps import _check_tps_settings
@@ -101,7 +99,6 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         from latentgeo.train.loop import resolve_device
 
         dev = str(resolve_device(device))
-        torch.set_num_threads(max(1, torch.get_num_threads()))
         s = run_tps(system, paths, out, quick=quick, baselines=not no_baselines, snr_penalty=snr_penalty,
                     avoid=av, avoid_weight=avoid_weight, seed=seed,
                     progress=lambda m: typer.echo(f"  {m}", err=True), denoiser=denoiser, n_points=n_points,

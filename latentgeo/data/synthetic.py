@@ -19,7 +19,7 @@ Laws (all exact, so oracles in :mod:`latentgeo.fisher.exact` can be built from t
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple, Union
+from typing import Tuple, Union
 
 import torch
 

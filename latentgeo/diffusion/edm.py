@@ -10,7 +10,7 @@ from typing import Any, Dict, Optional, Union
 import torch
 from torch import nn
 
-from latentgeo.checkpoint import module_config, register_module
+from latentgeo.checkpoint import register_module
 from latentgeo.errors import LatentgeoError, values_readable
 
 __all__ = ["EDMDenoiser", "estimate_sigma_data", "edm_loss", "edm_sigmas", "sample_training_sigmas",

@@ -22,7 +22,7 @@ import torch
 
 from latentgeo.errors import LatentgeoError, check_choice
 from latentgeo.fisher import _closed_forms as cf
-from latentgeo.fisher.curves import FisherCurves, _save_fig, fir_deviation, fisher_curves
+from latentgeo.fisher.curves import _save_fig, fir_deviation, fisher_curves
 
 __all__ = ["TOYS", "toy_laws", "run_toy"]
 

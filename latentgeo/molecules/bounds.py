@@ -7,7 +7,7 @@ point, its MaxEnergy is at least the *bottleneck* value: the smallest threshold 
 from __future__ import annotations
 
 import heapq
-from typing import List, Optional, Sequence, Tuple
+from typing import List, Sequence, Tuple
 
 import numpy as np
 

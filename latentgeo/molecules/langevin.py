@@ -14,7 +14,6 @@ from __future__ import annotations
 import math
 from typing import Callable, Optional
 
-import numpy as np
 import torch
 
 from latentgeo.errors import LatentgeoError, check_positive

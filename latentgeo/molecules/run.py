@@ -10,7 +10,6 @@ Systems:
 from __future__ import annotations
 
 import io
-import math
 import platform
 import time
 from pathlib import Path
