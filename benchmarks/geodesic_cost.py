@@ -9,16 +9,35 @@ Compared with
 
 Model: an EDM-preconditioned residual MLP (``latentgeo.nets.MLP``, hidden 64, depth 2) with random weights (speed does
 not depend on training). Exact divergence (``probes=exact``) for n = 2, one Rademacher probe otherwise and also for
-n = 2. Usage::
+n = 2.
+
+``--side-by-side`` (issue 15): one full Adam step (curve, energy, gradient, optimiser) timed side by side on the same
+model and curve, in interleaved windows, as the per-thread CPU time (the minimum over windows: robust on a shared,
+loaded machine) and the wall time:
+- ``eager``: latentgeo's default eager step (the objective's gradient in closed form, one double backward; the
+  divergence probes fused -- ONE forward pass, their vector-Jacobian products one vmapped backward -- when the
+  replicated batch would exceed 256 rows, i.e. at N = 512 here, the probe-replicated batch at N = 128);
+- ``eager_replicated``: the same, always with the probe-replicated batch (``fused_probes=False``);
+- ``compiled``: the fused Inductor step (``latentgeo.spacetime.fast``);
+- ``authors``: with ``--authors-repo DIR`` (a checkout of github.com/rafalkarczewski/spacetime-geometry), the authors'
+  own step (their ``mol_utils.energy``, ``curves.CubicSpline``, Adam, ``loss.backward()``; imported from DIR, not
+  copied) on their trained alanine checkpoint, next to latentgeo's steps on the same checkpoint (wrapped as
+  ``D(x, sigma) = net(alpha x, log-SNR)``).
+Models: the TPS MLP (2-D, random weights) and, with ``--authors-repo``, the authors' checkpoint (2-D); N = 128, 512;
+plus latentgeo's eager step on 64-D and 784-D MLPs (one probe).
+
+Usage::
 
     OMP_NUM_THREADS=2 python benchmarks/geodesic_cost.py [--threads 1 2] [--device cpu|cuda] [--quick]
+    OMP_NUM_THREADS=1 python benchmarks/geodesic_cost.py --side-by-side [--authors-repo DIR] [--threads 1 2]
 
-Prints JSON and writes ``benchmarks/results/geodesic_cost.json`` (merging results per device).
+Prints JSON and writes ``benchmarks/results/geodesic_cost.json`` (merging results per device / section).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import sys
@@ -258,6 +277,162 @@ def main_tps(args):
     print(json.dumps({"headline_tps_2d_s_per_step": head, "written": str(out)}, indent=1))
 
 
+def _cpu_and_wall(fn, window: float):
+    """(thread CPU seconds, wall seconds) per call over one window of at least ``window`` CPU seconds."""
+    n, c0, w0 = 0, time.thread_time(), time.perf_counter()
+    while time.thread_time() - c0 < window:
+        fn()
+        n += 1
+    return (time.thread_time() - c0) / n, (time.perf_counter() - w0) / n
+
+
+def _adam_step(den, curve, N, probes=None, **kw):
+    """One full eager geodesic step as ``geodesic()`` runs it (energy + gradient, Adam, energy read-out)."""
+    opt = torch.optim.Adam([curve.nodes], lr=0.1)
+    gen = torch.Generator().manual_seed(0)
+
+    def step():
+        xs, sg = curve.evaluate(N)
+        E, _, (g,) = energy_and_grad(den, xs, sg, [curve.nodes], n_probes=probes, generator=gen, **kw)
+        curve.nodes.grad = g
+        opt.step()
+        float(E.sum())
+
+    return step
+
+
+def _authors_step(repo: str, N: int):
+    """The authors' own geodesic step on their checkpoint (their code, imported from their checkout)."""
+    mdir = Path(repo) / "molecular_experiments"
+    for p in (str(mdir), str(Path(repo))):
+        if p not in sys.path:
+            sys.path.insert(0, p)
+    import curves  # noqa: E402 (the authors' modules)
+    import mol_utils  # noqa: E402
+
+    net = mol_utils.MLP(hidden_size=128, hidden_layers=3, emb_size=128, time_emb="sinusoidal", input_emb="sinusoidal")
+    net.load_state_dict(torch.load(mdir / "diffusion_model.pt", map_location="cpu"))
+    spline = curves.CubicSpline(begin=torch.tensor([4.0, -2.55, 2.7]), end=torch.tensor([4.0, 0.95, -0.4]),
+                                num_nodes=10)
+    opt = torch.optim.Adam(spline.parameters(), lr=0.1)
+    t = torch.linspace(0, 1, N).unsqueeze(0)
+
+    def step():
+        opt.zero_grad()
+        loss = mol_utils.energy(spline(t)[0], net)
+        loss.backward()
+        opt.step()
+        loss.item()
+
+    return net, step
+
+
+class _VPtoVE(torch.nn.Module):
+    """A VP network ``net(x_t, log-SNR) -> E[x0 | x_t]`` as a latentgeo denoiser ``D(x, sigma)`` (x = x_t / alpha)."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, sigma):
+        lam = -2.0 * torch.log(sigma)
+        return self.net((torch.sigmoid(lam).sqrt()[:, None] * x).float(), lam.float()).to(x.dtype)
+
+
+def run_side_by_side(threads, Ns, authors_repo, quick):
+    from latentgeo.spacetime.fast import compiled_energy_step
+
+    torch.set_num_threads(threads)
+    window, reps = (0.1, 6) if quick else (0.15, 16)
+    models = [("tps_mlp_random", make_tps_denoiser(), torch.float64)]
+    authors = {}
+    if authors_repo:
+        for N in Ns:
+            net, st = _authors_step(authors_repo, N)
+            authors[N] = st
+        models.append(("authors_checkpoint", _VPtoVE(net).eval(), torch.float32))
+    rows = []
+    for name, den, dt in models:
+        for p in den.parameters():
+            p.requires_grad_(False)  # what geodesic() does during the optimisation
+        for N in Ns:
+            a, b = torch.tensor([[-2.55, 2.7]], dtype=dt), torch.tensor([[0.95, -0.4]], dtype=dt)
+            s0 = torch.tensor([math.exp(-2)], dtype=dt)
+            curves_ = {k: SplineCurve(a, s0, b, s0, 10) for k in ("eager", "eager_replicated", "compiled")}
+            fns = {"eager": _adam_step(den, curves_["eager"], N),
+                   "eager_replicated": _adam_step(den, curves_["eager_replicated"], N, fused_probes=False)}
+            t0 = time.perf_counter()
+            fast = compiled_energy_step(den, curves_["compiled"], N)
+            t_compile = time.perf_counter() - t0
+            opt_c = torch.optim.Adam([curves_["compiled"].nodes], lr=0.1)
+
+            def compiled_step(fast=fast, c=curves_["compiled"], opt=opt_c):
+                E, g = fast(c.nodes)
+                c.nodes.grad = g
+                opt.step()
+                float(E.sum())
+
+            fns["compiled"] = compiled_step
+            if name == "authors_checkpoint":
+                fns["authors"] = authors[N]
+            for f in fns.values():
+                f()
+            res = {k: [] for k in fns}
+            for _ in range(reps):
+                for k, f in fns.items():
+                    if k == "authors":  # their loop differentiates the weights too: leave them as their code has them
+                        for p in den.parameters():
+                            p.requires_grad_(True)
+                    res[k].append(_cpu_and_wall(f, window))
+                    for p in den.parameters():
+                        p.requires_grad_(False)
+            cpu = {k: min(c for c, _ in v) for k, v in res.items()}
+            wall = {k: sorted(w for _, w in v)[len(v) // 2] for k, v in res.items()}
+            row = {"model": name, "N": N, "threads": threads, "cpu_s_per_step_min": cpu,
+                   "wall_s_per_step_median": wall, "compile_seconds": t_compile,
+                   "loadavg": [round(v, 2) for v in os.getloadavg()]}
+            if "authors" in cpu:
+                row["over_authors_cpu"] = {k: cpu[k] / cpu["authors"] for k in cpu}
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    for n in ([64] if quick else [64, 784]):
+        den = make_denoiser(n, "cpu")
+        g = torch.Generator().manual_seed(0)
+        c = SplineCurve(torch.randn(1, n, generator=g), torch.tensor([0.135]), torch.randn(1, n, generator=g),
+                        torch.tensor([0.135]), 10)
+        st = _adam_step(den, c, 128, probes=1)
+        st()
+        cpu = min(_cpu_and_wall(st, window)[0] for _ in range(max(reps // 2, 3)))
+        row = {"model": f"mlp_{n}d_random", "N": 128, "probes": 1, "threads": threads, "cpu_s_per_step_min": {
+            "eager": cpu}}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
+
+
+def main_side_by_side(args):
+    load0 = os.getloadavg()
+    rows = []
+    for th in args.threads:
+        rows += run_side_by_side(th, [128] if args.quick else [128, 512], args.authors_repo, args.quick)
+    out = Path(args.out)
+    prev = json.loads(out.read_text()) if out.exists() else {}
+    prev["side_by_side"] = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "torch": torch.__version__,
+                    "loadavg_start": load0, "loadavg_end": os.getloadavg()},
+        "note": "one full Adam step per call; cpu = per-thread CPU time, minimum over interleaved windows (robust on "
+                "this SHARED 2-core machine, where wall time swings 2x with the other jobs; for threads > 1 it is the "
+                "calling thread's CPU only, so read the wall column there); 'authors' = the authors' own code on "
+                "their checkpoint (float32, their weights requiring grad as in their loop); latentgeo's steps on the "
+                "same checkpoint run in float32 with the weights frozen, as geodesic() does.",
+        "rows": rows,
+    }
+    if not args.quick:
+        atomic_write_json(out, prev)
+    print(json.dumps({"written": str(out), "rows": len(rows)}))
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
@@ -267,7 +442,12 @@ def main():
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "geodesic_cost.json"))
     ap.add_argument("--tps", action="store_true",
                     help="only the TPS denoiser in 2-D: eager vs compiled step, side by side")
+    ap.add_argument("--side-by-side", action="store_true",
+                    help="eager / replicated-probe eager / compiled (/ the authors' step) per Adam step, side by side")
+    ap.add_argument("--authors-repo", default=None, help="checkout of rafalkarczewski/spacetime-geometry")
     args = ap.parse_args()
+    if args.side_by_side:
+        return main_side_by_side(args)
     if args.tps:
         return main_tps(args)
     Ns = [32, 128] if args.quick else [32, 128, 512]

@@ -69,6 +69,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         compile_geodesic: bool = typer.Option(False, "--compile",
                                               help="fuse each geodesic step with TorchInductor (about 3x faster per "
                                                    "step in 2-D; the first compile of a shape takes up to a minute)"),
+        objective: str = typer.Option("abs", "--objective",
+                                      help="geodesic objective: abs (sum of |segment KL|, default: better on exact "
+                                           "models and alanine) | relu (per-component clamp, as the authors' code)"),
         save_states: bool = typer.Option(False, "--save-states",
                                          help="also store every Langevin state in paths.npz (all_states [P, N*K, 2]; "
                                               "P x N x K x 16 bytes)"),
@@ -89,6 +92,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         check_choice(system, SYSTEMS, "system")
         check_choice(denoiser, ("mlp", "kde"), "denoiser")
         check_choice(scheme, ("em", "lm"), "--scheme")
+        check_choice(objective, ("abs", "relu"), "--objective")
         av = _avoid(avoid)
         # the run's effective N, K (quick / defaults) for the size check of --save-states, before any work
         n_eff = n_points or (64 if quick else 128)
@@ -104,7 +108,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                     progress=lambda m: typer.echo(f"  {m}", err=True), denoiser=denoiser, n_points=n_points,
                     k_steps=k_steps, geo_steps=geo_steps, train_steps=train_steps, data_kT=data_kt,
                     geo_compile=compile_geodesic, snr_lambda=snr_lambda, scheme=scheme, save_states=save_states,
-                    device=dev)
+                    device=dev, geo_objective=objective)
         typer.echo(f"MaxEnergy {s['max_energy_mean']:.2f} +- {s['max_energy_std']:.2f} (lower bound "
                    f"{s['lower_bound']:.2f}); {s['energy_evaluations']:,} gradient evaluations; "
                    f"{s['seconds']:.1f} s; wrote {out}/paths.npz (frames, max_energy, max_states"

@@ -211,7 +211,7 @@ def tps_geodesic(denoiser, start, end, sigma_end: float, n_points: int = 128, n_
                  steps: int = 1000, lr: float = 0.1, snr_penalty: float = 0.0, snr_lambda: float = 3.0,
                  avoid: Optional[Tuple] = None,
                  avoid_weight: float = 1.0, avoid_kl: float = 3.0, seed: int = 0,
-                 n_probes: Optional[int] = 1, compile: bool = False):
+                 n_probes: Optional[int] = 1, compile: bool = False, objective: Optional[str] = None):
     """Spacetime geodesic between ``(start, sigma_end)`` and ``(end, sigma_end)``.
 
     Args:
@@ -223,6 +223,8 @@ def tps_geodesic(denoiser, start, end, sigma_end: float, n_points: int = 128, n_
         n_probes: Rademacher probes for the divergence per step (``None``: exact, two probes in 2-D).
         compile: fused compiled optimisation step (:mod:`latentgeo.spacetime.fast`); used only when it applies
             (exact divergence, no constraint), else the eager step.
+        objective: ``"abs"`` (default: ``sum_n |d_n|``) or ``"relu"`` (the authors' per-component clamp) — see
+            :func:`latentgeo.spacetime.geodesic`.
 
     Returns:
         ``(xs [N, 2], sigmas [N], info)`` as float64 tensors, ``info`` with the geodesic ``energy``, ``length`` and
@@ -244,7 +246,7 @@ def tps_geodesic(denoiser, start, end, sigma_end: float, n_points: int = 128, n_
     t0 = time.perf_counter()
     res = geodesic(denoiser, start=(a, sigma_end), end=(b, sigma_end), n_points=n_points, n_nodes=n_nodes,
                    steps=steps, lr=lr, n_probes=n_probes, penalty=penalty, generator=gen, eval_probes=None,
-                   compile=bool(compile and penalty is None and n_probes is None))
+                   compile=bool(compile and penalty is None and n_probes is None), objective=objective)
     dt = time.perf_counter() - t0
     xs = torch.as_tensor(res.xs, dtype=torch.float64).detach().reshape(n_points, -1)
     sg = torch.as_tensor(res.sigmas, dtype=torch.float64).detach().reshape(-1)
@@ -281,6 +283,7 @@ def transition_paths(
     avoid_weight: float = 1.0,
     n_probes: Optional[int] = None,
     geo_compile: bool = False,
+    geo_objective: Optional[str] = None,
     reach_radius: float = 0.5,
     net_kwargs: Optional[Dict[str, Any]] = None,
     seed: int = 0,
@@ -303,6 +306,7 @@ def transition_paths(
         snr_penalty, snr_lambda, avoid, avoid_weight: optional constraints on the geodesic (see :func:`tps_geodesic`).
         n_probes: divergence probes in the geodesic energy (``None``: exact, cheap in 2-D).
         geo_compile: compiled geodesic step (see :func:`tps_geodesic`).
+        geo_objective: the geodesic's objective, ``"abs"`` (default) or ``"relu"`` (see :func:`tps_geodesic`).
         reach_radius: a path counts as reaching ``end`` if its last frame lies within this distance.
         net_kwargs: MLP settings (default ``hidden=64, depth=2, emb_dim=32``).
         save_states: also keep every Langevin state (``TPSResult.all_states`` ``[P, N*K, 2]``; at most
@@ -357,7 +361,8 @@ def transition_paths(
     say(f"geodesic: N={n_points}, {geo_steps} steps")
     xs, sgs, ginfo = tps_geodesic(den, start, end, sigma_end, n_points=n_points, n_nodes=n_nodes, steps=geo_steps,
                                   lr=geo_lr, snr_penalty=snr_penalty, snr_lambda=snr_lambda, avoid=avoid,
-                                  avoid_weight=avoid_weight, seed=seed, n_probes=n_probes, compile=geo_compile)
+                                  avoid_weight=avoid_weight, seed=seed, n_probes=n_probes, compile=geo_compile,
+                                  objective=geo_objective)
     seconds["geodesic"] = time.perf_counter() - t0
 
     t0 = time.perf_counter()

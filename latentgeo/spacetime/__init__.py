@@ -24,8 +24,9 @@ probes per point, shared along each curve (unbiased per segment, and the probe n
 """
 from latentgeo.spacetime.diffed import (edit_distance, edit_distance_matrix, edit_distance_pairs, encode_to_sigma,
                                         pf_ode_path)
-from latentgeo.spacetime.family import (curve_energy, curve_length, divergence, eta, kl_from_state,
-                                        lambda_of_sigma, mu, segment_terms, sigma_of_lambda)
+from latentgeo.spacetime.family import (OBJECTIVES, curve_energy, curve_length, divergence, eta, kl_from_state,
+                                        lambda_of_sigma, mu, objective_terms, segment_components, segment_terms,
+                                        sigma_of_lambda)
 from latentgeo.spacetime.energy import energy_and_grad
 from latentgeo.spacetime.fast import compiled_energy_step
 from latentgeo.spacetime.geodesic import Geodesic, geodesic
@@ -35,4 +36,5 @@ from latentgeo.spacetime.spline import SplineCurve, spline_basis
 __all__ = ["eta", "mu", "divergence", "segment_terms", "curve_energy", "curve_length", "kl_from_state",
            "lambda_of_sigma", "sigma_of_lambda", "Geodesic", "geodesic", "energy_and_grad", "SplineCurve",
            "spline_basis", "compiled_energy_step", "edit_distance", "edit_distance_pairs", "edit_distance_matrix", "encode_to_sigma",
-           "pf_ode_path", "SNRPenalty", "RegionAvoidance", "SumPenalty", "snr_penalty_value", "region_kl"]
+           "pf_ode_path", "SNRPenalty", "RegionAvoidance", "SumPenalty", "snr_penalty_value", "region_kl",
+           "segment_components", "objective_terms", "OBJECTIVES"]

@@ -36,8 +36,8 @@ import torch
 from latentgeo.autodiff import math_attention
 from latentgeo.errors import LatentgeoError, values_readable
 
-__all__ = ["eta", "mu", "divergence", "rademacher_probes", "segment_terms", "curve_energy", "curve_length",
-           "kl_from_state", "lambda_of_sigma", "sigma_of_lambda"]
+__all__ = ["eta", "mu", "divergence", "rademacher_probes", "segment_terms", "segment_components", "objective_terms",
+           "OBJECTIVES", "curve_energy", "curve_length", "kl_from_state", "lambda_of_sigma", "sigma_of_lambda"]
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 Pair = Tuple[torch.Tensor, torch.Tensor]
@@ -322,6 +322,67 @@ def _segment_dots(ex, es, mx, ms):
     P, N = es.shape
     dx = ((ex[:, 1:] - ex[:, :-1]) * (mx[:, 1:] - mx[:, :-1])).reshape(P, N - 1, -1).sum(-1)
     return dx + (es[:, 1:] - es[:, :-1]) * (ms[:, 1:] - ms[:, :-1])
+
+
+def _segment_parts(ex, es, mx, ms):
+    """Per-component products of the differences for [P, N, ...] / [P, N] parts: ``(x part [P, N-1, n], scalar part
+    [P, N-1])``, with ``x part.sum(-1) + scalar part`` bitwise equal to :func:`_segment_dots`."""
+    P, N = es.shape
+    cx = ((ex[:, 1:] - ex[:, :-1]) * (mx[:, 1:] - mx[:, :-1])).reshape(P, N - 1, -1)
+    return cx, (es[:, 1:] - es[:, :-1]) * (ms[:, 1:] - ms[:, :-1])
+
+
+def segment_components(denoiser: Denoiser, xs: torch.Tensor, sigmas: torch.Tensor, n_probes: Optional[int] = 1,
+                       generator: Optional[torch.Generator] = None, shared_probes: bool = True,
+                       chunk_size: Optional[int] = None) -> torch.Tensor:
+    """The terms of each segment's dot product, one per coordinate of the sufficient statistic ``T = (x0, |x0|^2)``:
+    ``(eta_{n+1} - eta_n)_k (mu_{n+1} - mu_n)_k``, the data coordinates k = 0..n-1 (flattened) then the scalar one.
+
+    Shapes: ``xs`` [N, ...], ``sigmas`` [N] -> [N-1, n+1]; batched [P, N, ...] -> [P, N-1, n+1]. Summed over the
+    last axis they give :func:`segment_terms` (bitwise: the same additions in the same order). Their sum is a
+    symmetrised KL (>= 0) for a true posterior mean, but single components can be negative even then (the metric's
+    off-diagonal blocks): they are what ``objective="relu"`` clamps.
+    """
+    xs3, s2, batched = _curve_shapes(xs, sigmas)
+    ex, es = eta(xs3.reshape(-1, *xs3.shape[2:]), s2.reshape(-1))
+    ex, es = ex.reshape(xs3.shape), es.reshape(s2.shape)
+    mx, ms = _curve_mu(denoiser, xs3, s2, n_probes, generator, shared_probes, chunk_size)
+    cx, cs = _segment_parts(ex, es, mx, ms)
+    c = torch.cat([cx, cs[..., None]], -1)
+    if _readable(c) and not bool(torch.isfinite(c).all()):
+        raise LatentgeoError("a segment term (eta_{n+1} - eta_n).(mu_{n+1} - mu_n) overflowed to inf/NaN although "
+                             "eta and mu are finite; use float64 or keep the curve at moderate sigma and |x|")
+    return c if batched else c[0]
+
+
+#: Per-segment objectives a geodesic can minimise (see :func:`objective_terms`).
+OBJECTIVES = ("abs", "relu", "signed")
+
+
+def _check_objective(objective: str) -> str:
+    if not isinstance(objective, str) or objective not in OBJECTIVES:
+        raise LatentgeoError(f"objective must be one of {', '.join(repr(o) for o in OBJECTIVES)}, got {objective!r}")
+    return objective
+
+
+def objective_terms(components: torch.Tensor, objective: str) -> torch.Tensor:
+    """Per-segment objective [..., N-1] from :func:`segment_components` [..., N-1, n+1].
+
+    - ``"abs"``: ``|d_n|`` with ``d_n = sum_k c_nk`` (latentgeo's robust objective);
+    - ``"relu"``: ``sum_k max(c_nk, 0)``, every component clamped at zero (the form of the authors' code);
+    - ``"signed"``: ``d_n`` (the plain discretised energy; unbounded below for a denoiser whose Jacobian is not
+      symmetric PSD).
+
+    All three equal ``d_n`` when every component is >= 0; ``"abs"`` and ``"signed"`` also whenever ``d_n >= 0``
+    (every segment of a true posterior mean), ``"relu"`` only when no single component is negative.
+    """
+    _check_objective(objective)
+    d = components[..., :-1].sum(-1) + components[..., -1]
+    if objective == "abs":
+        return d.abs()
+    if objective == "relu":
+        return components.clamp(min=0).sum(-1)
+    return d
 
 
 def segment_terms(denoiser: Denoiser, xs: torch.Tensor, sigmas: torch.Tensor, n_probes: Optional[int] = 1,

@@ -11,6 +11,7 @@ geodesic.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -19,8 +20,8 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 import torch
 
 from latentgeo.errors import LatentgeoError, check_finite
-from latentgeo.spacetime.energy import Penalty, energy_and_grad
-from latentgeo.spacetime.family import _fmt_sigmas, _n_probes, lambda_of_sigma, mu, segment_terms
+from latentgeo.spacetime.energy import Penalty, energy_and_grad, resolve_objective
+from latentgeo.spacetime.family import _fmt_sigmas, _n_probes, lambda_of_sigma, mu, objective_terms, segment_components
 from latentgeo.spacetime.fast import try_compiled_energy_step
 from latentgeo.spacetime.spline import SplineCurve
 
@@ -59,6 +60,11 @@ class Geodesic:
         curve: the :class:`SplineCurve` (``curve.evaluate(n_points, nodes)`` re-samples the geodesic).
         compile_seconds: time spent tracing/compiling the fused step (``compile=``), excluded from
             ``seconds_per_step``.
+        objective: the objective that was minimised (``"abs"``, ``"relu"`` or ``"signed"``).
+        objective_value: its value ``(N-1)/2 sum_n objective_n`` on the final curve (float, or [P]); equals
+            ``energy`` when no segment (``"abs"``) / no component (``"relu"``) is negative.
+        negative_components: how many segment components ``c_nk`` (:func:`segment_components`) of the final curve
+            are negative (int, or [P]); ``0`` means both objectives equal the energy there.
     """
 
     xs: torch.Tensor
@@ -72,6 +78,9 @@ class Geodesic:
     seconds_per_step: float = float("nan")
     negative_fraction: Union[float, torch.Tensor] = 0.0
     compile_seconds: float = 0.0
+    objective: str = "abs"
+    objective_value: Union[float, torch.Tensor] = float("nan")
+    negative_components: Union[int, torch.Tensor] = 0
 
     @property
     def lambdas(self) -> torch.Tensor:
@@ -139,13 +148,28 @@ def _explain_nonfinite(denoiser: Denoiser, xs: torch.Tensor, sig: torch.Tensor, 
                           "n_points")
 
 
+@contextlib.contextmanager
+def _frozen(denoiser):
+    """Parameters of a module denoiser stop requiring grad during the optimisation (only the knots' gradient is
+    needed; the double backward then skips the weight branches) and are restored afterwards."""
+    ps = [p for p in denoiser.parameters() if p.requires_grad] if isinstance(denoiser, torch.nn.Module) else []
+    try:
+        for p in ps:
+            p.requires_grad_(False)
+        yield
+    finally:
+        for p in ps:
+            p.requires_grad_(True)
+
+
 def geodesic(denoiser: Denoiser, start, end, n_points: int = 64, n_nodes: int = 8, steps: int = 500,
              lr: float = 0.1, n_probes: Optional[int] = 1, penalty: Optional[Penalty] = None,
              generator: Optional[torch.Generator] = None, progress: bool = False, *,
              chunk_size: Optional[int] = None, batched: Optional[bool] = None,
              init_nodes: Optional[torch.Tensor] = None, eval_probes: Union[int, None, str] = _AUTO,
              log_every: int = 1, callback: Optional[Callable[[int, float], None]] = None,
-             robust: bool = True, compile: Union[bool, str] = False) -> Geodesic:
+             robust: bool = True, compile: Union[bool, str] = False,
+             objective: Optional[str] = None) -> Geodesic:
     """Spacetime geodesic between ``start = (x_a, sigma_a)`` and ``end = (x_b, sigma_b)``.
 
     Args:
@@ -169,9 +193,15 @@ def geodesic(denoiser: Denoiser, start, end, n_points: int = 64, n_nodes: int = 
             max(n_probes, 16)), ``"same"`` (= n_probes), an integer, or ``None`` (exact).
         log_every: record history every this many steps.
         callback: ``callback(step, energy)`` after every step.
-        robust: optimise ``sum |d_n|`` over the segment terms (identical for a true posterior mean, where every
-            ``d_n >= 0``; guards against trained denoisers whose non-PSD Jacobians make the signed energy unbounded
-            below). The result's ``negative_fraction`` reports how much of the final curve's segment mass is negative.
+        objective: what the optimiser minimises, from the segment components ``c_nk`` (``d_n = sum_k c_nk``,
+            :func:`~latentgeo.spacetime.family.segment_components`): ``"abs"`` (default) ``(N-1)/2 sum_n |d_n|``;
+            ``"relu"`` ``(N-1)/2 sum_nk max(c_nk, 0)`` (every component clamped, the form of the authors' code);
+            ``"signed"`` the energy ``(N-1)/2 sum_n d_n`` itself. For a true posterior mean every ``d_n >= 0``, so
+            ``"abs"`` is the energy; single components can still be negative there, so ``"relu"`` is an upper
+            bound of it. On trained denoisers whose Jacobians are not symmetric PSD the signed energy is unbounded
+            below; ``"abs"`` counts a negative segment as distance, ``"relu"`` drops negative components. The
+            result reports ``negative_fraction``, ``negative_components`` and ``objective_value``.
+        robust: ``False`` is the older spelling of ``objective="signed"``.
         compile: fuse each optimisation step into compiled kernels (:mod:`latentgeo.spacetime.fast`; small
             dimensions, exact divergence ``n_probes=None``, no penalty, no chunking). ``True``/``"inductor"``
             (about 3-6x faster per step in 2-D; the first compile of an architecture/shape costs about a minute,
@@ -219,6 +249,7 @@ def geodesic(denoiser: Denoiser, start, end, n_points: int = 64, n_nodes: int = 
     if chunk_size is not None and int(chunk_size) < 1:
         raise LatentgeoError(f"chunk_size must be >= 1 (or None for all points at once), got {chunk_size}")
     n_probes = _n_probes(n_probes)
+    objective = resolve_objective(objective, robust)
     if eval_probes not in (_AUTO, "same"):
         eval_probes = _n_probes(eval_probes)
     if init_nodes is not None:
@@ -239,7 +270,7 @@ def geodesic(denoiser: Denoiser, start, end, n_points: int = 64, n_nodes: int = 
             raise LatentgeoError("compile=True needs the exact divergence (n_probes=None), no penalty and no "
                                  "chunking; drop compile or those options")
         if steps > 0:
-            fast_step = try_compiled_energy_step(denoiser, curve, n_points, robust=robust, backend=backend)
+            fast_step = try_compiled_energy_step(denoiser, curve, n_points, objective=objective, backend=backend)
     t_compile = time.perf_counter() - t_compile if fast_step is not None else 0.0
     opt = torch.optim.Adam([curve.nodes], lr=lr)
     history: Dict[str, List[float]] = {"step": [], "energy": [], "penalty": [], "seconds": []}
@@ -252,7 +283,10 @@ def geodesic(denoiser: Denoiser, start, end, n_points: int = 64, n_nodes: int = 
         bar.start()
         task = bar.add_task("geodesic", total=steps)
     t0 = time.perf_counter()
+    stack = contextlib.ExitStack()
     try:
+        if fast_step is None:
+            stack.enter_context(_frozen(denoiser))
         for step in iterator:
             if penalty is not None and hasattr(penalty, "set_step"):
                 penalty.set_step(step, steps)
@@ -263,7 +297,7 @@ def geodesic(denoiser: Denoiser, start, end, n_points: int = 64, n_nodes: int = 
                 xs, sig = curve.evaluate(n_points)
                 E, pen, (g,) = energy_and_grad(denoiser, xs, sig, [curve.nodes], n_probes=n_probes,
                                                generator=generator, chunk_size=chunk_size, penalty=penalty,
-                                               batched=batched, robust=robust)
+                                               batched=batched, objective=objective)
             if g is None:
                 g = torch.zeros_like(curve.nodes)
             if not bool(torch.isfinite(E).all() & torch.isfinite(g).all()) or not math.isfinite(pen):
@@ -288,6 +322,7 @@ def geodesic(denoiser: Denoiser, start, end, n_points: int = 64, n_nodes: int = 
             if bar is not None:
                 bar.update(task, advance=1)
     finally:
+        stack.close()
         if bar is not None:
             bar.stop()
     sec = (time.perf_counter() - t0) / max(steps, 1)
@@ -301,24 +336,28 @@ def geodesic(denoiser: Denoiser, start, end, n_points: int = 64, n_nodes: int = 
         zero = torch.zeros_like(curve.nodes)
         xs0, sig0 = curve.evaluate(n_points, nodes=zero)
     if steps > 0 and init_nodes is None and penalty is None:
-        both = segment_terms(denoiser, torch.cat([xs, xs0]), torch.cat([sig, sig0]), n_probes=ep,
-                             generator=generator, chunk_size=chunk_size).detach()
-        d, d0 = both[: xs.shape[0]], both[xs.shape[0]:]
-        obj, obj0 = (d.abs().sum(-1), d0.abs().sum(-1)) if robust else (d.sum(-1), d0.sum(-1))
-        keep_line = obj0 < obj
+        both = segment_components(denoiser, torch.cat([xs, xs0]), torch.cat([sig, sig0]), n_probes=ep,
+                                  generator=generator, chunk_size=chunk_size).detach()
+        comp, comp0 = both[: xs.shape[0]], both[xs.shape[0]:]
+        keep_line = objective_terms(comp0, objective).sum(-1) < objective_terms(comp, objective).sum(-1)
         if bool(keep_line.any()):
             with torch.no_grad():
                 curve.nodes[keep_line] = 0.0
                 xs, sig = curve.evaluate(n_points)
-            d = torch.where(keep_line[:, None], d0, d)
+            comp = torch.where(keep_line[:, None, None], comp0, comp)
     else:
-        d = segment_terms(denoiser, xs, sig, n_probes=ep, generator=generator, chunk_size=chunk_size)
-        d = d.detach()
-    energy = 0.5 * (n_points - 1) * d.sum(-1)
+        comp = segment_components(denoiser, xs, sig, n_probes=ep, generator=generator, chunk_size=chunk_size)
+        comp = comp.detach()
+    d = comp[..., :-1].sum(-1) + comp[..., -1]
+    c = 0.5 * (n_points - 1)
+    energy = c * d.sum(-1)
     length = d.abs().sqrt().sum(-1)
     neg = d.clamp(max=0).abs().sum(-1) / d.abs().sum(-1).clamp_min(1e-300)
+    obj_val = c * objective_terms(comp, objective).sum(-1)
+    n_neg = (comp < 0).flatten(1).sum(-1)
     nodes = curve.nodes.detach().clone()
     if not batched:
         return Geodesic(xs[0], sig[0], float(energy[0]), float(length[0]), history, nodes, curve, False, sec,
-                        float(neg[0]), t_compile)
-    return Geodesic(xs, sig, energy, length, history, nodes, curve, True, sec, neg, t_compile)
+                        float(neg[0]), t_compile, objective, float(obj_val[0]), int(n_neg[0]))
+    return Geodesic(xs, sig, energy, length, history, nodes, curve, True, sec, neg, t_compile, objective, obj_val,
+                    n_neg)
