@@ -83,4 +83,9 @@ def values_readable(t: Any) -> bool:
             return False
     except ImportError:  # pragma: no cover
         pass
+    try:
+        if torch.jit.is_tracing():
+            return False
+    except AttributeError:  # pragma: no cover
+        pass
     return not torch.compiler.is_compiling()

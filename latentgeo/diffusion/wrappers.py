@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from latentgeo.diffusion.edm import as_sigma_batch, check_sigma
-from latentgeo.errors import LatentgeoError, check_choice
+from latentgeo.errors import LatentgeoError, check_choice, values_readable
 
 __all__ = ["ReferencedModel", "VEAdapter", "VEDenoiser", "VPToVE", "EDMToVE", "FlowToVE", "AsLatentgeoFlow",
            "TimeMap", "DiscreteTime", "LogSNRTime", "VPSDETime", "SigmaTime", "CallableTime",
@@ -61,26 +61,7 @@ BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 def _readable(t: torch.Tensor) -> bool:
     """True when the values of ``t`` can be read for free: a CPU tensor outside torch.func transforms, tracing
     and compilation."""
-    if t.device.type != "cpu":
-        return False
-    try:
-        if torch._C._functorch.is_functorch_wrapped_tensor(t):
-            return False
-    except AttributeError:  # pragma: no cover - older torch
-        pass
-    try:
-        from torch.fx.experimental.proxy_tensor import get_proxy_mode
-
-        if get_proxy_mode() is not None:
-            return False
-    except ImportError:  # pragma: no cover
-        pass
-    try:
-        if torch.jit.is_tracing() or torch.compiler.is_compiling():
-            return False
-    except AttributeError:  # pragma: no cover
-        pass
-    return True
+    return t.device.type == "cpu" and values_readable(t)
 
 
 def _hi(device: torch.device) -> torch.dtype:
