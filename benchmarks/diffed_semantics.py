@@ -324,7 +324,7 @@ def main() -> None:
         den = ExactMixtureDenoiser(gm)
         g = torch.Generator().manual_seed(a.seed)
         K = gm.K
-        Xs = torch.cat([gm.means[k] + (gm._evecs[k] * gm._evals[k].sqrt()) @ torch.randn(
+        Xs = torch.cat([gm.means[k][:, None] + (gm._evecs[k] * gm._evals[k].sqrt()) @ torch.randn(
             gm.n, a.per_class, generator=g, dtype=torch.float64) for k in range(K)], 1).T.float()  # noqa: SLF001
         ys = np.repeat(np.arange(K), a.per_class)
         M, info = diffed(den, Xs, cache, "digits_gmm_samples", geo, a.progress)
