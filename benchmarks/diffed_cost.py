@@ -6,7 +6,8 @@ Models (speed does not depend on training, so nets have random weights):
   ``benchmarks/diffed_semantics.py``), n = 16, 64, 256, 784.
 - ``mlp``: the EDM MLP the demo trains on digits (hidden 256, depth 3), n = 64 (8x8) and 784 (28x28).
 - ``unet``: latentgeo's EDM U-Net (default base 32, mults (1, 2), ~0.64M parameters), 8x8 and 28x28 images.
-Per (model, shape, N = 16 and 64 curve points, P = 1 and 32 pairs per batch; U-Nets P = 1 and 8, 28x28 P = 1): wall and CPU seconds per Adam step (``Geodesic.seconds_per_step``)
+Per (model, shape, N = 16 and 64 curve points, P = 1 and 32 pairs per batch; U-Nets P = 1 and 8, 28x28 P = 1):
+wall and CPU seconds per Adam step (``Geodesic.seconds_per_step``)
 and of the final length evaluation (16 Rademacher probes), float32, one probe per step; each the minimum over 3
 repeats (median also stored). From these, seconds per pair
 for two schedules: ``cli`` (the CLI default: 16 points x 150 steps, then 64 points x 50 steps, 8 knots) and
@@ -17,12 +18,17 @@ straight line (cold) and from the learnt log-SNR profile (warm) relative to a 30
 
 Matrix: ``edit_distance_matrix`` of 100 test digits (4,950 pairs) with the warm30 schedule, pair_batch 128, for at most
 ``--matrix-budget`` seconds (the progress callback stops it; the cache under ``--cache`` makes a rerun continue), then
-the time of the whole matrix extrapolated from the pairs done.
+the time of the whole matrix extrapolated from the pairs done. Rerunning with ``--skip scaling warm`` resumes both
+matrices from their caches (recorded as ``matrix_resumed``: pairs taken from the cache, pairs computed, seconds).
 
-    OMP_NUM_THREADS=2 python benchmarks/diffed_cost.py [--quick] [--matrix-budget 240]
+    OMP_NUM_THREADS=1 python benchmarks/diffed_cost.py --threads 1 [--quick] [--matrix-budget 240]
 
 Writes ``benchmarks/results/diffed_cost.json``. The machine is shared: every entry records the load average, and CPU
-time (``process_time``) is given beside wall time since it is less sensitive to other processes.
+time (``process_time``) is given beside wall time since it is less sensitive to other processes. The stored results
+use ONE torch thread: with other processes running, two threads on this 2-core machine stall at OpenMP barriers
+(per-step times of 0.5 s appeared at random; cf. ``benchmarks/results/load_threads.json``); on a quiet machine two
+threads are at most ~1.2-1.9x faster for these batch sizes. (Timings use 6 knots for both schedules; the CLI's 8
+change little.)
 """
 from __future__ import annotations
 
@@ -155,27 +161,27 @@ def matrix_run(name: str, den, X: torch.Tensor, budget: float, cache: Path, pair
             raise TimeoutError
 
     path = cache / f"{name}.npz"
+    from latentgeo.spacetime.diffed import read_matrix_cache
+
+    pre = int(np.triu(read_matrix_cache(path)[1], 1).sum()) if path.exists() else 0
     finished = True
     try:
         _, info = edit_distance_matrix(den, X, sigma_min=SIGMA, encode=True, n_points=16, n_nodes=6, steps=30,
                                        n_probes=1, eval_probes=16, pair_batch=pair_batch, warm_start="auto",
                                        pilot_pairs=8, pilot_steps=100, seed=0, out=path, progress=stop,
                                        return_info=True)
-        state.update(resumed=info["resumed"])
     except TimeoutError:
         finished = False
-    from latentgeo.spacetime.diffed import read_matrix_cache
-
     D, done, meta = read_matrix_cache(path)
     n_done = int(np.triu(done, 1).sum())
     total = X.shape[0] * (X.shape[0] - 1) // 2
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     out = {"images": X.shape[0], "pairs": total, "pairs_done": n_done, "finished": finished, "wall_sec": wall,
            "cpu_sec": cpu, "load_avg": list(os.getloadavg()), "pair_batch": pair_batch,
-           "pairs_this_run": n_done - state.get("resumed", 0) if finished else state.get("done", 0)}
+           "pairs_from_cache": pre, "pairs_this_run": n_done - pre}
     per = wall / max(out["pairs_this_run"], 1)
     out["sec_per_pair_incl_pilot_and_encode"] = per
-    out["extrapolated_full_matrix_sec"] = wall if (finished and out["pairs_this_run"] == total) else per * total
+    out["extrapolated_full_matrix_sec"] = wall if (finished and pre == 0) else per * total
     return out
 
 
@@ -193,6 +199,17 @@ def main() -> None:
     res = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(), "threads": a.threads,
                        "torch": torch.__version__, "load_avg_start": list(os.getloadavg())},
            "settings": {"sigma_min": SIGMA, "dtype": "float32", "n_probes": 1, "eval_probes": 16}}
+    if Path(a.out).exists():  # keep the sections not rerun (e.g. --skip scaling warm to resume the matrices)
+        import json
+
+        try:
+            old = json.loads(Path(a.out).read_text())
+            for k in ("scaling", "warm_start", "matrix"):
+                if k in old:
+                    res[k] = old[k]
+        except (OSError, ValueError):
+            pass
+    mkey = "matrix_resumed" if "matrix" in res and "matrix" not in a.skip else "matrix"
     t_all = time.perf_counter()
     steps = 3 if a.quick else 4
     if "scaling" not in a.skip:
@@ -228,15 +245,15 @@ def main() -> None:
         xtr, ytr = digits(split="train", return_labels=True)
         xte, _ = digits(split="test", return_labels=True)
         n = 20 if a.quick else 100
-        res["matrix"] = {}
+        res[mkey] = {}
         gm_den = ExactMixtureDenoiser(class_mixture(xtr.reshape(len(xtr), -1), ytr))
-        res["matrix"]["digits_exact_mixture"] = matrix_run("gmm", gm_den, xte[:n].reshape(n, -1), a.matrix_budget,
+        res[mkey]["digits_exact_mixture"] = matrix_run("gmm", gm_den, xte[:n].reshape(n, -1), a.matrix_budget,
                                                            cache)
         atomic_write_json(a.out, res)
-        print("matrix gmm", res["matrix"]["digits_exact_mixture"], flush=True)
-        res["matrix"]["digits_mlp"] = matrix_run("mlp", net_denoiser("mlp", (1, 8, 8)), xte[:n], a.matrix_budget,
+        print("matrix gmm", res[mkey]["digits_exact_mixture"], flush=True)
+        res[mkey]["digits_mlp"] = matrix_run("mlp", net_denoiser("mlp", (1, 8, 8)), xte[:n], a.matrix_budget,
                                                  cache)
-        print("matrix mlp", res["matrix"]["digits_mlp"], flush=True)
+        print("matrix mlp", res[mkey]["digits_mlp"], flush=True)
     res["seconds_total"] = time.perf_counter() - t_all
     res["machine"]["load_avg_end"] = list(os.getloadavg())
     atomic_write_json(a.out, res)

@@ -28,14 +28,17 @@ Geodesic settings (all models): 16 curve points, 6 knots, 30 warm-started Adam s
 The exact mixture denoiser is evaluated by an equivalent, ~5x faster formulation (``ExactMixtureDenoiser``, checked
 against ``GaussianMixture.denoiser`` to 1e-10 at start). Matrices are cached (resumable) under ``--cache``.
 
-    OMP_NUM_THREADS=2 python benchmarks/diffed_semantics.py [--quick] [--per-class 4] [--skip fashion]
+    OMP_NUM_THREADS=1 python benchmarks/diffed_semantics.py --threads 1 [--quick] [--per-class 4] [--skip fashion]
 
-Writes ``benchmarks/results/diffed_semantics.json``. Sizes: defaults take about 15-20 minutes on 2 quiet CPU cores.
+Writes ``benchmarks/results/diffed_semantics.json`` (merged: a rerun with ``--skip`` updates only the models it runs;
+finished trained-model matrices are re-evaluated from the cache unless ``--retrain``). Sizes: 40 images (780 pairs)
+per model, 6 models; about 5 minutes of geodesics plus ~1 minute of training on a quiet machine with one thread, but
+33 minutes in the recorded run, during which other jobs kept the load average at 4-7 (each model's seconds are
+stored). Use one thread on a shared machine (two stall at OpenMP barriers under load).
 """
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import platform
 import sys
@@ -195,12 +198,11 @@ def evaluate(mats: dict, y: np.ndarray, boot: int, seed: int) -> dict:
 # ---------------------------------------------------------------------------------------------------- DiffED
 def diffed(den, X: torch.Tensor, cache: Path, name: str, geo: dict, progress: bool) -> tuple:
     t0 = time.perf_counter()
-    cb = None
-    if progress:
-        def cb(done, total):
-            el = time.perf_counter() - t0
-            print(f"  {name}: {done}/{total} pairs, {el:.0f} s", file=sys.stderr, flush=True)
-    M, info = edit_distance_matrix(den, X, out=cache / f"{name}.npz", progress=cb, return_info=True, **geo)
+    def report(done, total):
+        print(f"  {name}: {done}/{total} pairs, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+
+    M, info = edit_distance_matrix(den, X, out=cache / f"{name}.npz", progress=report if progress else None,
+                                   return_info=True, **geo)
     neg = info["negative_fraction"].numpy()
     iu = np.triu_indices(X.shape[0], 1)
     return M.double().numpy(), {"seconds": time.perf_counter() - t0, "pairs": info["total"],
