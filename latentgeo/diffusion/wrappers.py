@@ -630,11 +630,15 @@ class FlowToVE(VEAdapter):
         return x_t + (s / (1 + s)).view(view) * self._net(x_t, self.time_scale * t)
 
     def describe(self):
-        d: Dict[str, Any] = {"parametrization": "velocity" if self.convention == "rectified_flow"
-                             else "velocity_latentgeo"}
-        if self.time_scale != 1.0:
-            d["time_scale"] = self.time_scale
-        return d
+        return _describe_flow(self.convention, self.time_scale)
+
+
+def _describe_flow(convention: str, time_scale: float) -> Dict[str, Any]:
+    """The resolver spec fields of a velocity model (shared by :class:`FlowToVE` and :class:`AsLatentgeoFlow`)."""
+    d: Dict[str, Any] = {"parametrization": "velocity" if convention == "rectified_flow" else "velocity_latentgeo"}
+    if time_scale != 1.0:
+        d["time_scale"] = time_scale
+    return d
 
 
 class AsLatentgeoFlow(ReferencedModel, nn.Module):
@@ -658,11 +662,7 @@ class AsLatentgeoFlow(ReferencedModel, nn.Module):
         self.info: Dict[str, Any] = {}
 
     def describe(self):
-        d: Dict[str, Any] = {"parametrization": "velocity" if self.convention == "rectified_flow"
-                             else "velocity_latentgeo"}
-        if self.time_scale != 1.0:
-            d["time_scale"] = self.time_scale
-        return d
+        return _describe_flow(self.convention, self.time_scale)
 
     def forward(self, x: torch.Tensor, t: Union[float, torch.Tensor]) -> torch.Tensor:
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
