@@ -230,13 +230,18 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                                                             help="NAME=SPEC: reuse a denoiser trained on encoder "
                                                                  "NAME's normalised latents (NAME: the encoder's "
                                                                  "folder name); repeat for several."),
+        fisher: bool = typer.Option(True, "--fisher/--no-fisher",
+                                    help="Train (or reuse) the denoisers and measure the Fisher curves and D_R "
+                                         "(default); --no-fisher keeps only the encoder diagnostics (seconds)."),
+        n_geometry: int = opt_int(1000, "--n-geometry", help="Samples for the neighbourhood and reconstruction "
+                                                             "metrics (>= 18).", lo=18, hi=MAX_SAMPLES),
         seed: int = opt_seed(),
         quick: bool = typer.Option(False, "--quick", help="Tiny settings for a smoke run (minutes on a CPU)."),
         device: str = opt_device(help="Device of the denoisers: auto (CUDA when available) | cpu | cuda | cuda:K "
                                       "(encoders and penalties run on the CPU)."),
         model_opts: ModelOptions = None,
     ) -> None:
-        """How diffusable is each encoder's latent space compared with the pixels, and why (writes summary.json)."""
+        """How diffusable is each encoder's latent space, and why: the diffusability report (report.html, summary.json)."""
         import re
         from pathlib import Path
 
@@ -298,11 +303,13 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         # every model is resolved (a bad one fails in seconds) and checked against the data, before any training
         for nm, e in names.items():
             precheck_input(e, tuple(x.shape[1:]), model_opts, what=f"--encoder {nm}")
-        encs, infos = {}, {}
+        encs, infos, decs = {}, {}, {}
         for nm, e in names.items():
-            enc, _, info = resolve_model("encoder", e, model_opts, code=e is None, device="cpu",
-                                         what="--encoder" if e is not None else "--code", hint=hint)
+            enc, dec, info = resolve_model("encoder", e, model_opts, code=e is None, device="cpu",
+                                           what="--encoder" if e is not None else "--code", hint=hint)
             encs[nm], infos[nm] = enc, info
+            if dec is not None:
+                decs[nm] = dec
         pden = None
         if pixel_denoiser is not None:
             pden = resolve_model("denoiser", pixel_denoiser, model_opts, code=False, device=dev,
@@ -321,10 +328,17 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         if net == "unet" and x.ndim != 4:
             raise LatentgeoError(f"--net unet needs images [N, C, H, W] but '{data}' has shape {tuple(x.shape)}; use "
                                  "--net mlp")
+        if not fisher and (pden is not None or lat):
+            raise LatentgeoError("--no-fisher skips the denoisers, so --pixel-denoiser / --latent-denoiser would "
+                                 "not be used; drop them or drop --no-fisher")
         s = diagnose(encs, x, out=out, data_name=data, n_sigmas=n_sigmas, n_eval=n_eval, n_probes=probes,
                      steps=steps, net=net, pixel_denoiser=pden, latent_denoisers=lat or None, seed=seed,
-                     progress=True, net_kwargs={"hidden": 64, "depth": 2} if quick else None, device=dev)
+                     progress=True, net_kwargs={"hidden": 64, "depth": 2} if quick else None, device=dev,
+                     decoders=decs, fisher=fisher, n_geometry=min(n_geometry, x.shape[0]))
+        from latentgeo.report.diffusability import write_diagnosis_report
+
+        html = write_diagnosis_report(out, s)
         typer.echo(s["verdict"]["summary"])
         for line in s["verdict"]["details"]:
             typer.echo("  " + line)
-        typer.echo(f"wrote {out}/summary.json and plots")
+        typer.echo(f"wrote {html} and {out}/summary.json")

@@ -105,6 +105,61 @@ def local_pca_dimension(x: torch.Tensor, n_neighbors: int = 16, threshold: float
     return int(kk.median())
 
 
+def intrinsic_curvature(x: torch.Tensor, k: int, n_neighbors: int = 24) -> Dict[str, object]:
+    """Curvature of the data manifold itself (the Fisher paper v2's "intrinsic data curvature" penalty), from samples.
+
+    At each sample ``x_i``: local PCA of its ``n_neighbors`` nearest neighbours gives tangent directions ``U`` [k, D];
+    the neighbours' offsets ``y = x_j - x_i`` split into tangent coordinates ``t = U y`` and normal parts
+    ``n = y - U^T t``; least squares fits ``n ~ L t + (1/2) B(t, t)`` (the linear term absorbs the error of the
+    estimated tangent plane), and ``B`` estimates the second fundamental form. Per sample the RMS normal curvature
+    over unit tangent directions ``u``, ``kappa = sqrt(E_u |B(u, u)|^2)`` with
+    ``E_u |B(u,u)|^2 = (|sum_a B_aa|^2 + 2 sum_ab |B_ab|^2) / (k (k + 2))``: ``1/R`` on a circle or sphere of radius
+    ``R``, 0 on a flat set. It needs no encoder derivatives, so it also applies to any encoder's latent set (where it
+    shows the bending the encoder adds).
+
+    Args:
+        x: samples [N, ...]; k: manifold dimension (local-PCA estimate, e.g. :func:`local_pca_dimension`);
+        n_neighbors: neighbours per fit (>= k (k + 3) / 2 + 2, for the quadratic fit).
+    Returns:
+        ``kappa_rms`` (sqrt of the mean of kappa^2, in 1/units of x), ``kappa_median``, ``kappa_h`` (kappa times the
+        median neighbourhood radius: dimensionless bending across one neighbourhood), ``k``, ``n_neighbors`` and
+        ``per_sample_kappa`` [N].
+    """
+    x = _check_x(x)
+    xf = _flat(x).to(torch.float64)
+    N, D = xf.shape
+    k, m = int(k), int(n_neighbors)
+    n_feat = k + k * (k + 1) // 2
+    if not 1 <= k < D:
+        raise LatentgeoError(f"manifold dimension k={k} must be in [1, D-1] = [1, {D - 1}]; lower k")
+    if m < n_feat + 2 or m >= N:
+        raise LatentgeoError(f"n_neighbors={m} must be in [{n_feat + 2}, N-1={N - 1}] for a quadratic fit in k={k} "
+                             "dimensions; pass more samples, more neighbours or a lower k")
+    d2 = torch.cdist(xf, xf)
+    idx = d2.topk(m + 1, largest=False).indices[:, 1:]  # [N, m] without the point itself
+    Y = xf[idx] - xf[:, None, :]  # [N, m, D]
+    Yc = Y - Y.mean(1, keepdim=True)
+    U = torch.linalg.svd(Yc, full_matrices=False).Vh[:, :k]  # [N, k, D]
+    t = Y @ U.transpose(1, 2)  # [N, m, k]
+    nrm = Y - t @ U  # [N, m, D]
+    a, b = torch.triu_indices(k, k)
+    quad = t[:, :, a] * t[:, :, b]  # [N, m, k(k+1)/2]
+    Phi = torch.cat([t, quad], 2)
+    coef = torch.linalg.lstsq(Phi, nrm).solution[:, k:]  # [N, k(k+1)/2, D]: n = ... + c_ab t_a t_b
+    # n = (1/2) B(t, t): diagonal B_aa = 2 c_aa; off-diagonal (a < b) B_ab = B_ba = c_ab
+    B = torch.zeros(N, k, k, D, dtype=torch.float64, device=xf.device)
+    diag = a == b
+    B[:, a[diag], b[diag]] = 2 * coef[:, diag]
+    B[:, a[~diag], b[~diag]] = coef[:, ~diag]
+    B[:, b[~diag], a[~diag]] = coef[:, ~diag]
+    tr = torch.diagonal(B, dim1=1, dim2=2).sum(-1)  # [N, D]
+    e2 = ((tr ** 2).sum(-1) + 2 * (B ** 2).sum((1, 2, 3))) / (k * (k + 2))
+    kappa = e2.sqrt()
+    radius = Y.norm(dim=2).max(1).values
+    return {"kappa_rms": float(e2.mean().sqrt()), "kappa_median": float(kappa.median()),
+            "kappa_h": float((kappa * radius).median()), "k": k, "n_neighbors": m, "per_sample_kappa": kappa}
+
+
 def _jvp_rows(encoder: Callable, x: torch.Tensor, tangents: torch.Tensor, batch_size: int, key=None):
     """J_E(x_i) t_ij for every sample i and tangent j: returns [N, k, d] (float64)."""
     N, k = tangents.shape[:2]
@@ -187,7 +242,8 @@ def curvature_penalty(encoder: Callable, x: torch.Tensor, tangents: Optional[tor
     Returns dict: ``curvature_rms = sqrt(mean |a|^2)``, ``normal_curvature_rms = sqrt(mean |a_perp|^2)``,
     ``relative_normal_curvature`` (mean of ``|a_perp| / |J t|^2``, the normal curvature of the image curve in
     1/latent-length units), ``relative_curvature`` (same with ``|a|``; use it when ``k >= d`` and nothing is
-    normal: ``normal_defined`` is False then), ``k``, and per-sample ``per_sample_normal_curvature`` [N] (rms over tangents).
+    normal: ``normal_defined`` is False then), ``k``, and per-sample ``per_sample_normal_curvature`` [N] (rms over tangents),
+    ``per_sample_relative_normal_curvature`` / ``per_sample_relative_curvature`` [N] (means over tangents).
     """
     encoder, x, T = _prepare(encoder, x, tangents, k, n_neighbors)
     N, k = T.shape[:2]
@@ -222,7 +278,9 @@ def curvature_penalty(encoder: Callable, x: torch.Tensor, tangents: Optional[tor
     return {"step": step, "curvature_rms": float(a2.mean().sqrt()), "normal_curvature_rms": float(ap.mean().sqrt()),
             "relative_normal_curvature": float(rel.mean()), "relative_curvature": float(rel_all.mean()),
             "normal_defined": bool(k < A.shape[-1]), "k": int(k),
-            "per_sample_normal_curvature": ap.mean(1).sqrt()}
+            "per_sample_normal_curvature": ap.mean(1).sqrt(),
+            # per-sample means over the tangents: their mean is exactly the relative curvatures above
+            "per_sample_relative_normal_curvature": rel.mean(1), "per_sample_relative_curvature": rel_all.mean(1)}
 
 
 def power_spectrum(images: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
