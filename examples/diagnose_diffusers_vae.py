@@ -34,14 +34,14 @@ torch.set_num_threads(1)
 
 folder = tiny.vae_folder(channels=3, latent_channels=4)                  # <- your VAE folder here
 print("model:", tiny.describe(folder))
-enc, _, info = resolve_encoder(folder)
+enc, dec, info = resolve_encoder(folder)
 
 n, steps = (32, 30) if tiny.QUICK else (160, 150)
 x = tiny.digits_images(n, size=16, channels=3)                          # <- your images [N, 3, H, W] in [-1, 1]
 print(f"data {tuple(x.shape)} -> latents {check_input_shape(enc, x.shape[1:])} per image")
 
-summary = diagnose({"tiny-vae": enc}, x, data_name="digits-16px-rgb", steps=steps, n_sigmas=6 if tiny.QUICK else 8,
-                   n_eval=min(n, 64), n_probes=2, n_penalty=min(n, 48), n_neighbors=8,
+summary = diagnose({"tiny-vae": enc}, x, decoders={"tiny-vae": dec}, data_name="digits-16px-rgb", steps=steps,
+                   n_sigmas=6 if tiny.QUICK else 8, n_eval=min(n, 64), n_probes=2, n_penalty=min(n, 48), n_neighbors=8,
                    net_kwargs={"hidden": 64, "depth": 2}, seed=0)
 
 r = summary["encoders"]["tiny-vae"]
@@ -55,6 +55,12 @@ print("tangential :", {k: (round(v, 4) if isinstance(v, float) else v) for k, v 
 print("curvature  :", {k: (round(v, 4) if isinstance(v, float) else v) for k, v in r["curvature"].items()})
 print(f"latent high-frequency spectrum fraction {r['spectrum_high_frequency_fraction']:.3f} "
       f"(pixels {summary['pixels_spectrum_high_frequency_fraction']:.3f})")
+eq = {k: (None if v["error"] is None else round(v["error"], 3)) for k, v in r["equivariance"].items()}
+print("equivariance errors |E(T x) - T E(x)| / |T E(x)|:", eq)
+print(f"band-energy divergence images -> latents {r['spectrum']['divergence']:.4f} +- "
+      f"{r['spectrum']['divergence_se']:.4f}; latent scaling factor {r['latent_stats']['scale_factor']:.4f}; "
+      f"reconstruction PSNR {r['reconstruction']['psnr']:.1f} dB (the VAE's own decoder)")
+print(f"score {r['score']:.3f} (higher = more diffusable)")
 print("verdict:", summary["verdict"]["details"][0])
 if not all(abs(v) < float("inf") for v in r["d_r"]):
     raise SystemExit(1)
