@@ -422,6 +422,37 @@ def _stage_fisher(ctx):
         txt += (f"\n\nIn this run the {lo[0]} deviate less from pixel space over the noise range (median D_R "
                 f"{lo[2]:.2f} vs {(b if lo is a else a)[2]:.2f}).")
     ctx.rep.text(txt)
+    if ctx.models:
+        _encoder_diagnostics(ctx)
+
+
+def _encoder_diagnostics(ctx):
+    """The encoder side of the diffusability report (no denoisers: seconds), beside the Fisher curves above."""
+    diagnose = _need("latentgeo.fisher.diagnosis", "diagnose")
+    n = min(600, ctx.x.shape[0])
+    s = diagnose({k: enc for k, (enc, _) in ctx.models.items()}, ctx.x[:n], fisher=False,
+                 decoders={k: dec for k, (_, dec) in ctx.models.items() if dec is not None}, n_penalty=min(128, n),
+                 n_geometry=n, seed=ctx.seed)
+    ctx.res["fisher"]["encoder_diagnostics"] = {"ranking": s["ranking"], "encoders": {
+        k: {kk: e[kk] for kk in ("score", "features", "tangential", "curvature_at_scale", "neighbourhood",
+                                 "latent_manifold_curvature", "reconstruction")} for k, e in s["encoders"].items()}}
+    rows = []
+    for k in s["ranking"]:
+        e = s["encoders"][k]
+        t, nb, rec = e["tangential"], e["neighbourhood"], e["reconstruction"] or {}
+        lc = (e["latent_manifold_curvature"] or {}).get("ratio_to_data")
+        rows.append([k.upper(), e["score"], f"{t['anisotropy']:.3f} ± {t['anisotropy_se']:.3f}",
+                     f"{nb['trustworthiness']:.3f} ± {nb['trustworthiness_se']:.3f}",
+                     f"{nb['continuity']:.3f} ± {nb['continuity_se']:.3f}", lc, rec.get("psnr")])
+    ctx.rep.table(rows, header=["encoder", "score (higher = more diffusable)", "tangential anisotropy",
+                                "trustworthiness", "continuity", "latent / data curvature", "recon. PSNR dB"])
+    best = s["ranking"][0].upper()
+    ctx.rep.text("D_R alone is dominated by the dimensional compression both encoders share, so the report also "
+                 "measures the encoder itself (the same numbers as `latentgeo diagnose`, which adds spectra, "
+                 "equivariance and latent statistics): how unevenly it stretches the data's tangent directions, "
+                 "whether latent neighbours are data neighbours (trustworthiness) and data neighbours stay latent "
+                 "neighbours (continuity), and how much it bends the data manifold. Their combination, the "
+                 f"diffusability score, ranks {best} first here.")
 
 
 def _stage_spacetime(ctx):
