@@ -46,10 +46,15 @@ def fit(module: nn.Module, loss_fn: Callable, data: Batch, *, steps: int, batch_
         stop_fn: Optional[Callable[[Dict[str, float]], bool]] = None, time_budget: Optional[float] = None,
         out: Optional[Union[str, Path]] = None, name: str = "stage", ckpt_every: int = 500,
         resume: bool = False, verbose: bool = False, clock: str = "wall",
-        lr_schedule: str = "constant", device: str = "cpu") -> Dict[str, Any]:
+        lr_schedule: str = "constant", device: str = "cpu",
+        grad_clip: Optional[float] = None) -> Dict[str, Any]:
     """Minimise ``loss_fn(batch, generator) -> loss | (loss, metrics)`` over minibatches of ``data``, with the
-    project's one training loop :func:`latentgeo.train.train_loop` (plain Adam with ``betas``, no EMA, no gradient
-    clipping: the GPE anchor settings).
+    project's one training loop :func:`latentgeo.train.train_loop` (plain Adam with ``betas``, no EMA and, by
+    default, no gradient clipping: the GPE anchor settings; ``grad_clip`` clips the global gradient norm).
+
+    A run whose logged loss ends more than 10x above its best logged value has diverged (seen with Adam at lr 1e-3
+    on long joint autoencoder runs: loss 0.06 -> 3e4 in 100 steps): ``diverged`` is True in the result and a
+    :class:`RuntimeWarning` names the steps and the fixes (a lower ``lr``, ``grad_clip``, a cosine schedule).
 
     Args:
         data: ``[N, ...]`` tensor or tuple of equally long tensors; batches are drawn uniformly with replacement,
@@ -70,8 +75,8 @@ def fit(module: nn.Module, loss_fn: Callable, data: Batch, *, steps: int, batch_
         device: the training device (``"auto"``: CUDA when available); the module is left there.
     Returns:
         ``{"history": [{"step", "seconds", "loss", "train_<metric>", <eval metrics>}], "steps": int,
-        "seconds": float, "stopped": "steps" | "threshold" | "time"}``; ``loss`` and ``train_*`` average the
-        steps since the previous row.
+        "seconds": float, "stopped": "steps" | "threshold" | "time", "diverged": bool}``; ``loss`` and
+        ``train_*`` average the steps since the previous row.
     """
     from latentgeo.train import train_loop
 
@@ -110,7 +115,7 @@ def fit(module: nn.Module, loss_fn: Callable, data: Batch, *, steps: int, batch_
             return torch.optim.Adam(plist, lr=lr, betas=tuple(betas))
 
     res = train_loop(module, lambda m, b, g: loss_fn(b, g), data, steps=steps, batch_size=batch_size, lr=lr,
-                     betas=tuple(betas), seed=seed, optimizer=opt, grad_clip=None, ema_decay=None, out=sdir,
+                     betas=tuple(betas), seed=seed, optimizer=opt, grad_clip=grad_clip, ema_decay=None, out=sdir,
                      resume=resume, log_every=eval_every, ckpt_every=ckpt_every, progress=verbose,
                      description=name, device=device, eval_fn=ev if eval_fn is not None else None,
                      eval_every=eval_every, stop_fn=stop if (stop_fn is not None or verbose) else None,
@@ -119,7 +124,27 @@ def fit(module: nn.Module, loss_fn: Callable, data: Batch, *, steps: int, batch_
     if eval_fn is not None:  # rows reloaded on resume: their evaluation keys are the ones not from the loop
         eval_keys.update(k for r in res.metrics if r.get("step") == 0 for k in r if k not in _LOOP_KEYS)
     history = [row_of(r) for r in res.metrics]
-    return {"history": history, "steps": res.step, "seconds": res.train_s, "stopped": _STOPPED[res.stopped]}
+    diverged = _diverged(history, name, lr)
+    return {"history": history, "steps": res.step, "seconds": res.train_s, "stopped": _STOPPED[res.stopped],
+            "diverged": diverged}
+
+
+def _diverged(history: Sequence[Dict[str, Any]], name: str, lr: float) -> bool:
+    """True (and a warning) when the last logged training loss is > 10x the best one logged before it."""
+    losses = [(r["step"], float(r["loss"])) for r in history
+              if r.get("step", 0) > 0 and isinstance(r.get("loss"), (int, float)) and math.isfinite(r["loss"])]
+    if len(losses) < 2:
+        return False
+    best_step, best = min(losses[:-1], key=lambda t: t[1])
+    last_step, last = losses[-1]
+    if not (best > 0 and last > 10 * best):
+        return False
+    import warnings
+
+    warnings.warn(f"training stage '{name}' diverged: its loss rose from {best:.4g} (step {best_step}) to "
+                  f"{last:.4g} (step {last_step}); lower the learning rate (now {lr:g}), clip gradients "
+                  "(grad_clip) or use the cosine schedule", RuntimeWarning, stacklevel=3)
+    return True
 
 
 #: The earlier name of :func:`fit` when it ran :func:`latentgeo.train.train_loop` beside a loop of its own.
@@ -323,7 +348,8 @@ def train_autoencoder(method: str, x: torch.Tensor, x_val: Optional[torch.Tensor
                       out: Optional[Union[str, Path]] = None, resume: bool = False, verbose: bool = False,
                       extra: Optional[Dict[str, Any]] = None, engine: str = "fit",
                       device: str = "cpu", decoder: str = "wide",
-                      lr_schedule: str = "constant") -> Tuple[Encoder, Decoder, Dict[str, Any]]:
+                      lr_schedule: str = "constant",
+                      grad_clip: Optional[float] = None) -> Tuple[Encoder, Decoder, Dict[str, Any]]:
     """Build and train an encoder/decoder pair with ``method`` in :data:`METHODS`; save it to ``out`` if given.
 
     GPE: ``steps`` encoder steps (early stop at ``gme_threshold`` on ``x_val``), normalisation fitted on ``x``,
@@ -332,8 +358,9 @@ def train_autoencoder(method: str, x: torch.Tensor, x_val: Optional[torch.Tensor
     ``out/encoder``, ``out/decoder``, ``out/joint``) on ``device``; ``engine`` is accepted for compatibility:
     ``"fit"`` (once a separate CPU loop) is now an alias of ``"shared"``, and the run records ``"shared"``.
     ``decoder``: ``"wide"`` or ``"lean"`` conv decoder for images (see :class:`Decoder`). ``lr_schedule``:
-    ``"constant"`` or ``"cosine"`` (to 0 over each stage's steps). Returns ``(encoder, decoder, info)`` on the
-    CPU.
+    ``"constant"`` or ``"cosine"`` (to 0 over each stage's steps). ``grad_clip``: clip each step's gradient norm
+    (default off, the anchor settings). A stage whose loss diverged says so (``info[<stage>]["diverged"]`` and a
+    warning). Returns ``(encoder, decoder, info)`` on the CPU.
 
     With ``out``: the process holds :class:`latentgeo.runfolder.RunLock` on ``out`` for the whole run (a second
     writer is refused), ``out/config.json`` records the settings (``kind: "autoencoder"``) before training, and a
@@ -350,7 +377,7 @@ def train_autoencoder(method: str, x: torch.Tensor, x_val: Optional[torch.Tensor
                                   gme_threshold=gme_threshold, kl_weight=kl_weight, mds_weight=mds_weight,
                                   batch_size=batch_size, lr=lr, seed=seed, out=None, resume=resume,
                                   verbose=verbose, extra=extra, engine=engine, device=device, decoder=decoder,
-                                  lr_schedule=lr_schedule)
+                                  lr_schedule=lr_schedule, grad_clip=grad_clip)
     from latentgeo.data import content_hash
     from latentgeo.runfolder import RunLock
 
@@ -362,6 +389,8 @@ def train_autoencoder(method: str, x: torch.Tensor, x_val: Optional[torch.Tensor
         "batch_size": batch_size, "lr": lr, "lr_schedule": lr_schedule, "seed": seed, "engine": engine,
         "device": str(device), "data_shape": list(x.shape[1:]), "n_train": int(x.shape[0]),
         "n_val": None if x_val is None else int(x_val.shape[0]), "data_hash": content_hash(x)}
+    if grad_clip is not None:  # recorded only when set: earlier runs' records stay valid for --resume
+        record["grad_clip"] = grad_clip
     if gpe:
         record["gme_threshold"] = gme_threshold
     else:
@@ -378,7 +407,7 @@ def train_autoencoder(method: str, x: torch.Tensor, x_val: Optional[torch.Tensor
                                   gme_threshold=gme_threshold, kl_weight=kl_weight, mds_weight=mds_weight,
                                   batch_size=batch_size, lr=lr, seed=seed, out=outp, resume=resume,
                                   verbose=verbose, extra=extra, engine=engine, device=device, decoder=decoder,
-                                  lr_schedule=lr_schedule)
+                                  lr_schedule=lr_schedule, grad_clip=grad_clip)
 
 
 def _check_ae_folder(outp: Path, record: Dict[str, Any], resume: bool, gpe: bool, steps: int) -> None:
@@ -438,13 +467,14 @@ def _train_autoencoder(method: str, x: torch.Tensor, x_val: Optional[torch.Tenso
                        gme_threshold: Optional[float], kl_weight: float, mds_weight: float, batch_size: int,
                        lr: float, seed: int, out: Optional[Path], resume: bool, verbose: bool,
                        extra: Optional[Dict[str, Any]], engine: str, device: str, decoder: str,
-                       lr_schedule: str) -> Tuple[Encoder, Decoder, Dict[str, Any]]:
+                       lr_schedule: str, grad_clip: Optional[float] = None
+                       ) -> Tuple[Encoder, Decoder, Dict[str, Any]]:
     torch.manual_seed(seed)  # initial weights
     shape = list(x.shape[1:])
     enc = Encoder(shape, latent_dim, arch=arch, width=enc_width, variational=method.startswith("vae"))
     dec = Decoder(shape, latent_dim, arch=arch, width=dec_width, decoder=decoder)
     common = dict(batch_size=batch_size, lr=lr, seed=seed, out=out, resume=resume, verbose=verbose, engine=engine,
-                  lr_schedule=lr_schedule, device=device)
+                  lr_schedule=lr_schedule, device=device, grad_clip=grad_clip)
     info: Dict[str, Any] = {"method": method, "latent_dim": latent_dim, "data_shape": shape, "lr": lr,
                             "lr_schedule": lr_schedule,
                             "batch_size": batch_size, "seed": seed}
@@ -477,7 +507,7 @@ def _train_autoencoder(method: str, x: torch.Tensor, x_val: Optional[torch.Tenso
 
 def _summary(r: Dict[str, Any]) -> Dict[str, Any]:
     last = r["history"][-1] if r["history"] else {}
-    return {"steps": r["steps"], "seconds": r["seconds"], "stopped": r["stopped"],
+    return {"steps": r["steps"], "seconds": r["seconds"], "stopped": r["stopped"], "diverged": r.get("diverged", False),
             **{k: v for k, v in last.items() if k.startswith("val_")}}
 
 
