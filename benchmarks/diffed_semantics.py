@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 
 from latentgeo.checkpoint import atomic_write_json  # noqa: E402
 from latentgeo.fisher.exact import GaussianMixture  # noqa: E402
+from latentgeo.spacetime.compare import semantic_statistics as evaluate  # noqa: E402,F401 (k-NN / AUC / ratio + CIs)
 from latentgeo.spacetime.compare import ssim  # noqa: E402
 from latentgeo.spacetime.diffed import edit_distance_matrix  # noqa: E402
 
@@ -121,78 +122,6 @@ def denoise_mse(den, x: torch.Tensor, seed: int = 0) -> dict:
             d = den(x + s * n, torch.full((x.shape[0],), s, dtype=x.dtype))
             out[f"sigma={s:g}"] = float(((d - x) ** 2).mean())
     return out
-
-
-# ---------------------------------------------------------------------------------------------------- statistics
-def _knn_correct(D: np.ndarray, y: np.ndarray, k: int) -> np.ndarray:
-    """Leave-one-out k-NN: per image, 1.0 if the majority label of its k nearest other images is its own (ties go to
-    the smaller label)."""
-    Dm = D.copy()
-    np.fill_diagonal(Dm, np.inf)
-    nn = np.argsort(Dm, axis=1, kind="stable")[:, :k]
-    votes = y[nn]
-    pred = np.array([np.bincount(v, minlength=y.max() + 1).argmax() if k > 1 else v[0] for v in votes])
-    return (pred == y).astype(float)
-
-
-def _auc(within: np.ndarray, between: np.ndarray) -> float:
-    from scipy.stats import rankdata
-
-    r = rankdata(np.concatenate([within, between]))
-    nb, nw = between.size, within.size
-    return float((r[nw:].sum() - nb * (nb + 1) / 2) / (nb * nw))
-
-
-def _stats(mats: dict, y: np.ndarray, idx: np.ndarray, correct: dict) -> dict:
-    """All statistics on the images ``idx`` (a bootstrap resample, or arange(N)).
-
-    k-NN accuracies resample the per-image leave-one-out outcomes computed on all N images (``correct``), so that a
-    resample's duplicates do not shrink the reference set; ratios, AUCs and Spearman use the resampled pairs."""
-    from scipy.stats import spearmanr
-
-    yy = y[idx]
-    ok = idx[:, None] != idx[None, :]  # never pair an image with (a copy of) itself
-    iu = np.triu_indices(len(idx), 1)
-    pair_ok = ok[iu]
-    same = (yy[:, None] == yy[None, :])[iu][pair_ok]
-    out = {}
-    vals = {}
-    for name, M in mats.items():
-        S = M[np.ix_(idx, idx)]
-        v = S[iu][pair_ok]
-        vals[name] = v
-        w, b = v[same], v[~same]
-        out[name] = {"knn1": float(correct[name][1][idx].mean()), "knn3": float(correct[name][3][idx].mean()),
-                     "ratio": float(b.mean() / w.mean()), "auc": _auc(w, b)}
-    names = list(mats)
-    out["spearman"] = {f"{a}~{b}": float(spearmanr(vals[a], vals[b]).statistic)
-                       for ai, a in enumerate(names) for b in names[ai + 1:]}
-    return out
-
-
-def evaluate(mats: dict, y: np.ndarray, boot: int, seed: int) -> dict:
-    N = len(y)
-    correct = {name: {k: _knn_correct(M, y, k) for k in (1, 3)} for name, M in mats.items()}
-    point = _stats(mats, y, np.arange(N), correct)
-    rng = np.random.default_rng(seed)
-    reps = [_stats(mats, y, rng.integers(0, N, N), correct) for _ in range(boot)]
-
-    def ci(get):
-        a = np.array([get(r) for r in reps], dtype=float)
-        a = a[np.isfinite(a)]
-        return [float(np.percentile(a, 2.5)), float(np.percentile(a, 97.5))]
-
-    res = {}
-    for name in mats:
-        res[name] = {k: {"value": point[name][k], "ci95": ci(lambda r, n=name, k=k: r[n][k])}
-                     for k in ("knn1", "knn3", "ratio", "auc")}
-    res["spearman"] = {k: {"value": v, "ci95": ci(lambda r, k=k: r["spearman"][k])}
-                       for k, v in point["spearman"].items()}
-    if "diffed" in mats and "euclid" in mats:
-        res["diffed_minus_euclid"] = {
-            k: {"value": point["diffed"][k] - point["euclid"][k],
-                "ci95": ci(lambda r, k=k: r["diffed"][k] - r["euclid"][k])} for k in ("knn1", "knn3", "auc")}
-    return res
 
 
 # ---------------------------------------------------------------------------------------------------- DiffED

@@ -27,7 +27,10 @@ from latentgeo.spacetime.diffed import (edit_distance, edit_distance_matrix, edi
 from latentgeo.spacetime.family import (OBJECTIVES, curve_energy, curve_length, divergence, eta, kl_from_state,
                                         lambda_of_sigma, mu, objective_terms, segment_components, segment_terms,
                                         sigma_of_lambda)
+from latentgeo.spacetime.compare import (between_within, knn_accuracy, mean_distance, semantic_sentence,
+                                         semantic_statistics)
 from latentgeo.spacetime.energy import energy_and_grad
+from latentgeo.spacetime.latent import LatentGeodesic, latent_geodesic
 from latentgeo.spacetime.fast import compiled_energy_step
 from latentgeo.spacetime.geodesic import Geodesic, geodesic
 from latentgeo.spacetime.penalties import RegionAvoidance, SNRPenalty, SumPenalty, region_kl, snr_penalty_value
@@ -37,4 +40,5 @@ __all__ = ["eta", "mu", "divergence", "segment_terms", "curve_energy", "curve_le
            "lambda_of_sigma", "sigma_of_lambda", "Geodesic", "geodesic", "energy_and_grad", "SplineCurve",
            "spline_basis", "compiled_energy_step", "edit_distance", "edit_distance_pairs", "edit_distance_matrix", "encode_to_sigma",
            "pf_ode_path", "SNRPenalty", "RegionAvoidance", "SumPenalty", "snr_penalty_value", "region_kl",
-           "segment_components", "objective_terms", "OBJECTIVES"]
+           "segment_components", "objective_terms", "OBJECTIVES", "latent_geodesic", "LatentGeodesic",
+           "knn_accuracy", "between_within", "semantic_statistics", "semantic_sentence", "mean_distance"]

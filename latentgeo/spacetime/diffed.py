@@ -27,7 +27,7 @@ from latentgeo.errors import LatentgeoError, check_finite, check_positive
 from latentgeo.spacetime.geodesic import Geodesic, geodesic
 
 __all__ = ["edit_distance", "edit_distance_pairs", "edit_distance_matrix", "read_matrix_cache", "pf_ode_path",
-           "encode_to_sigma"]
+           "encode_to_sigma", "DEFAULT_WARM_PROFILE", "default_warm_profile", "warm_init"]
 
 Denoiser = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -107,13 +107,43 @@ def _multires(denoiser, start, end, n_points, steps, **kw) -> Geodesic:
     return res
 
 
+#: Log-SNR knot offsets of the DiffED warm start for 6 interior knots (per unit of ``log(1 + |a - b| / sigma_min)``),
+#: as learnt by ``warm_start="auto"`` pilots on digits: the exact class mixture gave [-0.23, -0.49, -0.70, -0.70,
+#: -0.51, -0.24], the trained EDM MLP [-0.22, -0.44, -0.59, -0.59, -0.43, -0.22]
+#: (benchmarks/results/diffed_cost.json, diffed_semantics.json). Used when a pilot would cost more than it saves.
+DEFAULT_WARM_PROFILE = (-0.23, -0.47, -0.64, -0.64, -0.47, -0.23)
+
+
+def default_warm_profile(n_nodes: int) -> torch.Tensor:
+    """:data:`DEFAULT_WARM_PROFILE` at ``n_nodes`` interior knots [n_nodes] (float64; linear interpolation over the
+    knots' relative positions ``k / (n_nodes + 1)``, zero at the endpoints)."""
+    if int(n_nodes) < 1:
+        raise LatentgeoError(f"n_nodes must be >= 1, got {n_nodes}")
+    base = np.concatenate([[0.0], np.asarray(DEFAULT_WARM_PROFILE), [0.0]])
+    t0 = np.linspace(0, 1, base.size)
+    t = np.arange(1, int(n_nodes) + 1) / (int(n_nodes) + 1)
+    return torch.as_tensor(np.interp(t, t0, base), dtype=torch.float64)
+
+
+def warm_init(A: torch.Tensor, B: torch.Tensor, sigma_min: float, profile: torch.Tensor) -> torch.Tensor:
+    """Warm-start knots [P, K, 1 + n] for the pairs ``A``, ``B`` [P, ...] (at ``sigma_min``) from a log-SNR
+    ``profile`` [K]: knot offsets ``profile * log(1 + |a - b| / sigma_min)`` in log-SNR, 0 in x (see
+    :func:`edit_distance_matrix`, ``warm_start``)."""
+    profile = torch.as_tensor(profile, dtype=torch.float64).reshape(-1)
+    init = torch.zeros(A.shape[0], profile.numel(), 1 + A[0].numel(), dtype=A.dtype, device=A.device)
+    u = _warm_scale(A, B, sigma_min).to(dtype=A.dtype, device=A.device)
+    init[:, :, 0] = u[:, None] * profile.to(dtype=A.dtype, device=A.device)[None]
+    return init
+
+
 def edit_distance_pairs(denoiser: Denoiser, A: torch.Tensor, B: torch.Tensor, sigma_min: float = 0.1,
                         encode: bool = False, n_points: Union[int, Sequence[int]] = 32, n_nodes: int = 8,
                         steps: Union[int, Sequence[int]] = 200, lr: float = 0.1, n_probes: Optional[int] = 1,
                         eval_probes: Union[int, None, str] = "auto", chunk_size: Optional[int] = None,
                         generator: Optional[torch.Generator] = None, encode_steps: int = 32,
                         encode_from: float = 0.002, progress: bool = False, return_geodesic: bool = False,
-                        init_nodes: Optional[torch.Tensor] = None):
+                        init_nodes: Optional[torch.Tensor] = None,
+                        warm_start: Union[None, str, torch.Tensor] = None):
     """DiffED for P pairs at once: ``A``, ``B`` [P, ...] -> lengths [P] (batched geodesics).
 
     Args:
@@ -123,6 +153,11 @@ def edit_distance_pairs(denoiser: Denoiser, A: torch.Tensor, B: torch.Tensor, si
             8 nodes, (16, 64) points), each stage warm-started from the previous one.
         init_nodes: warm start of the (first-stage) spline knots [P, K, 1 + n] (see
             :func:`latentgeo.spacetime.geodesic`); :func:`edit_distance_matrix` uses it for its ``warm_start``.
+        warm_start: ``None``, ``"default"`` (:func:`default_warm_profile`) or a log-SNR profile [n_nodes]: start
+            every pair from :func:`warm_init` instead of the straight line (not with ``init_nodes``). The length
+            returned is then the smaller of the optimised one and the straight segment's (the guard
+            :func:`latentgeo.spacetime.geodesic` applies to straight-line starts); the geodesic returned is the
+            optimised one.
         Others as in :func:`latentgeo.spacetime.geodesic`.
     """
     check_positive(float(sigma_min), "sigma_min")
@@ -136,11 +171,30 @@ def edit_distance_pairs(denoiser: Denoiser, A: torch.Tensor, B: torch.Tensor, si
     if encode:
         both = encode_to_sigma(denoiser, torch.cat([A, B]), sigma_min, steps=encode_steps, sigma_start=encode_from)
         A, B = both[: A.shape[0]], both[A.shape[0]:]
+    if warm_start is not None:
+        if init_nodes is not None:
+            raise LatentgeoError("pass either init_nodes or warm_start, not both")
+        if isinstance(warm_start, str):
+            if warm_start != "default":
+                raise LatentgeoError(f"warm_start must be None, 'default' or a tensor of {n_nodes} log-SNR offsets; "
+                                     f"got '{warm_start}'")
+            warm_start = default_warm_profile(n_nodes)
+        warm_start = torch.as_tensor(warm_start, dtype=torch.float64).reshape(-1)
+        if warm_start.numel() != int(n_nodes):
+            raise LatentgeoError(f"warm_start has {warm_start.numel()} values but n_nodes is {n_nodes}; pass one "
+                                 "log-SNR offset per interior knot")
+        init_nodes = warm_init(A, B, sigma_min, warm_start)
     s = torch.full((A.shape[0],), float(sigma_min), dtype=A.dtype, device=A.device)
     g = _multires(denoiser, (A, s), (B, s), n_points, steps, n_nodes=n_nodes, lr=lr, n_probes=n_probes,
                   generator=generator, progress=progress, chunk_size=chunk_size, batched=True,
                   eval_probes=eval_probes, init_nodes=init_nodes)
-    return (g.length, g) if return_geodesic else g.length
+    L = g.length
+    if warm_start is not None:  # a warm start skips geodesic()'s straight-line guard: apply it here
+        kw = {"eval_probes": eval_probes, "n_probes": n_probes, "chunk_size": chunk_size}
+        L0, _ = _straight(denoiser, A, B, sigma_min, n_points, kw, generator)
+        L = torch.minimum(torch.as_tensor(L).detach(), L0.to(dtype=torch.as_tensor(L).dtype,
+                                                              device=torch.as_tensor(L).device))
+    return (L, g) if return_geodesic else L
 
 
 def edit_distance(denoiser: Denoiser, a: torch.Tensor, b: torch.Tensor, sigma_min: float = 0.1,
@@ -295,7 +349,8 @@ def edit_distance_matrix(denoiser: Denoiser, X: torch.Tensor, Y: Optional[torch.
             matrix is identical to an uninterrupted one (same ``pair_batch``). Default: drawn from ``generator``
             (when given) or from torch's global RNG, and stored in the cache (a resume reuses it).
     Speed:
-        warm_start: ``None`` (every geodesic starts from the straight line), ``"auto"`` or a tensor [n_nodes]. The
+        warm_start: ``None`` (every geodesic starts from the straight line), ``"auto"``, ``"default"``
+            (:func:`default_warm_profile`, no pilot: for small matrices) or a tensor [n_nodes]. The
             DiffED geodesics of one data set and model share their shape in the noise direction (they rise to
             lower SNR in the middle and come back), so starting every pair from a common log-SNR profile instead of
             the straight line cuts the Adam steps needed several-fold (on digits, 20 warm steps come within ~4% of a
@@ -362,10 +417,12 @@ def edit_distance_matrix(denoiser: Denoiser, X: torch.Tensor, Y: Optional[torch.
         settings.update(encode_steps=int(enc_steps), encode_from=repr(float(enc_from)))
     n_nodes = int(kwargs.get("n_nodes", _DEFAULTS["n_nodes"]))
     profile = None
+    if isinstance(warm_start, str) and warm_start == "default":
+        warm_start = default_warm_profile(n_nodes)
     if isinstance(warm_start, str):
         if warm_start != "auto":
-            raise LatentgeoError(f"warm_start must be None, 'auto' or a tensor of {n_nodes} log-SNR offsets; got "
-                                 f"'{warm_start}'")
+            raise LatentgeoError(f"warm_start must be None, 'auto', 'default' or a tensor of {n_nodes} log-SNR "
+                                 f"offsets; got '{warm_start}'")
         if int(pilot_pairs) < 1 or int(pilot_steps) < 1:
             raise LatentgeoError(f"warm_start='auto' needs pilot_pairs >= 1 and pilot_steps >= 1, got {pilot_pairs} "
                                  f"and {pilot_steps}")

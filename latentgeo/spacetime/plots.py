@@ -10,7 +10,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 import torch
 
-__all__ = ["curve_png", "image_strip_png", "scatter_png"]
+__all__ = ["curve_png", "image_strip_png", "scatter_png", "matrix_png", "decoded_strip_png"]
 
 
 def _fig_bytes(fig) -> bytes:
@@ -115,6 +115,65 @@ def scatter_png(xs: Sequence[np.ndarray], y: np.ndarray, xlabels: Sequence[str],
         ax.scatter(x, y, s=12)
         ax.set_xlabel(lab)
         ax.set_ylabel(ylabel)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _fig_bytes(fig)
+
+
+def matrix_png(mats: "dict", labels: Optional[np.ndarray] = None, title: str = "") -> bytes:
+    """Side-by-side heat-maps of N x N distance matrices (name -> [N, N]); rows and columns sorted by ``labels`` [N]
+    (when given) with class boundaries drawn, so class blocks show as darker squares on the diagonal."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(mats)
+    N = np.asarray(mats[names[0]]).shape[0]
+    order = np.argsort(np.asarray(labels), kind="stable") if labels is not None else np.arange(N)
+    fig, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.8), squeeze=False)
+    for ax, name in zip(axes[0], names):
+        M = np.asarray(mats[name], dtype=float)[np.ix_(order, order)]
+        off = M[~np.eye(N, dtype=bool)]
+        lo = float(off.min()) if off.size else None  # the zero diagonal would squash the colour range
+        im = ax.imshow(M, cmap="viridis", interpolation="nearest", vmin=lo)
+        fig.colorbar(im, ax=ax, fraction=0.046)
+        ax.set_title(name, fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if labels is not None:
+            ys = np.asarray(labels)[order]
+            cuts = np.flatnonzero(ys[1:] != ys[:-1]) + 0.5
+            for c in cuts:
+                ax.axhline(c, color="w", lw=0.4)
+                ax.axvline(c, color="w", lw=0.4)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return _fig_bytes(fig)
+
+
+def decoded_strip_png(images: torch.Tensor, sigmas: Optional[torch.Tensor] = None, k: int = 10,
+                      title: str = "") -> bytes:
+    """One row of ``k`` decoded images along a latent geodesic: ``images`` [N, C, H, W] in [-1, 1], ``sigmas`` [N]
+    (the latent noise level of each point, shown above it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    N = images.shape[0]
+    idx = np.unique(np.linspace(0, N - 1, min(k, N)).round().astype(int))
+    fig, axes = plt.subplots(1, len(idx), figsize=(1.3 * len(idx), 1.8), squeeze=False)
+    for c, i in enumerate(idx):
+        a = images[i].detach().cpu().float().numpy()
+        a = a[0] if a.shape[0] == 1 else np.transpose((a + 1) / 2, (1, 2, 0)).clip(0, 1)
+        ax = axes[0, c]
+        ax.imshow(a, cmap="gray" if a.ndim == 2 else None, vmin=-1 if a.ndim == 2 else None,
+                  vmax=1 if a.ndim == 2 else None)
+        ax.set_xticks([])
+        ax.set_yticks([])
+        if sigmas is not None:
+            ax.set_title(f"σ={float(sigmas[i]):.2f}", fontsize=7)
     if title:
         fig.suptitle(title, fontsize=9)
     return _fig_bytes(fig)
