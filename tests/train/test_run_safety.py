@@ -129,11 +129,17 @@ def test_two_processes_race_for_one_folder(tmp_path):
         a.wait()
 
 
+def _ctrl_c_as_in_a_terminal():
+    """Let the child see SIGINT as a terminal's Ctrl-C does: a runner that started this suite in the background
+    (no job control) leaves SIGINT ignored, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_exits_130_with_the_resume_line(tmp_path):
     out = tmp_path / "sigint"
     p = subprocess.Popen([sys.executable, "-m", "latentgeo", "train", "diffusion", "--data", "moons", "--steps",
                           "100000", *TINY, "--out", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         text=True)
+                         text=True, preexec_fn=_ctrl_c_as_in_a_terminal)
     deadline = time.time() + 120
     while not (out / "config.json").exists() and time.time() < deadline:
         time.sleep(0.2)
