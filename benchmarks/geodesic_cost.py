@@ -301,17 +301,32 @@ def _adam_step(den, curve, N, probes=None, **kw):
     return step
 
 
-def _authors_step(repo: str, N: int):
-    """The authors' own geodesic step on their checkpoint (their code, imported from their checkout)."""
+def _authors_path(repo: str) -> Path:
+    """The authors' ``molecular_experiments`` folder, put on ``sys.path`` (their code runs only because the user
+    named the checkout with ``--authors-repo``)."""
     mdir = Path(repo) / "molecular_experiments"
     for p in (str(mdir), str(Path(repo))):
         if p not in sys.path:
             sys.path.insert(0, p)
-    import curves  # noqa: E402 (the authors' modules)
-    import mol_utils  # noqa: E402
+    return mdir
+
+
+def authors_net(repo: str) -> torch.nn.Module:
+    """The authors' trained alanine network from their checkout (weights only: never unpickled)."""
+    mdir = _authors_path(repo)
+    import mol_utils  # noqa: E402 (the authors' module)
 
     net = mol_utils.MLP(hidden_size=128, hidden_layers=3, emb_size=128, time_emb="sinusoidal", input_emb="sinusoidal")
-    net.load_state_dict(torch.load(mdir / "diffusion_model.pt", map_location="cpu"))
+    net.load_state_dict(torch.load(mdir / "diffusion_model.pt", map_location="cpu", weights_only=True))
+    return net
+
+
+def _authors_step(repo: str, N: int):
+    """The authors' own geodesic step on their checkpoint (their code, imported from their checkout)."""
+    net = authors_net(repo)
+    import curves  # noqa: E402 (the authors' module)
+    import mol_utils  # noqa: E402
+
     spline = curves.CubicSpline(begin=torch.tensor([4.0, -2.55, 2.7]), end=torch.tensor([4.0, 0.95, -0.4]),
                                 num_nodes=10)
     opt = torch.optim.Adam(spline.parameters(), lr=0.1)
@@ -327,8 +342,11 @@ def _authors_step(repo: str, N: int):
     return net, step
 
 
-class _VPtoVE(torch.nn.Module):
-    """A VP network ``net(x_t, log-SNR) -> E[x0 | x_t]`` as a latentgeo denoiser ``D(x, sigma)`` (x = x_t / alpha)."""
+class VPtoVE(torch.nn.Module):
+    """A VP network ``net(x_t, log-SNR) -> E[x0 | x_t]`` as a latentgeo denoiser ``D(x, sigma)``.
+
+    VP process ``x_t = alpha x0 + sigma_t eps`` with ``alpha^2 = sigmoid(l)``, ``l`` the log-SNR; in VE coordinates
+    ``x = x_t / alpha``, ``sigma = exp(-l / 2)``, so ``D(x, sigma) = net(alpha x, l)`` (the net runs in float32)."""
 
     def __init__(self, net):
         super().__init__()
@@ -350,7 +368,7 @@ def run_side_by_side(threads, Ns, authors_repo, quick):
         for N in Ns:
             net, st = _authors_step(authors_repo, N)
             authors[N] = st
-        models.append(("authors_checkpoint", _VPtoVE(net).eval(), torch.float32))
+        models.append(("authors_checkpoint", VPtoVE(net).eval(), torch.float32))
     rows = []
     for name, den, dt in models:
         for p in den.parameters():

@@ -242,33 +242,11 @@ def _summary(per_seed, steps_list):
 # -------------------------------------------------------------------------------------------------- authors' model
 
 def authors_denoiser(repo: str):
-    """The authors' trained alanine checkpoint as a latentgeo denoiser ``D(x_VE, sigma_VE)``.
+    """The authors' trained alanine checkpoint as a latentgeo denoiser ``D(x_VE, sigma_VE)`` (their VP net through
+    :class:`geodesic_cost.VPtoVE`; their class is imported from the checkout named by ``--authors-repo``)."""
+    from geodesic_cost import VPtoVE, authors_net  # noqa: E402 (the sibling benchmark: one loader, one adapter)
 
-    Their network predicts ``E[x0 | x_t]`` for the VP process ``x_t = alpha x0 + sigma_t eps`` with
-    ``alpha^2 = sigmoid(l)``, ``sigma_t^2 = sigmoid(-l)``, ``l`` the log-SNR; in VE coordinates ``x = x_t / alpha``,
-    ``sigma = exp(-l / 2)``, so ``D(x, sigma) = net(alpha x, l)``. Their class is imported from the checkout."""
-    mdir = Path(repo) / "molecular_experiments"
-    for p in (str(mdir), str(Path(repo))):
-        if p not in sys.path:
-            sys.path.insert(0, p)
-    import mol_utils  # noqa: E402 (the authors' module, from their checkout)
-
-    net = mol_utils.MLP(hidden_size=128, hidden_layers=3, emb_size=128, time_emb="sinusoidal",
-                        input_emb="sinusoidal")
-    net.load_state_dict(torch.load(mdir / "diffusion_model.pt", map_location="cpu"))
-    net.eval()
-
-    class VPtoVE(torch.nn.Module):
-        def __init__(self, m):
-            super().__init__()
-            self.m = m
-
-        def forward(self, x, sigma):
-            lam = -2.0 * torch.log(sigma)
-            alpha = torch.sigmoid(lam).sqrt()
-            return self.m((alpha[:, None] * x).float(), lam.float()).to(x.dtype)
-
-    return VPtoVE(net)
+    return VPtoVE(authors_net(repo).eval())
 
 
 def run_authors(repo, steps_list, n_paths, quick):
