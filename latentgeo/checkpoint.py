@@ -21,13 +21,15 @@ from typing import Any, Dict, Optional
 import torch
 
 from latentgeo.errors import LatentgeoError
-from latentgeo.runfolder import read_json  # noqa: F401  (re-exported: one reader of JSON records)
+from latentgeo.runfolder import loads_json, read_json  # noqa: F401  (re-exported: one reader of JSON records)
 
 __all__ = ["register_module", "save", "load", "save_state", "load_state", "atomic_write_bytes",
            "atomic_write_json", "module_config", "registered_class", "validate_config", "read_json"]
 
 _REGISTRY: Dict[str, type] = {}
 _FORMAT = "latentgeo-checkpoint-1"
+# Nesting allowed in a checkpoint's metadata: state files (save_state) nest 3 JSON levels per level of the state.
+_META_DEPTH = 400
 
 
 def register_module(cls: type) -> type:
@@ -154,12 +156,20 @@ def _read_safetensors(path: str | os.PathLike) -> tuple[Dict[str, torch.Tensor],
             raw = (f.metadata() or {}).get("latentgeo")
             for k in f.keys():
                 tensors[k] = f.get_tensor(k)
-        meta = json.loads(raw) if raw else {}
     except LatentgeoError:
         raise
     except Exception as exc:  # safetensors raises its own error types on truncation/corruption
         raise LatentgeoError(f"checkpoint '{path}' is corrupt or truncated ({type(exc).__name__}); "
                              "re-save it or load an earlier checkpoint") from exc
+    fix = "re-save it with latentgeo.save or use an intact copy"
+    where = f"the latentgeo metadata of checkpoint '{path}' (edited, or not written by latentgeo)"
+    meta = loads_json(raw, where, fix, max_depth=_META_DEPTH) if raw else {}
+    if not isinstance(meta, dict):
+        shown = raw if len(raw) <= 40 else raw[:40] + "..."
+        raise LatentgeoError(f"{where} is {shown!r}, not a JSON object; {fix}")
+    if not isinstance(meta.get("extra", {}), dict):
+        raise LatentgeoError(f"{where} has an 'extra' entry of type {type(meta['extra']).__name__}, not a JSON "
+                             f"object; {fix}")
     if meta.get("format") != _FORMAT:
         raise LatentgeoError(f"'{path}' is a safetensors file but not a latentgeo checkpoint (no latentgeo metadata); "
                              "save it with latentgeo.save")

@@ -17,7 +17,7 @@ from typing import Optional, Union
 from latentgeo.errors import LatentgeoError
 
 __all__ = ["check_output_dir", "check_output_file", "RunLock", "remove_orphan_tmp", "check_resume_config", "read_json",
-           "LOCK_NAME"]
+           "loads_json", "LOCK_NAME", "MAX_JSON_BYTES", "MAX_JSON_DEPTH"]
 
 LOCK_NAME = ".latentgeo.lock"
 PathLike = Union[str, os.PathLike]
@@ -40,11 +40,29 @@ def _check_parents(p: Path, what: str) -> None:
         raise LatentgeoError(f"{what} '{p}' cannot be created: '{anc}' is not writable; choose a writable path")
 
 
+#: Kernel and device file systems: nothing latentgeo writes belongs there (and as root much of them looks writable).
+_SYSTEM_TREES = ("/proc", "/sys", "/dev")
+
+
+def _check_not_system(p: Path, what: str) -> None:
+    """Refuse an output path inside /proc, /sys or /dev (links followed), before any work."""
+    try:
+        real = os.path.realpath(p)
+    except (OSError, ValueError):
+        return
+    for top in _SYSTEM_TREES:
+        if real == top or real.startswith(top + "/"):
+            shown = f"'{p}'" + (f" (= '{real}')" if str(p) != real else "")
+            raise LatentgeoError(f"{what} {shown} lies in {top}, a kernel file system, not a place for results; "
+                                 "choose a folder on disk")
+
+
 def check_output_dir(path: PathLike, what: str = "--out") -> Path:
     """Raise unless ``path`` is (or can be created as) a writable folder. Creates nothing."""
     p = Path(path).expanduser()
     if str(path).strip() == "":
         raise LatentgeoError(f"{what} is empty; pass a folder path")
+    _check_not_system(p, what)
     if p.exists():
         if not p.is_dir():
             raise LatentgeoError(f"{what} '{p}' is a file, not a folder; choose a folder path (it is created)")
@@ -60,11 +78,13 @@ def check_output_file(path: PathLike, what: str = "--out") -> Path:
     p = Path(path).expanduser()
     if str(path).strip() == "":
         raise LatentgeoError(f"{what} is empty; pass a file path")
+    _check_not_system(p, what)
     if p.is_dir():
         raise LatentgeoError(f"{what} '{p}' is a folder, not a file; pass a file path")
     if p.exists():
         if not os.access(p.parent, os.W_OK | os.X_OK):
-            raise LatentgeoError(f"{what} '{p}' cannot be replaced: '{p.parent}' is not writable")
+            raise LatentgeoError(f"{what} '{p}' cannot be replaced: '{p.parent}' is not writable; choose a writable "
+                                 "path")
         return p
     _check_parents(p, what)
     return p
@@ -221,16 +241,76 @@ def _norm(v):
     return v
 
 
-def read_json(path: PathLike, what: str = "", fix: Optional[str] = None, want_object: bool = False):
-    """``json.loads`` of a file; a missing, unreadable or corrupt file (or, with ``want_object``, one that holds no
-    JSON object) raises one line naming the file (``what`` its role, e.g. "run record") and ``fix``."""
+#: Largest JSON file :func:`read_json` reads (configs, run records, indexes are kilobytes; a bigger file is forged).
+MAX_JSON_BYTES = 16 * 2 ** 20
+#: Deepest nesting of arrays / objects accepted (latentgeo's and diffusers' files nest a few levels).
+MAX_JSON_DEPTH = 100
+
+
+def _json_depth(text: str) -> int:
+    """Deepest nesting of ``[`` / ``{`` in JSON ``text`` (brackets inside strings do not count); linear time, no
+    recursion, so that a forged file of 100,000 ``[`` is measured before any parser recurses into it."""
+    import re
+
+    if "[" not in text and "{" not in text:
+        return 0
+    # Escapes first (so that \" is no quote), then every other '"'-separated piece lies outside strings.
+    outside = "".join(re.sub(r"\\.", "", text, flags=re.S).split('"')[0::2])
+    brackets = re.sub(r"[^\[\]{}]+", "", outside)
+    if not brackets:
+        return 0
+    import numpy as np
+
+    a = np.frombuffer(brackets.encode("ascii"), dtype=np.uint8)
+    steps = np.where((a == ord("[")) | (a == ord("{")), 1, -1)
+    return int(np.cumsum(steps).max())
+
+
+def loads_json(text: str, where: str, fix: str, max_depth: int = MAX_JSON_DEPTH):
+    """``json.loads(text)`` for text from a file or a command line: nesting deeper than ``max_depth`` and any
+    parse error raise one line ``<where> ...; <fix>`` (``where`` names the source, e.g. ``run record '/a/b.json'``)."""
     import json
+
+    depth = _json_depth(text)
+    if depth > max_depth:
+        raise LatentgeoError(f"{where} nests JSON {depth:,} levels deep (latentgeo reads at most {max_depth}); "
+                             f"{fix}")
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise LatentgeoError(f"{where} nests JSON too deeply to read; {fix}") from None
+    except ValueError as exc:
+        at = f"line {exc.lineno} column {exc.colno}: " if hasattr(exc, "lineno") else ""
+        raise LatentgeoError(f"{where} is corrupt, not valid JSON ({at}{getattr(exc, 'msg', exc)}); {fix}") from None
+
+
+def read_json(path: PathLike, what: str = "", fix: Optional[str] = None, want_object: bool = False,
+              max_bytes: int = MAX_JSON_BYTES, max_depth: int = MAX_JSON_DEPTH):
+    """``json.loads`` of a file; a missing, unreadable or corrupt file (or, with ``want_object``, one that holds no
+    JSON object) raises one line naming the file (``what`` its role, e.g. "run record") and ``fix``.
+
+    Files that are not regular files (FIFOs, devices), larger than ``max_bytes`` (16 MiB: the size is read before
+    anything else) or nested deeper than ``max_depth`` are refused the same way -- never read whole or parsed."""
+    import stat
 
     p = Path(path)
     role = f"{what} " if what else ""
     fix = fix or "restore it or start a new run folder"
     try:
-        text = p.read_text(encoding="utf-8")
+        st = os.stat(p)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(st.st_mode):
+            raise LatentgeoError(f"{role}'{p}' is not a regular file (a FIFO, socket or device); {fix}")
+        if st.st_size > max_bytes:
+            raise LatentgeoError(f"{role}'{p}' is {st.st_size / 2 ** 20:,.1f} MiB, more than the "
+                                 f"{max_bytes / 2 ** 20:g} MiB a JSON file latentgeo reads may hold; {fix}")
+        with open(p, "rb") as fh:
+            data = fh.read(max_bytes + 1)  # the file may have grown since stat
+        if len(data) > max_bytes:
+            raise LatentgeoError(f"{role}'{p}' is more than the {max_bytes / 2 ** 20:g} MiB a JSON file latentgeo "
+                                 f"reads may hold; {fix}")
+        text = data.decode("utf-8")
     except FileNotFoundError:
         raise LatentgeoError(f"{role}'{p}' does not exist; {fix}") from None
     except IsADirectoryError:
@@ -239,11 +319,7 @@ def read_json(path: PathLike, what: str = "", fix: Optional[str] = None, want_ob
         raise LatentgeoError(f"{role}'{p}' is corrupt (not UTF-8 text); {fix}") from None
     except OSError as exc:
         raise LatentgeoError(f"cannot read {role}'{p}': {exc.strerror or exc}; check its permissions") from None
-    try:
-        obj = json.loads(text)
-    except ValueError as exc:
-        where = f"line {exc.lineno} column {exc.colno}: " if hasattr(exc, "lineno") else ""
-        raise LatentgeoError(f"{role}'{p}' is corrupt, not valid JSON ({where}{getattr(exc, 'msg', exc)}); {fix}") from None
+    obj = loads_json(text, f"{role}'{p}'", fix, max_depth)
     if want_object and not isinstance(obj, dict):
         raise LatentgeoError(f"{role}'{p}' holds a JSON {type(obj).__name__}, not an object; {fix}")
     return obj

@@ -36,9 +36,9 @@ def valid_int(value: Optional[int], name: str, lo: Optional[int] = None, hi: Opt
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int):
-        raise LatentgeoError(f"{name} must be an integer, got {value!r}")
+        raise LatentgeoError(f"{name} must be an integer, got {value!r}; pass a whole number")
     if lo is not None and value < lo:
-        raise LatentgeoError(f"{name} must be >= {lo}, got {value}")
+        raise LatentgeoError(f"{name} must be >= {lo:,}, got {value:,}; pass {lo:,} or more")
     if hi is not None and value > hi:
         raise LatentgeoError(f"{name} must be <= {hi:,}, got {value:,}; use a smaller value")
     return value
@@ -52,13 +52,16 @@ def valid_float(value: Optional[float], name: str, lo: Optional[float] = None, h
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise LatentgeoError(f"{name} must be a number, got {value!r}") from None
+        raise LatentgeoError(f"{name} must be a number, got {value!r}; pass e.g. {name} 0.5") from None
     if not math.isfinite(v):
-        raise LatentgeoError(f"{name} must be a finite number, got {value!r}")
+        raise LatentgeoError(f"{name} must be a finite number, got {value!r}; pass an ordinary number")
+    # v == lo also holds for -0.0 == 0: "-0" is refused where "> 0" is asked for
     if lo is not None and (v < lo or (lo_open and v == lo)):
-        raise LatentgeoError(f"{name} must be {'>' if lo_open else '>='} {lo:g}, got {v:g}")
+        raise LatentgeoError(f"{name} must be {'>' if lo_open else '>='} {lo:g}, got {value!r}; pass a value "
+                             f"{'above' if lo_open else 'of at least'} {lo:g}")
     if hi is not None and (v > hi or (hi_open and v == hi)):
-        raise LatentgeoError(f"{name} must be {'<' if hi_open else '<='} {hi:g}, got {v:g}")
+        raise LatentgeoError(f"{name} must be {'<' if hi_open else '<='} {hi:g}, got {value!r}; pass a value "
+                             f"{'below' if hi_open else 'of at most'} {hi:g}")
     return v
 
 
@@ -70,9 +73,10 @@ def valid_floats(text: Optional[str], name: str, lo: Optional[float] = None, hi:
     try:
         vals = [float(t) for t in str(text).split(",") if t.strip()]
     except ValueError:
-        raise LatentgeoError(f"{name} must be comma-separated numbers like '0.1,0.2', got '{text}'") from None
+        raise LatentgeoError(f"{name} must be comma-separated numbers, got '{text}'; pass e.g. '0.1,0.2'") from None
     if count is not None and len(vals) != count:
-        raise LatentgeoError(f"{name} needs {count} comma-separated numbers, got {len(vals)} ('{text}')")
+        raise LatentgeoError(f"{name} needs {count} comma-separated numbers, got {len(vals)} ('{text}'); pass "
+                             f"exactly {count}")
     for v in vals:
         valid_float(v, name, lo=lo, hi=hi, lo_open=lo_open)
     return vals
@@ -97,7 +101,7 @@ def valid_device(value: Optional[str], name: str = "--device") -> Optional[str]:
         return v
     if v == "mps":
         if not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-            raise LatentgeoError(f"{name} mps: MPS is not available on this machine; use --device cpu")
+            raise LatentgeoError(f"{name} mps: MPS is not available on this machine; use --device cpu (or auto)")
         return v
     raise LatentgeoError(f"unknown {name} '{value}'; choose auto, cpu, cuda or cuda:K")
 
@@ -182,9 +186,9 @@ def read_json_file(path: Any, fix: str = "delete it (or restore it from a backup
 
 #: Which options each kind of model takes.
 _ROLE_OPTIONS = {
-    "encoder": ("subfolder", "allow_pickle", "code"),
+    "encoder": ("subfolder", "allow_pickle", "allow_torchscript", "code"),
     "denoiser": ("parametrization", "schedule", "sigma_data", "time_scale", "subfolder", "allow_pickle",
-                 "extrapolate", "code"),
+                 "allow_torchscript", "extrapolate", "code"),
 }
 _ROLE_OPTIONS["model"] = _ROLE_OPTIONS["denoiser"]  # a denoiser or a flow (``sample``)
 
@@ -199,6 +203,8 @@ _OPTION_HELP = {
     "subfolder": "Component of a diffusers pipeline folder to load (e.g. unet, vae; default: found).",
     "allow_pickle": "Also load pickled .bin weights (torch.load(weights_only=True)) and torch.export .pt2 files; "
                     "only for files you trust.",
+    "allow_torchscript": "Also load TorchScript .pt/.ts files. TorchScript is code (its __setstate__ runs while "
+                         "loading, its forward is the file's program): only for files you trust.",
     "extrapolate": "Evaluate the model outside the noise range it was trained on instead of refusing.",
     "code": "module:factory -- build the model with your own Python code (imported only because you name it "
             "here; never from a file).",
@@ -223,20 +229,18 @@ def valid_schedule(value: Optional[str], name: str = "--schedule") -> Any:
     """A preset name, an existing scheduler folder / file, or a JSON object (returned as a dict)."""
     if value is None:
         return None
-    import json
     from pathlib import Path
 
     from latentgeo.resolve import SCHEDULE_PRESETS
 
     v = str(value).strip()
     if v.startswith("{"):
-        try:
-            d = json.loads(v)
-        except ValueError as exc:
-            raise LatentgeoError(f"{name} looks like JSON but does not parse ({exc.msg} at character {exc.pos}); "
-                                 "pass e.g. '{\"beta_schedule\": \"linear\"}'") from None
+        from latentgeo.runfolder import loads_json
+
+        example = "pass e.g. '{\"beta_schedule\": \"linear\"}'"
+        d = loads_json(v, f"{name} JSON", example, max_depth=8)  # refuses deep nesting before parsing
         if not isinstance(d, dict):
-            raise LatentgeoError(f"{name} JSON must be an object of scheduler keys")
+            raise LatentgeoError(f"{name} JSON must be an object of scheduler keys; {example}")
         return d
     if v in SCHEDULE_PRESETS or Path(v).expanduser().exists():
         return v
@@ -253,7 +257,8 @@ def valid_subfolder(value: Optional[str], name: str = "--subfolder") -> Optional
         return None
     v = str(value).strip().strip("/")
     if not re.match(_SUBFOLDER_RE, v) or v in (".", ".."):
-        raise LatentgeoError(f"{name} must be the name of one component folder (e.g. unet, vae), got '{value}'")
+        raise LatentgeoError(f"{name} must be the name of one component folder, got '{value}'; pass e.g. "
+                             f"{name} unet or {name} vae")
     return v
 
 
@@ -264,8 +269,8 @@ def valid_code(value: Optional[str], name: str = "--code") -> Optional[str]:
         return None
     v = str(value).strip()
     if not re.match(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$", v):
-        raise LatentgeoError(f"{name} must look like 'package.module:factory' (a function called with no arguments "
-                             f"that returns the model), got '{value}'")
+        raise LatentgeoError(f"{name} must name a function called with no arguments that returns the model, got "
+                             f"'{value}'; pass it as 'package.module:factory'")
     return v
 
 
@@ -284,17 +289,21 @@ class ModelOptions:
     allow_pickle: bool = False
     extrapolate: bool = False
     code: Optional[str] = None
+    allow_torchscript: bool = False
 
-    def kwargs(self, role: str, code: bool = True) -> dict:
+    def kwargs(self, role: str, code: bool = True, recorded: bool = False) -> dict:
         """Keyword arguments of ``resolve_denoiser`` (role ``denoiser``), ``resolve_flow`` (``flow``) or
         ``resolve_encoder`` (``encoder``). ``code`` is included only with ``code=True`` -- pass that only where
-        the model IS the one ``--code`` names (never for a model read from a file)."""
+        the model IS the one ``--code`` names (never for a model read from a file). ``recorded=True`` (a spec read
+        from a file): the allow flags are off whatever the command line says."""
         keys = {"denoiser": ("parametrization", "schedule", "sigma_data", "time_scale", "subfolder", "allow_pickle",
-                             "extrapolate"),
-                "flow": ("parametrization", "time_scale", "subfolder", "allow_pickle"),
-                "encoder": ("subfolder", "allow_pickle")}[role]
+                             "allow_torchscript", "extrapolate"),
+                "flow": ("parametrization", "time_scale", "subfolder", "allow_pickle", "allow_torchscript"),
+                "encoder": ("subfolder", "allow_pickle", "allow_torchscript")}[role]
         kw = {k: getattr(self, k) for k in keys}
-        if code:
+        if recorded:
+            kw.update(allow_pickle=False, allow_torchscript=False)
+        if code and not recorded:
             kw["code"] = self.code
         return kw
 
@@ -321,6 +330,8 @@ def model_spec_options(role: str = "denoiser", help: Optional[dict] = None):
         "subfolder": (Optional[str], lambda: typer.Option(None, "--subfolder", help=texts["subfolder"],
                                                           callback=_cb(valid_subfolder))),
         "allow_pickle": (bool, lambda: typer.Option(False, "--allow-pickle", help=texts["allow_pickle"])),
+        "allow_torchscript": (bool, lambda: typer.Option(False, "--allow-torchscript",
+                                                         help=texts["allow_torchscript"])),
         "extrapolate": (bool, lambda: typer.Option(False, "--extrapolate", help=texts["extrapolate"])),
         "code": (Optional[str], lambda: typer.Option(None, "--code", help=texts["code"], callback=_cb(valid_code))),
     }
@@ -352,17 +363,22 @@ def model_spec_options(role: str = "denoiser", help: Optional[dict] = None):
 
 
 def resolve_model(role: str, spec: Any, opts: Optional[ModelOptions] = None, *, code: bool = True,
-                  device: Any = "cpu", what: Optional[str] = None, hint: Optional[str] = None, **extra: Any):
+                  recorded: bool = False, device: Any = "cpu", what: Optional[str] = None,
+                  hint: Optional[str] = None, **extra: Any):
     """The one call from the CLI into :mod:`latentgeo.resolve`: ``resolve_denoiser`` (role ``denoiser``),
     ``resolve_flow`` (``flow``) or ``resolve_encoder`` (``encoder``; returns ``(encoder, decoder, info)``) for
     ``spec`` with the command line's ``opts``. ``code=False`` for a spec read from a file (a run's record): then
     ``--code`` is never used. The resolver's one-line error (which lists what is accepted) is kept whole; ``what``
     (e.g. ``--denoiser``) is put in front of it; ``hint`` (e.g. "the --out folder of `latentgeo train ae`") is
-    named first when the path does not exist."""
+    named first when the path does not exist. ``recorded=True``: ``spec`` was read from a file (a run's record),
+    so it must name a latentgeo safetensors run or a diffusers folder (:func:`latentgeo.resolve.check_recorded_spec`)
+    and no --allow-* flag or --code applies to it."""
     from latentgeo import resolve as R
 
     opts = opts or ModelOptions()
-    kw = opts.kwargs(role, code=code)
+    kw = opts.kwargs(role, code=code and not recorded, recorded=recorded)
+    if recorded:
+        R.check_recorded_spec(spec, role, what or "the run's record")
     if role == "flow":
         bad = [n for n, v in (("--schedule", opts.schedule), ("--sigma-data", opts.sigma_data),
                               ("--extrapolate", opts.extrapolate)) if v not in (None, False)]
@@ -373,7 +389,8 @@ def resolve_model(role: str, spec: Any, opts: Optional[ModelOptions] = None, *, 
     if spec is not None and not isinstance(spec, dict):
         spec = str(spec)
     if kw.get("code") is not None and spec is not None:
-        raise LatentgeoError(f"pass either {what or 'a model'} or --code {kw['code']}, not both")
+        raise LatentgeoError(f"{what or 'a model'} and --code {kw['code']} were both given (not both can be "
+                             "loaded); pass only one of them")
     if hint:
         check_model_path(spec, what, hint)
     try:
@@ -440,8 +457,8 @@ def default_out(spec: Any, sub: str, given: Optional[str], option: str = "--out"
         p = Path(str(spec if not isinstance(spec, dict) else spec["path"])).expanduser()
         return (p if p.is_dir() else p.parent) / sub
     what = "the --code model" if spec is None else f"'{spec}'"
-    raise LatentgeoError(f"pass {option} DIR: {what} is not a latentgeo run folder, and latentgeo does not write "
-                         "into model folders it did not create")
+    raise LatentgeoError(f"{what} is not a latentgeo run folder, and latentgeo does not write into model folders "
+                         f"it did not create; pass {option} DIR")
 
 
 def model_range(model: Any):

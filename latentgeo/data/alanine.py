@@ -47,7 +47,8 @@ def load_alanine_table(path: Optional[str] = None) -> Tuple[np.ndarray, np.ndarr
     phi = np.unique(d[:, 0])
     psi = np.unique(d[:, 1])
     if phi.size * psi.size != d.shape[0]:
-        raise LatentgeoError(f"alanine table '{p}' is not a full grid ({d.shape[0]} rows for {phi.size}x{psi.size})")
+        raise LatentgeoError(f"alanine table '{p}' is not a full grid ({d.shape[0]} rows for {phi.size}x{psi.size}); "
+                             "reinstall latentgeo")
     i = np.searchsorted(phi, d[:, 0])
     j = np.searchsorted(psi, d[:, 1])
     energy = np.empty((phi.size, psi.size))

@@ -240,7 +240,7 @@ def digits(
     if split not in ("train", "test", "all"):
         raise LatentgeoError(f"unknown split '{split}' for digits; choose one of: train, test, all")
     if not 0.0 < float(test_fraction) < 1.0:
-        raise LatentgeoError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction!r}")
+        raise LatentgeoError(f"test_fraction must lie strictly between 0 and 1, got {test_fraction!r}; pass e.g. 0.2")
     bunch = load_digits()
     images = torch.as_tensor(bunch.images, dtype=torch.float32)  # [1797, 8, 8], values 0..16
     labels = torch.as_tensor(bunch.target, dtype=torch.int64)

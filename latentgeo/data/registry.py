@@ -45,7 +45,7 @@ def split_seed(seed: int, split: str) -> int:
     if split not in ("train", "test"):
         raise LatentgeoError(f"unknown split '{split}'; choose one of: train, test")
     if not isinstance(seed, int) or isinstance(seed, bool):
-        raise LatentgeoError(f"seed must be an integer, got {seed!r}")
+        raise LatentgeoError(f"seed must be an integer, got {seed!r}; pass a whole number such as 0")
     return seed if split == "train" else seed + _TEST_SEED_OFFSET
 
 
@@ -173,7 +173,8 @@ def load(
     :class:`~latentgeo.errors.LatentgeoError` with a one-line fix.
     """
     if not isinstance(name_or_path, (str, os.PathLike)):
-        raise LatentgeoError(f"data set must be a name or a path, got {type(name_or_path).__name__}")
+        raise LatentgeoError(f"data set must be a name or a path, got {type(name_or_path).__name__}; pass e.g. "
+                             "'digits' or a .npy file")
     raw = os.fspath(name_or_path)
     key = raw.strip().lower()
     key = _ALIASES.get(key, key)

@@ -89,7 +89,7 @@ def subspace_mixture_params(
     """
     _check_dim(dim)
     if not isinstance(n_components, int) or isinstance(n_components, bool) or n_components < 1:
-        raise LatentgeoError(f"n_components must be a positive integer, got {n_components!r}")
+        raise LatentgeoError(f"n_components must be a positive integer, got {n_components!r}; pass e.g. 8")
     radius = _finite_nonneg(radius, "radius")
     component_std = _finite_nonneg(component_std, "component_std")
     noise = _finite_nonneg(noise, "noise")
@@ -275,7 +275,7 @@ def rings(
     _check_n(n)
     noise = _finite_nonneg(noise, "noise")
     if not isinstance(n_rings, int) or isinstance(n_rings, bool) or n_rings < 1:
-        raise LatentgeoError(f"n_rings must be a positive integer, got {n_rings!r}")
+        raise LatentgeoError(f"n_rings must be a positive integer, got {n_rings!r}; pass e.g. 3")
     g = _gen(seed)
     radii = torch.arange(1, n_rings + 1, dtype=torch.float64) / n_rings
     labels = torch.multinomial(radii / radii.sum(), n, replacement=True, generator=g)
@@ -300,7 +300,7 @@ def checkerboard(
     """
     _check_n(n)
     if not isinstance(n_cells, int) or isinstance(n_cells, bool) or n_cells < 2:
-        raise LatentgeoError(f"n_cells must be an integer >= 2, got {n_cells!r}")
+        raise LatentgeoError(f"n_cells must be an integer >= 2, got {n_cells!r}; pass e.g. 4")
     g = _gen(seed)
     ii, jj = torch.meshgrid(torch.arange(n_cells), torch.arange(n_cells), indexing="ij")
     dark = ((ii + jj) % 2 == 0).flatten()

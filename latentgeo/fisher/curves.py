@@ -25,7 +25,6 @@ to 80; use ``dtype=torch.float64`` for the best conditioning.
 from __future__ import annotations
 
 import copy
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,10 +124,9 @@ class FisherCurves:
 
     @classmethod
     def load(cls, path: Union[str, Path]) -> "FisherCurves":
-        try:
-            d = json.loads(Path(path).read_text())
-        except json.JSONDecodeError:
-            raise LatentgeoError(f"{path} is not valid JSON; re-create it with FisherCurves.save") from None
+        from latentgeo.runfolder import read_json
+
+        d = read_json(path, "Fisher curves file", fix="re-create it with FisherCurves.save", want_object=True)
         return cls.from_dict(d)
 
     def plot(self, path: Optional[Union[str, Path]] = None, axes=None, label: Optional[str] = None, **kw):

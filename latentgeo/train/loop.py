@@ -362,7 +362,7 @@ def _run(model, loss_fn, data, steps, batch_size, lr, out, resume, seed, grad_cl
                         continue
                     try:
                         rec = json.loads(line)
-                    except json.JSONDecodeError:
+                    except (json.JSONDecodeError, RecursionError):
                         raise LatentgeoError(f"'{mfile}' line {i + 1} is not valid JSON; delete the damaged lines "
                                              "(or the file: it is only the log) and resume again") from None
                     if isinstance(rec, dict) and isinstance(rec.get("step", 0), (int, float)) \
