@@ -15,9 +15,11 @@ velocity ``v(x, t)``, noise at ``t = 0``) all take the same kind of ``spec``:
   schedule and ``prediction_type`` read from ``scheduler/scheduler_config.json`` (or ``schedule=``); encoders
   ``AutoencoderKL``, ``AutoencoderDC``, ``VQModel``, ``AutoencoderTiny`` with ``scaling_factor`` / ``shift_factor``
   (``z = (E(x) - shift) * scale``; the decoder inverts it). ``subfolder=`` picks a component explicitly;
-- a TorchScript file (``.pt`` / ``.ts``, ``torch.jit.load``) or a ``torch.export`` file (``.pt2``; only with
-  ``allow_pickle=True``, because ``torch.export.load`` may unpickle parts of the archive): denoisers and flows need
-  an explicit ``parametrization``; encoders are ``x -> z``;
+- a TorchScript file (``.pt`` / ``.ts``, ``torch.jit.load``; only with ``allow_torchscript=True``, CLI
+  ``--allow-torchscript``, because TorchScript is code: a scripted ``__setstate__`` runs while loading and
+  ``forward`` is the file's own program) or a ``torch.export`` file (``.pt2``; only with ``allow_pickle=True``,
+  because ``torch.export.load`` may unpickle parts of the archive): denoisers and flows need an explicit
+  ``parametrization``; encoders are ``x -> z``;
 
 a ``dict`` — the JSON form (``adapter.spec``: ``{"path": ..., "parametrization": ..., "schedule": ..., ...}``), which
 a run's config can store and which gives the same adapter back; or (library use) an ``nn.Module`` / callable
@@ -66,13 +68,14 @@ from latentgeo.diffusion.wrappers import (PREDICTIONS, AsLatentgeoFlow, Discrete
                                           VPToVE, ddpm_alphas_cumprod)
 from latentgeo.errors import LatentgeoError
 
-__all__ = ["resolve_denoiser", "resolve_encoder", "resolve_flow", "check_input_shape", "DiffusersEncoder",
+__all__ = ["resolve_denoiser", "resolve_encoder", "resolve_flow", "check_input_shape", "check_recorded_spec",
+           "load_denoiser", "load_encoder", "load_flow", "DiffusersEncoder",
            "DiffusersDecoder", "PARAMETRIZATIONS", "SCHEDULE_PRESETS", "ACCEPTED", "time_map_from_schedule"]
 
 #: What a spec may be (for error messages and CLI help).
 ACCEPTED = ("a latentgeo run folder or .safetensors checkpoint, a diffusers pipeline folder (model_index.json) or "
-            "model folder (config.json), a TorchScript .pt/.ts file or torch.export .pt2 file with "
-            "--parametrization, or your own code with --code module:factory")
+            "model folder (config.json), a TorchScript .pt/.ts file (with --allow-torchscript) or torch.export .pt2 "
+            "file (with --allow-pickle) and --parametrization, or your own code with --code module:factory")
 
 #: Accepted parametrization names -> canonical name.
 PARAMETRIZATIONS = {"ve": "ve", "edm": "edm", "eps": "epsilon", "epsilon": "epsilon", "v": "v",
@@ -210,6 +213,41 @@ def _check_spec_dict(spec: Dict[str, Any], role: str) -> Dict[str, Any]:
     return dict(spec)
 
 
+def check_recorded_spec(spec: Any, role: str, where: str) -> None:
+    """Refuse a model spec READ FROM A FILE (e.g. ``latent_of`` in a run's ``config.json``) unless it names a
+    latentgeo run folder / ``.safetensors`` checkpoint or a diffusers folder (safetensors weights): a path that a
+    file names never brings in a loader that runs code or unpickles (TorchScript, torch.export, ``.bin`` weights,
+    ``module:factory``), whatever flags the command line carries. ``role``: ``denoiser`` / ``flow`` / ``encoder``;
+    ``where`` names the file and key for the error."""
+    path = spec.get("path") if isinstance(spec, dict) else spec
+    if isinstance(spec, dict):
+        _check_spec_dict(spec, role)
+        if spec.get("decoder") is not None:
+            raise LatentgeoError(f"{where} names a decoder file '{str(spec['decoder'])[:200]}', which latentgeo never "
+                                 "loads from a path read from a file (a decoder file is TorchScript, i.e. code); pass "
+                                 "the autoencoder on the command line instead")
+    if not isinstance(path, (str, Path)) or not str(path):
+        raise LatentgeoError(f"{where} holds no model path (got {type(path).__name__}); pass the model on the command "
+                             "line instead")
+    shown = str(path)[:200]
+    p = Path(str(path)).expanduser()
+    if not p.exists():
+        raise LatentgeoError(f"{where} names '{shown}', which does not exist; pass the model on the command line")
+    ok = False
+    if p.is_dir():
+        from latentgeo.autoencoders.training import run_folder_kind
+
+        ok = (_pipeline_components(p) is not None or _is_diffusers_model_dir(p)
+              or run_folder_kind(p) not in ("empty",))
+    elif p.is_file():
+        ok = p.suffix.lower() == ".safetensors"
+    if not ok:
+        raise LatentgeoError(f"{where} names '{shown}', which is not a latentgeo run or .safetensors checkpoint (nor a "
+                             "diffusers folder); a path read from a file is loaded only as one of those, never as "
+                             "TorchScript, pickle or code -- pass the model on the command line (with its --allow-* "
+                             "flag) if you trust it")
+
+
 def _spec(path: Path, **kw: Any) -> Dict[str, Any]:
     d: Dict[str, Any] = {"path": str(Path(path).resolve())}
     d.update({k: v for k, v in kw.items() if v is not None})
@@ -233,7 +271,7 @@ def _sigma_range(sr: Any, default: Tuple[float, float]) -> Tuple[float, float]:
 def _scheduler_file(p: Path) -> Path:
     if p.is_dir():
         p = p / "scheduler_config.json"
-    if not p.is_file():
+    if not _regular(p):
         raise LatentgeoError(f"no diffusers scheduler config at '{p}'; pass a scheduler folder or "
                              "scheduler_config.json, or a named schedule (ddpm, sd, cosine, vp_sde, log_snr)")
     return p
@@ -257,9 +295,23 @@ def _discrete_from_config(cfg: Dict[str, Any], where: str) -> Tuple[DiscreteTime
             "beta_end": cfg.get("beta_end", 0.02), "num_train_timesteps": cfg.get("num_train_timesteps", 1000)}
     tb = cfg.get("trained_betas")
     if tb is not None:
-        if not (isinstance(tb, list) and all(isinstance(b, (int, float)) and not isinstance(b, bool) for b in tb)):
-            raise LatentgeoError(f"{where}: trained_betas must be a list of numbers; check the scheduler config")
+        if not (isinstance(tb, list) and len(tb) >= 2 and all(_finite_number(b) and 0 < b < 1 for b in tb)):
+            raise LatentgeoError(f"{where}: trained_betas must be a list of at least 2 numbers in (0, 1); fix it or "
+                                 "drop it to use beta_schedule")
         keys["trained_betas"] = tb
+    else:
+        T = keys["num_train_timesteps"]
+        if not (isinstance(T, int) and not isinstance(T, bool) and 2 <= T <= 1_000_000):
+            raise LatentgeoError(f"{where}: num_train_timesteps must be an integer >= 2, got {str(T)[:40]}; fix the "
+                                 "scheduler config")
+        for k in ("beta_start", "beta_end"):
+            if not (_finite_number(keys[k]) and 0 < keys[k] < 1):
+                raise LatentgeoError(f"{where}: {k} must be a number in (0, 1), got {str(keys[k])[:40]}; fix the "
+                                     "scheduler config")
+        if not isinstance(keys["beta_schedule"], str):
+            raise LatentgeoError(f"{where}: beta_schedule must be a name (linear, scaled_linear, "
+                                 f"squaredcos_cap_v2), got {str(keys['beta_schedule'])[:40]}; fix the scheduler "
+                                 "config")
     if cfg.get("rescale_betas_zero_snr"):
         keys["rescale_betas_zero_snr"] = True
     if cfg.get("timestep_type", "discrete") != "discrete":
@@ -336,7 +388,7 @@ def _scheduler_info(cfg: Dict[str, Any], where: str) -> Dict[str, Any]:
         return {"family": "flow", "time_scale": _num(T, "num_train_timesteps"), "prediction": "velocity",
                 "class": name}
     pred = cfg.get("prediction_type", "epsilon")
-    if pred not in PREDICTIONS:
+    if not isinstance(pred, str) or pred not in PREDICTIONS:
         raise LatentgeoError(f"{where}: prediction_type {str(pred)[:40]!r} is not one of epsilon, v_prediction, "
                              "sample; pass parametrization= with a matching schedule")
     tm, keys = _discrete_from_config(cfg, where)
@@ -358,12 +410,24 @@ def _diffusers_classes() -> Dict[str, type]:
     return {n: getattr(diffusers, n) for n in _DENOISER_CLASSES + _VAE_CLASSES if hasattr(diffusers, n)}
 
 
+def _regular(f: Path) -> bool:
+    """Whether ``f`` is a regular file; one line when something else sits there (a FIFO or a link to a device would
+    block or never end when read, so it is never opened)."""
+    if not f.exists():
+        return False
+    if not f.is_file():
+        kind = "a folder" if f.is_dir() else "not a regular file (a FIFO, socket, device or a link to one)"
+        raise LatentgeoError(f"'{f}' is {kind}; replace it with the model's {f.name} (re-save the model with "
+                             "save_pretrained)")
+    return True
+
+
 def _is_diffusers_model_dir(d: Path) -> bool:
-    if not (d / "config.json").is_file():
+    if not _regular(d / "config.json"):
         return False
     try:
-        cfg = json.loads((d / "config.json").read_text())
-    except (OSError, ValueError, UnicodeDecodeError):
+        cfg = read_json(d / "config.json", "diffusers model config")
+    except (LatentgeoError, RecursionError):
         # a damaged config.json beside diffusers weights is still a diffusers folder: loading it then names the file
         return any(d.glob("diffusion_pytorch_model*"))
     return isinstance(cfg, dict) and "_class_name" in cfg
@@ -373,7 +437,7 @@ def _pipeline_components(d: Path) -> Optional[Dict[str, Optional[str]]]:
     """``{component: class name or None}`` of a diffusers pipeline-like folder, or None when ``d`` is not one.
     Entries of ``model_index.json`` are validated for the components latentgeo uses; the others are never read."""
     idx = d / "model_index.json"
-    if idx.is_file():
+    if _regular(idx):
         comps = read_json(idx, "diffusers model_index.json")
         if not isinstance(comps, dict):
             raise LatentgeoError(f"'{idx}' is not a JSON object; the pipeline folder is damaged")
@@ -400,7 +464,7 @@ def _pipeline_components(d: Path) -> Optional[Dict[str, Optional[str]]]:
     # Without model_index.json only subfolders holding diffusers configs count (a latentgeo autoencoder run has
     # encoder/ and decoder/ stage folders with latentgeo run records).
     subs = {c: None for c in _DENOISER_SUBFOLDERS + _VAE_SUBFOLDERS + ("scheduler",) + _UNSUPPORTED_SUBFOLDERS
-            if _is_diffusers_model_dir(d / c) or (d / c / "scheduler_config.json").is_file()}
+            if _is_diffusers_model_dir(d / c) or _regular(d / c / "scheduler_config.json")}
     return subs or None
 
 
@@ -441,12 +505,70 @@ def _weight_files(d: Path, use_st: bool, variant: Optional[str]) -> list:
     return [d / n for n in names]
 
 
+def _finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _check_config_values(cfg: Dict[str, Any], cfg_file: Path, name: str) -> None:
+    """Refuse settings diffusers would accept silently or fail on much later: a file-chosen quantisation backend,
+    non-finite numbers (``NaN`` / ``Infinity`` are valid in Python's JSON), and the keys latentgeo itself reads
+    (``sample_size``, ``norm_eps``, ``scaling_factor``, ``shift_factor``, ``latents_mean`` / ``latents_std``) of the
+    wrong type or sign. Each error names the key."""
+    where = f"'{cfg_file}'"
+    if cfg.get("quantization_config") is not None:
+        raise LatentgeoError(f"{where} asks for quantization_config, i.e. the file would choose which quantisation "
+                             "backend runs; latentgeo loads unquantised weights only -- remove the key (or load and "
+                             "quantise the model yourself and pass it with --code)")
+
+    def bad_number(v: Any, depth: int = 0) -> bool:
+        if isinstance(v, float):
+            return not math.isfinite(v)
+        if isinstance(v, (list, tuple)) and depth < 4:
+            return any(bad_number(u, depth + 1) for u in v)
+        return False
+
+    for k, v in cfg.items():
+        if bad_number(v):
+            raise LatentgeoError(f"{where}: {k} holds a non-finite number ({str(v)[:40]}); fix the key or re-save the "
+                                 "model with save_pretrained")
+    size = cfg.get("sample_size")
+    if size is not None:
+        vals = size if isinstance(size, (list, tuple)) else [size]
+        if not (1 <= len(vals) <= 3 and all(isinstance(u, int) and not isinstance(u, bool) and 0 < u <= 65536
+                                             for u in vals)):
+            raise LatentgeoError(f"{where}: sample_size must be a positive integer or a list of them, got "
+                                 f"{str(size)[:40]}; fix the key or re-save the model")
+    if "norm_eps" in cfg and not (_finite_number(cfg["norm_eps"]) and cfg["norm_eps"] > 0):
+        raise LatentgeoError(f"{where}: norm_eps must be a positive number, got {str(cfg['norm_eps'])[:40]}; fix the "
+                             "key (diffusers' default is 1e-5)")
+    if name in _VAE_CLASSES:
+        sf = cfg.get("scaling_factor")
+        if sf is not None and not (_finite_number(sf) and sf > 0):
+            raise LatentgeoError(f"{where}: scaling_factor must be a positive number, got {json.dumps(sf)[:40]}; fix "
+                                 "the key (Stable Diffusion's VAE uses 0.18215) or drop it for 1.0")
+        sh = cfg.get("shift_factor")
+        if sh is not None and not _finite_number(sh):
+            raise LatentgeoError(f"{where}: shift_factor must be a finite number or null, got {json.dumps(sh)[:40]}; "
+                                 "fix the key")
+        c = cfg.get("latent_channels", 4)
+        for k in ("latents_mean", "latents_std"):
+            v = cfg.get(k)
+            if v is None:
+                continue
+            if not (isinstance(v, list) and len(v) == c and all(_finite_number(u) for u in v)
+                    and (k == "latents_mean" or all(u > 0 for u in v))):
+                raise LatentgeoError(f"{where}: {k} must be a list of {c} finite numbers"
+                                     f"{' > 0' if k == 'latents_std' else ''}; fix the key or drop it")
+
+
 def _check_sizes(cls: type, cfg: Dict[str, Any], d: Path, use_st: bool, variant: Optional[str]) -> None:
     """Build the model from its config on the meta device (no memory) and compare with the stored weights BEFORE
     diffusers allocates it, so that a config edited to absurd sizes is refused instead of exhausting memory."""
 
     def plausible(v: Any, depth: int = 0) -> bool:
-        if isinstance(v, bool) or v is None or isinstance(v, (str, float)):
+        if isinstance(v, str):  # diffusers echoes unknown keys in a warning: a 200 MB string would flood stderr
+            return len(v) <= 4096
+        if isinstance(v, bool) or v is None or isinstance(v, float):
             return True
         if isinstance(v, int):
             return abs(v) <= 1_000_000
@@ -512,6 +634,7 @@ def _load_diffusers_model(d: Path, allowed: Sequence[str], device: torch.device,
     table = _diffusers_classes()
     if name not in table:
         raise LatentgeoError(f"the installed diffusers has no {name}; upgrade diffusers to load '{d}'")
+    _check_config_values(cfg, cfg_file, name)
     use_st, variant = _weights(d, allow_pickle)
     _check_sizes(table[name], cfg, d, use_st, variant)
     kw: Dict[str, Any] = {"use_safetensors": use_st, "local_files_only": True}
@@ -539,9 +662,16 @@ def _load_diffusers_model(d: Path, allowed: Sequence[str], device: torch.device,
 # ---------------------------------------------------------------------------------------------- files
 
 
-def _load_file_model(p: Path, device: torch.device, allow_pickle: bool, role: str) -> Tuple[Any, str]:
+def _load_file_model(p: Path, device: torch.device, allow_pickle: bool, role: str,
+                     allow_torchscript: bool = False) -> Tuple[Any, str]:
     suf = p.suffix.lower()
     if suf in (".pt", ".ts"):
+        # TorchScript is code: a scripted __setstate__ runs inside torch.jit.load and forward is the file's own
+        # program, so it is loaded only when the user says so (CLI --allow-torchscript), like --code.
+        if not allow_torchscript:
+            raise LatentgeoError(f"'{p}' is a TorchScript file, and TorchScript is code (its __setstate__ runs while "
+                                 "loading, its forward is the file's own program); pass allow_torchscript=True "
+                                 "(CLI --allow-torchscript) only for files you trust")
         try:
             m = torch.jit.load(str(p), map_location=device)
         except Exception as exc:
@@ -692,7 +822,8 @@ def resolve_denoiser(spec: Any = None, *, parametrization: Optional[str] = None,
                      schedule: Any = None, time_scale: Optional[float] = None,
                      sigma_range: Optional[Sequence[float]] = None, subfolder: Optional[str] = None,
                      code: Optional[str] = None, ema: bool = True, device: Any = "cpu", dtype: Any = None,
-                     allow_pickle: bool = False, extrapolate: bool = False) -> nn.Module:
+                     allow_pickle: bool = False, extrapolate: bool = False,
+                     allow_torchscript: bool = False) -> nn.Module:
     """The model named by ``spec`` as a VE denoiser ``D(x, sigma)`` in eval mode on ``device``.
 
     The result has ``sigma_min`` / ``sigma_max`` (its trained noise range: pick sigma grids inside it), ``spec``
@@ -717,7 +848,8 @@ def resolve_denoiser(spec: Any = None, *, parametrization: Optional[str] = None,
                  "time_scale": time_scale, "sigma_range": sigma_range, "subfolder": subfolder}
         kw = {**{k: d.get(k) for k in given}, **{k: v for k, v in given.items() if v is not None}}
         return resolve_denoiser(d["path"], **kw, ema=d.get("ema", True) if ema else False, device=dev, dtype=dt,
-                                allow_pickle=allow_pickle, extrapolate=bool(extrapolate or d.get("extrapolate")))
+                                allow_pickle=allow_pickle, extrapolate=bool(extrapolate or d.get("extrapolate")),
+                                allow_torchscript=allow_torchscript)
     if isinstance(spec, nn.Module) or (callable(spec) and not isinstance(spec, (str, Path))):
         return _in_memory_denoiser(spec, parametrization, sigma_data, schedule, time_scale, sigma_range, extrapolate,
                                    f"the {type(spec).__name__}", {"source": "module"})
@@ -759,7 +891,7 @@ def resolve_denoiser(spec: Any = None, *, parametrization: Optional[str] = None,
         return _latentgeo_denoiser(path, p, opts, ema, dev, dt, spec_kw if describable else None)
     if suf == ".json":
         raise LatentgeoError(f"'{path}' is a JSON file; pass the model folder that holds it")
-    model, kind = _load_file_model(path, dev, allow_pickle, "denoiser")
+    model, kind = _load_file_model(path, dev, allow_pickle, "denoiser", allow_torchscript)
     den = _wrap_denoiser(model, p, what=f"the {kind} file '{path}'", **opts)
     return _attach(_freeze(den, dev, dt), _spec(path, **spec_kw) if describable else None, {"source": kind})
 
@@ -833,7 +965,7 @@ def _latentgeo_denoiser(path: Path, p, opts, ema, dev, dt, spec_kw) -> nn.Module
 
 def resolve_flow(spec: Any = None, *, parametrization: Optional[str] = None, time_scale: Optional[float] = None,
                  subfolder: Optional[str] = None, code: Optional[str] = None, ema: bool = True, device: Any = "cpu",
-                 dtype: Any = None, allow_pickle: bool = False) -> nn.Module:
+                 dtype: Any = None, allow_pickle: bool = False, allow_torchscript: bool = False) -> nn.Module:
     """The model named by ``spec`` as a latentgeo flow ``v(x, t)`` (``x_t = (1 - t) z0 + t z1``, noise at ``t = 0``)
     for :func:`latentgeo.flows.flow_sample`: a latentgeo flow run / checkpoint, or a TorchScript / export file /
     code / module with ``parametrization`` ``velocity_latentgeo`` (used as it is) or ``velocity`` (SD3/FLUX
@@ -862,7 +994,7 @@ def resolve_flow(spec: Any = None, *, parametrization: Optional[str] = None, tim
         return resolve_flow(d["path"], parametrization=parametrization or d.get("parametrization"),
                             time_scale=time_scale if time_scale is not None else d.get("time_scale"),
                             subfolder=subfolder or d.get("subfolder"), ema=d.get("ema", True) if ema else False,
-                            device=dev, dtype=dt, allow_pickle=allow_pickle)
+                            device=dev, dtype=dt, allow_pickle=allow_pickle, allow_torchscript=allow_torchscript)
     if isinstance(spec, nn.Module) or (callable(spec) and not isinstance(spec, (str, Path))):
         return wrap(spec, f"the {type(spec).__name__}", None, {"source": "module"}, own=False)
     if not isinstance(spec, (str, Path)):
@@ -886,7 +1018,7 @@ def resolve_flow(spec: Any = None, *, parametrization: Optional[str] = None, tim
             raise LatentgeoError(f"'{path}' holds a {type(model).__name__}, not a flow; pass a folder written by "
                                  "`latentgeo train flow` (a diffusion run is a denoiser: resolve_denoiser)")
         return wrap(model, f"the latentgeo {type(model).__name__} in '{path}'", spec_d, {"source": "latentgeo"})
-    model, kind = _load_file_model(path, dev, allow_pickle, "flow")
+    model, kind = _load_file_model(path, dev, allow_pickle, "flow", allow_torchscript)
     return wrap(model, f"the {kind} file '{path}'", spec_d, {"source": kind})
 
 
@@ -918,8 +1050,16 @@ class DiffusersEncoder(ReferencedModel, nn.Module):
         self.kind = type(vae).__name__
         self.in_channels = int(cfg.get("in_channels", 3))
         self.latent_channels = int(cfg.get("latent_channels", 4))
-        self.scaling_factor = float(cfg.get("scaling_factor") or 1.0)
-        self.shift_factor = float(cfg.get("shift_factor") or 0.0)
+        sf, sh = cfg.get("scaling_factor"), cfg.get("shift_factor")
+        # 0 or a string is an error, never silently 1.0 (the resolver names the config file; this covers in-memory VAEs)
+        if sf is not None and not (_finite_number(sf) and sf > 0):
+            raise LatentgeoError(f"the {self.kind}'s scaling_factor must be a positive number, got {str(sf)[:40]!r}; "
+                                 "fix its config")
+        if sh is not None and not _finite_number(sh):
+            raise LatentgeoError(f"the {self.kind}'s shift_factor must be a finite number, got {str(sh)[:40]!r}; fix "
+                                 "its config")
+        self.scaling_factor = 1.0 if sf is None else float(sf)
+        self.shift_factor = 0.0 if sh is None else float(sh)
         self.factor = _factor(vae)
         mean, std = cfg.get("latents_mean"), cfg.get("latents_std")
         c = self.latent_channels
@@ -997,7 +1137,8 @@ class DiffusersDecoder(ReferencedModel, nn.Module):
 
 def resolve_encoder(spec: Any = None, *, decoder: Any = None, subfolder: Optional[str] = None, sample: bool = False,
                     code: Optional[str] = None, device: Any = "cpu", dtype: Any = None,
-                    allow_pickle: bool = False) -> Tuple[nn.Module, Optional[nn.Module], Dict[str, Any]]:
+                    allow_pickle: bool = False,
+                    allow_torchscript: bool = False) -> Tuple[nn.Module, Optional[nn.Module], Dict[str, Any]]:
     """``(encoder x -> z, decoder z -> x or None, info)`` for ``spec``: a latentgeo autoencoder run (normalised
     latents, :func:`latentgeo.autoencoders.load_encoder`), a diffusers VAE (pipeline folder with ``vae/`` or
     ``vqvae/``, or a VAE model folder: :class:`DiffusersEncoder` / :class:`DiffusersDecoder`), a TorchScript /
@@ -1016,7 +1157,7 @@ def resolve_encoder(spec: Any = None, *, decoder: Any = None, subfolder: Optiona
         _refuse_code_like(str(dspec))
         if not dp.is_file():
             raise LatentgeoError(f"decoder '{dspec}' does not exist; pass a TorchScript file")
-        return _freeze(_load_file_model(dp, dev, allow_pickle, "decoder")[0], dev, dt)
+        return _freeze(_load_file_model(dp, dev, allow_pickle, "decoder", allow_torchscript)[0], dev, dt)
 
     if code is not None:
         if spec is not None:
@@ -1029,7 +1170,7 @@ def resolve_encoder(spec: Any = None, *, decoder: Any = None, subfolder: Optiona
         d = _check_spec_dict(spec, "encoder")
         return resolve_encoder(d["path"], decoder=decoder if decoder is not None else d.get("decoder"),
                                subfolder=subfolder or d.get("subfolder"), sample=sample or bool(d.get("sample")),
-                               device=dev, dtype=dt, allow_pickle=allow_pickle)
+                               device=dev, dtype=dt, allow_pickle=allow_pickle, allow_torchscript=allow_torchscript)
     if isinstance(spec, nn.Module) or (callable(spec) and not isinstance(spec, (str, Path))):
         dec = decoder if decoder is None or isinstance(decoder, nn.Module) or callable(decoder) else dec_of(decoder)
         return spec, dec, {"source": "module", "spec": None}
@@ -1081,7 +1222,7 @@ def resolve_encoder(spec: Any = None, *, decoder: Any = None, subfolder: Optiona
             dec = dec_of(decoder)
         return _freeze(enc, dev, dt), dec, {"source": "latentgeo", "spec": _spec(path),
                                             "latent_dim": int(enc.latent_dim)}
-    model, kind = _load_file_model(path, dev, allow_pickle, "encoder")
+    model, kind = _load_file_model(path, dev, allow_pickle, "encoder", allow_torchscript)
     return _freeze(model, dev, dt), dec_of(decoder), {"source": kind, "spec": spec_d}
 
 
@@ -1117,3 +1258,41 @@ def check_input_shape(encoder: Callable, sample_shape: Sequence[int]) -> Tuple[i
     if not isinstance(z, torch.Tensor):
         raise LatentgeoError(f"the encoder returned a {type(z).__name__}, not a tensor of latents")
     return tuple(int(v) for v in z.shape[1:])
+
+
+# ---------------------------------------------------------------------------------------------- public loaders
+#
+# ``latentgeo.load_denoiser`` / ``load_flow`` / ``load_encoder`` / ``load_decoder``: the resolver under the names
+# users reach for, so that the library accepts exactly what the command line accepts (one implementation).
+
+
+def load_denoiser(spec: Any = None, ema: bool = True, device: Any = "cpu", **options: Any) -> nn.Module:
+    """The model named by ``spec`` as a VE denoiser ``D(x, sigma)`` -- a latentgeo run or checkpoint, a diffusers
+    pipeline / UNet folder (``schedule=`` when it has no scheduler), a TorchScript file (``allow_torchscript=True``
+    and ``parametrization=``), ``code="module:factory"``, ... Same as :func:`resolve_denoiser` (``options``:
+    ``parametrization``, ``schedule``, ``sigma_data``, ``time_scale``, ``sigma_range``, ``subfolder``, ``code``,
+    ``dtype``, ``allow_pickle``, ``allow_torchscript``, ``extrapolate``)."""
+    return resolve_denoiser(spec, ema=ema, device=device, **options)
+
+
+def load_flow(spec: Any = None, ema: bool = True, device: Any = "cpu", **options: Any) -> nn.Module:
+    """The model named by ``spec`` as a latentgeo-convention flow ``v(x, t)``; same as :func:`resolve_flow`."""
+    return resolve_flow(spec, ema=ema, device=device, **options)
+
+
+def load_encoder(spec: Any = None, device: Any = "cpu", **options: Any) -> nn.Module:
+    """The encoder ``x -> z`` named by ``spec`` (a latentgeo autoencoder run: normalised latents; a diffusers VAE
+    pipeline or model folder; a TorchScript file with ``allow_torchscript=True``; ``code=``); the encoder of
+    :func:`resolve_encoder` (which also gives the decoder and an info dict)."""
+    return resolve_encoder(spec, device=device, **options)[0]
+
+
+def load_decoder(spec: Any = None, device: Any = "cpu", **options: Any) -> nn.Module:
+    """The decoder ``z -> x`` that goes with :func:`load_encoder` of the same ``spec`` (a latentgeo autoencoder run,
+    a diffusers VAE, or ``decoder=`` a TorchScript file with ``allow_torchscript=True``); one line when it has
+    none."""
+    enc, dec, _ = resolve_encoder(spec, device=device, **options)
+    if dec is None:
+        raise LatentgeoError(f"'{spec}' has no decoder; pass an autoencoder folder with decoder.safetensors, a "
+                             "diffusers VAE, or decoder= a TorchScript file (with allow_torchscript=True)")
+    return dec

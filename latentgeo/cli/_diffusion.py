@@ -384,16 +384,19 @@ def sample_cmd(
     # the decoder of a latent run: --autoencoder, else the encoder spec recorded at training (never --code, and
     # nothing in the record is run as code)
     ae_spec = autoencoder if autoencoder is not None else user.get("latent_of")
-    if autoencoder is None and isinstance(ae_spec, (str, dict)):
-        p = ae_spec if isinstance(ae_spec, str) else ae_spec.get("path")
+    recorded = autoencoder is None and ae_spec is not None
+    if recorded:
+        p = ae_spec if isinstance(ae_spec, str) else ae_spec.get("path") if isinstance(ae_spec, dict) else None
         if not isinstance(p, str) or not Path(p).exists():
             raise LatentgeoError(f"the autoencoder '{p}' recorded by this latent run is missing; pass --autoencoder "
                                  "SPEC (the `latentgeo train ae` folder or diffusers VAE it was trained on)")
     dev = resolve_device(device)
     dec = None
     if ae_spec is not None:  # a latent run: decode the latents with the encoder's decoder, batch by batch
-        what = "--autoencoder" if autoencoder is not None else "the autoencoder recorded by this latent run,"
-        _, dec, _ = resolve_model("encoder", ae_spec, model_opts, code=False, device=dev, what=what, hint=_AE_HINT)
+        what = "--autoencoder" if autoencoder is not None else f"latent_of in {runp / 'config.json'}"
+        # a recorded path is loaded only as a latentgeo / diffusers safetensors model (no TorchScript, pickle, code)
+        _, dec, _ = resolve_model("encoder", ae_spec, model_opts, code=False, recorded=recorded, device=dev,
+                                  what=what, hint=None if recorded else _AE_HINT)
         if dec is None:
             raise LatentgeoError(f"{what} '{ae_spec if isinstance(ae_spec, str) else ae_spec.get('path')}' has no "
                                  "decoder; pass --autoencoder SPEC with one (a `latentgeo train ae` folder or a "
@@ -435,6 +438,15 @@ def sample_cmd(
     clamp = dec is not None and len(dec_shape) == 3
     g = torch.Generator(dev).manual_seed(seed)
     p_dec = next(dec.parameters(), None) if isinstance(dec, torch.nn.Module) else None
+    if dec is not None:  # the decoder must take latents of the model's shape: find out now, not after sampling
+        try:
+            with torch.no_grad():
+                dec(torch.zeros((1, *data_shape), device=dev, dtype=p_dec.dtype if p_dec is not None else None))
+        except Exception as exc:
+            first = (str(exc).strip().splitlines() or [""])[0][:160]
+            raise LatentgeoError(f"{what} cannot decode latents of shape {list(data_shape)} that this model samples "
+                                 f"({type(exc).__name__}: {first}); pass --autoencoder with the autoencoder the run "
+                                 "was trained on") from None
 
     def batches():
         for i in range(0, n, batch_size):

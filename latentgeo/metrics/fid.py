@@ -3,8 +3,10 @@
 latentgeo does not ship Inception-v3 (it would need torchvision or a download). To compute a true FID, pass a
 TorchScript file of an Inception feature extractor, e.g. the ``inception-2015-12-05.pt`` file used by the
 StyleGAN2/3 metrics code, which maps float images ``[B, 3, H, W]`` with values in [0, 255] to ``[B, 2048]`` pool
-features (called with ``return_features=True``). The file is loaded with ``torch.jit.load`` (TorchScript's own
-loader, not an arbitrary pickle), or a ``.pt2`` archive with ``torch.export.load``; only load files you trust.
+features (called with ``return_features=True``). TorchScript is code (a scripted ``__setstate__`` runs while
+loading, ``forward`` is the file's program), so the file is loaded with ``torch.jit.load`` only with
+``allow_torchscript=True``, and a ``.pt2`` archive (``torch.export.load`` may unpickle parts of it) only with
+``allow_pickle=True``: only for files you trust.
 
 The extractor's call convention is configurable: ``resize`` (bilinear resize first, e.g. 299), ``value_range``
 (pixel range it expects), ``call_kwargs`` (extra keyword arguments, e.g. ``{"return_features": True}``).
@@ -35,15 +37,24 @@ class TorchScriptFeatures:
         resize: side length to resize to (None = keep).
         channels: replicate grayscale images to this many channels (3 for Inception).
         call_kwargs: extra keyword arguments for the extractor call.
+        allow_torchscript: load a TorchScript file (it is code; required for ``.pt`` / ``.ts``).
+        allow_pickle: load a ``.pt2`` torch.export archive (it may unpickle; required for ``.pt2``).
     """
 
     def __init__(self, path: Union[str, Path], input_range: Tuple[float, float] = (-1.0, 1.0),
                  value_range: Tuple[float, float] = (0.0, 255.0), resize: Optional[int] = 299, channels: int = 3,
-                 call_kwargs: Optional[Dict[str, Any]] = None, device: Union[str, torch.device] = "cpu"):
+                 call_kwargs: Optional[Dict[str, Any]] = None, device: Union[str, torch.device] = "cpu", *,
+                 allow_torchscript: bool = False, allow_pickle: bool = False):
         path = Path(path)
         if not path.is_file():
             raise LatentgeoError(f"feature extractor file '{path}' does not exist; pass the path of a TorchScript "
                                  "Inception file you downloaded yourself (latentgeo never downloads weights)")
+        if path.suffix == ".pt2" and not allow_pickle:
+            raise LatentgeoError(f"'{path}' is a torch.export archive, and torch.export.load may unpickle parts of "
+                                 "it; pass allow_pickle=True only for a file you trust")
+        if path.suffix != ".pt2" and not allow_torchscript:
+            raise LatentgeoError(f"'{path}' is loaded as TorchScript, which is code (its __setstate__ runs while "
+                                 "loading); pass allow_torchscript=True only for a file you trust")
         try:
             if path.suffix == ".pt2":  # a torch.export archive (the successor of TorchScript)
                 self.model = torch.export.load(str(path)).module().to(device)
@@ -82,11 +93,13 @@ class TorchScriptFeatures:
 
 
 @torch.no_grad()
-def fid(samples, reference, extractor: Union[TorchScriptFeatures, str, Path], batch_size: int = 64) -> float:
+def fid(samples, reference, extractor: Union[TorchScriptFeatures, str, Path], batch_size: int = 64, *,
+        allow_torchscript: bool = False) -> float:
     """Frechet Inception Distance between ``samples`` and ``reference`` images ([N, C, H, W], pixel range of the
-    extractor's ``input_range``), with a user-provided extractor (a :class:`TorchScriptFeatures` or a file path)."""
+    extractor's ``input_range``), with a user-provided extractor (a :class:`TorchScriptFeatures`, or a TorchScript
+    file path with ``allow_torchscript=True``)."""
     if not isinstance(extractor, TorchScriptFeatures):
-        extractor = TorchScriptFeatures(extractor)
+        extractor = TorchScriptFeatures(extractor, allow_torchscript=allow_torchscript)
 
     def feats(x) -> torch.Tensor:
         x = torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x)

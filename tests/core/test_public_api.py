@@ -8,10 +8,12 @@ def test_every_public_name_resolves():
 
 
 def test_lazy_names_are_the_subpackage_objects():
-    from latentgeo.diffusion import load_denoiser
+    from latentgeo.resolve import load_denoiser, load_encoder, load_flow
     from latentgeo.spacetime import geodesic
 
+    # the public loaders are the resolver's (the CLI's) loaders, not the run-folder readers of the subpackages
     assert latentgeo.load_denoiser is load_denoiser and latentgeo.geodesic is geodesic
+    assert latentgeo.load_encoder is load_encoder and latentgeo.load_flow is load_flow
 
 
 def test_bring_your_own_model_names():

@@ -193,17 +193,21 @@ def test_torchscript_and_export_files(tmp_path):
     torch.manual_seed(0)
     f = tmp_path / "eps.pt"
     torch.jit.script(_Eps()).save(str(f))
+    with pytest.raises(LatentgeoError, match="allow_torchscript=True"):  # TorchScript is code: only when asked
+        resolve_denoiser(f, parametrization="eps", schedule="ddpm")
     with pytest.raises(LatentgeoError, match="parametrization"):
-        resolve_denoiser(f)
+        resolve_denoiser(f, allow_torchscript=True)
     x, s = torch.randn(3, 2), torch.tensor([0.1, 1.0, 10.0])
     for p in ("eps", "ve", "velocity"):
-        den = resolve_denoiser(f, parametrization=p, schedule="ddpm" if p == "eps" else None)
+        den = resolve_denoiser(f, parametrization=p, schedule="ddpm" if p == "eps" else None, allow_torchscript=True)
         y = den(x, s)
         assert y.shape == x.shape and torch.isfinite(y).all()
     assert den.spec == {"path": str(f.resolve()), "parametrization": "velocity"}
     enc_f = tmp_path / "enc.pt"
     torch.jit.script(torch.nn.Linear(4, 2)).save(str(enc_f))
-    enc, dec, info = resolve_encoder(enc_f)
+    with pytest.raises(LatentgeoError, match="allow_torchscript=True"):
+        resolve_encoder(enc_f)
+    enc, dec, info = resolve_encoder(enc_f, allow_torchscript=True)
     assert dec is None and info["source"] == "torchscript" and check_input_shape(enc, (4,)) == (2,)
     with pytest.raises(LatentgeoError, match="cannot take samples"):
         check_input_shape(enc, (3,))
@@ -227,8 +231,10 @@ def test_pickles_are_never_loaded(tmp_path, folders):
     marker = tmp_path / "PWNED"
     bad = tmp_path / "model.pt"
     torch.save({"x": _Boom(str(marker))}, bad)
-    with pytest.raises(LatentgeoError, match="not a TorchScript"):
+    with pytest.raises(LatentgeoError, match="allow_torchscript"):
         resolve_denoiser(bad, parametrization="ve")
+    with pytest.raises(LatentgeoError, match="not a TorchScript"):  # even when allowed, a pickle is never loaded
+        resolve_denoiser(bad, parametrization="ve", allow_torchscript=True)
     for suffix in (".bin", ".ckpt", ".pth"):
         shutil.copy(bad, tmp_path / f"m{suffix}")
         with pytest.raises(LatentgeoError, match="pickle"):

@@ -48,7 +48,10 @@ def test_user_torchscript_fid_equals_frechet_of_its_features(tmp_path):
     net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 5), torch.nn.Tanh())
     path = tmp_path / "feat.pt"
     torch.jit.save(torch.jit.script(net), str(path))
-    ext = TorchScriptFeatures(path, input_range=(-1, 1), value_range=(-1, 1), resize=None, channels=1)
+    with pytest.raises(LatentgeoError, match="allow_torchscript"):  # TorchScript is code: only when asked
+        TorchScriptFeatures(path, input_range=(-1, 1), value_range=(-1, 1), resize=None, channels=1)
+    ext = TorchScriptFeatures(path, input_range=(-1, 1), value_range=(-1, 1), resize=None, channels=1,
+                              allow_torchscript=True)
     a = torch.rand(200, 1, 4, 4) * 2 - 1
     b = torch.rand(150, 1, 4, 4) * 1.5 - 1
     with torch.no_grad():
@@ -57,10 +60,13 @@ def test_user_torchscript_fid_equals_frechet_of_its_features(tmp_path):
     # the torch.export route gives the same value
     p2 = tmp_path / "feat.pt2"
     torch.export.save(torch.export.export(net, (a[:4],), dynamic_shapes=({0: torch.export.Dim("b")},)), str(p2))
-    ext2 = TorchScriptFeatures(p2, input_range=(-1, 1), value_range=(-1, 1), resize=None, channels=1)
+    with pytest.raises(LatentgeoError, match="allow_pickle"):
+        TorchScriptFeatures(p2, allow_torchscript=True)
+    ext2 = TorchScriptFeatures(p2, input_range=(-1, 1), value_range=(-1, 1), resize=None, channels=1,
+                               allow_pickle=True)
     assert fid(a, b, ext2) == pytest.approx(expected, rel=1e-9)
     with pytest.raises(LatentgeoError):
         TorchScriptFeatures(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a model")
     with pytest.raises(LatentgeoError):
-        TorchScriptFeatures(tmp_path / "junk.pt")
+        TorchScriptFeatures(tmp_path / "junk.pt", allow_torchscript=True)
