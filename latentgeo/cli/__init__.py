@@ -80,6 +80,26 @@ _wrap_commands(app)
 
 _INTERRUPTED = ("error: interrupted; checkpoints already written are kept; resume with --resume "
                 "(same command and --out)")
+_INTERRUPTED_NO_RESUME = ("error: interrupted; this command cannot be resumed (files it finished before the "
+                          "interruption are kept); run it again to start over")
+
+
+def _interrupted_message(argv: Optional[list]) -> str:
+    """The Ctrl-C line: it offers ``--resume`` only when the interrupted command has that option."""
+    args = [str(a) for a in (sys.argv[1:] if argv is None else argv)]
+    try:
+        cmd = typer.main.get_command(app)
+        for tok in args:
+            subs = getattr(cmd, "commands", None)
+            if not subs:
+                break
+            if tok in subs:
+                cmd = subs[tok]
+        resumable = not getattr(cmd, "commands", None) and any(
+            "--resume" in getattr(p, "opts", ()) for p in getattr(cmd, "params", ()))
+    except Exception:  # never let the message itself fail: say nothing about resuming
+        resumable = False
+    return _INTERRUPTED if resumable else _INTERRUPTED_NO_RESUME
 
 
 def main(argv: Optional[list] = None) -> None:
@@ -102,11 +122,11 @@ def main(argv: Optional[list] = None) -> None:
                    err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.echo(_INTERRUPTED, err=True)
+        typer.echo(_interrupted_message(argv), err=True)
         sys.exit(130)
     except typer.Exit as exc:
         if exc.exit_code == 130:
-            typer.echo(_INTERRUPTED, err=True)
+            typer.echo(_interrupted_message(argv), err=True)
         sys.exit(exc.exit_code)
     except OSError as exc:  # disk full, read-only file system, ...: name the path, keep what was written
         if _DEBUG["on"]:

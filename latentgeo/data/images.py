@@ -28,6 +28,7 @@ __all__ = [
     "DEFAULT_FASHION_MNIST_DIR",
     "APT_HINT",
     "read_idx",
+    "idx_shape",
     "fashion_mnist",
     "digits",
     "load_array",
@@ -60,14 +61,84 @@ def scale_uint8(a: Union[np.ndarray, torch.Tensor]) -> torch.Tensor:
 # --------------------------------------------------------------------------------------------------------------
 
 
-def _read_bytes(path: Path) -> bytes:
+#: deflate cannot expand data by more than about 1032:1, so a gzip file of B bytes holds at most this many times B.
+_GZIP_MAX_RATIO = 1100
+#: IDX files whose header asks for more than this are refused as forged (Fashion-MNIST's largest file is 47 MB).
+MAX_IDX_BYTES = 16 * 2 ** 30
+
+
+def _open_idx(path: Path):
+    """``(stream, file size, is_gzip)`` for an IDX file; gzip is detected from the magic bytes."""
     try:
-        raw = path.read_bytes()
+        fh = open(path, "rb")
     except IsADirectoryError:
         raise LatentgeoError(f"'{path}' is a folder, not a file; pass the file itself") from None
     except OSError as exc:
         raise LatentgeoError(f"cannot read '{path}': {exc.strerror or exc}; check the path and its permissions") from None
-    return raw
+    try:
+        st = os.fstat(fh.fileno())
+        import stat as _stat
+
+        if not _stat.S_ISREG(st.st_mode):
+            raise LatentgeoError(f"'{path}' is not a regular file (a FIFO, socket or device); pass the IDX file itself")
+        gz = fh.read(2) == b"\x1f\x8b"
+        fh.seek(0)
+    except BaseException:
+        fh.close()
+        raise
+    if gz:
+        return gzip.GzipFile(fileobj=fh, mode="rb"), fh, st.st_size, True
+    return fh, fh, st.st_size, False
+
+
+def _idx_header(stream, path: Path, size: int, gz: bool):
+    """Read and check the IDX header from ``stream``: ``(dtype, shape, header bytes, payload bytes)``."""
+    head = stream.read(4)
+    if len(head) < 4 or head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES:
+        raise LatentgeoError(f"'{path}' is not an IDX file (bad magic number); check the path or re-download it")
+    dtype = _IDX_DTYPES[head[2]]
+    ndim = head[3]
+    dims = stream.read(4 * ndim)
+    if len(dims) < 4 * ndim:
+        raise LatentgeoError(f"'{path}' is a truncated IDX file (incomplete header); re-download it")
+    shape = struct.unpack(f">{ndim}I", dims)
+    count = 1
+    for d in shape:
+        count *= int(d)
+    payload = count * dtype.itemsize
+    header = 4 + 4 * ndim
+    shown = "x".join(str(d) for d in shape) or "a scalar"
+    if header + payload > MAX_IDX_BYTES:
+        raise LatentgeoError(f"'{path}' has a header that asks for {shown} values ({(header + payload) / 2 ** 30:,.1f} "
+                             f"GiB), more than the {MAX_IDX_BYTES / 2 ** 30:g} GiB latentgeo reads from an IDX file "
+                             "(forged or corrupt); re-download it")
+    if not gz and header + payload != size:
+        raise LatentgeoError(f"'{path}' is a truncated or corrupt IDX file ({size} bytes, header promises "
+                             f"{header + payload}); re-download it")
+    if gz and header + payload > _GZIP_MAX_RATIO * size + 1024:
+        raise LatentgeoError(f"'{path}' is a gzip file of {size:,} bytes whose IDX header promises "
+                             f"{header + payload:,} bytes ({shown} values), more than gzip can hold (forged or "
+                             "corrupt); re-download it")
+    from latentgeo.data.registry import _available_memory
+
+    avail = _available_memory()
+    if avail is not None and payload > avail:
+        raise LatentgeoError(f"'{path}' holds {shown} values ({payload / 2 ** 30:,.1f} GiB) but only "
+                             f"{avail / 2 ** 30:,.1f} GiB of memory are available; free memory or use a smaller file")
+    return dtype, shape, header, payload
+
+
+def idx_shape(path: Union[str, os.PathLike]) -> Tuple[int, ...]:
+    """The shape an IDX file's header declares, read without reading (or decompressing) the data."""
+    path = Path(path)
+    stream, fh, size, gz = _open_idx(path)
+    try:
+        return tuple(int(d) for d in _idx_header(stream, path, size, gz)[1])
+    except (OSError, EOFError, zlib.error) as exc:
+        raise LatentgeoError(f"'{path}' is a corrupt or truncated gzip file ({exc}); download or reinstall it") from None
+    finally:
+        stream.close()
+        fh.close()
 
 
 def read_idx(path: Union[str, os.PathLike]) -> np.ndarray:
@@ -75,33 +146,39 @@ def read_idx(path: Union[str, os.PathLike]) -> np.ndarray:
 
     Returns a numpy array with the file's shape and native-endian dtype (uint8 for MNIST-style images
     ``[N, H, W]`` and labels ``[N]``). Raises :class:`LatentgeoError` on a truncated or corrupt file.
+
+    The header is read first (from the gzip stream for a ``.gz`` file) and checked against the file's size --
+    a gzip file cannot hold more than about 1,000 times its size -- and then exactly the bytes it declares are
+    read, so a forged header never makes latentgeo decompress or allocate more than the file holds.
     """
     path = Path(path)
-    raw = _read_bytes(path)
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise LatentgeoError(
-                f"'{path}' is a corrupt or truncated gzip file ({exc}); download or reinstall it"
-            ) from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise LatentgeoError(f"'{path}' is not an IDX file (bad magic number); check the path or re-download it")
-    dtype = _IDX_DTYPES[raw[2]]
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise LatentgeoError(f"'{path}' is a truncated IDX file (incomplete header); re-download it")
-    shape = struct.unpack(f">{ndim}I", raw[4:header])
-    count = int(np.prod(shape, dtype=np.int64)) if ndim else 1
-    expected = header + count * dtype.itemsize
-    if len(raw) != expected:
-        raise LatentgeoError(
-            f"'{path}' is a truncated or corrupt IDX file ({len(raw)} bytes, header promises {expected}); "
-            "re-download it"
-        )
-    arr = np.frombuffer(raw, dtype=dtype, count=count, offset=header).reshape(shape)
-    return arr.astype(dtype.newbyteorder("="))
+    stream, fh, size, gz = _open_idx(path)
+    try:
+        dtype, shape, header, payload = _idx_header(stream, path, size, gz)
+        out = np.empty(payload // dtype.itemsize, dtype=dtype)
+        view = memoryview(out).cast("B")
+        got = 0
+        while got < payload:
+            n = stream.readinto(view[got:got + (1 << 24)])
+            if not n:
+                break
+            got += n
+        extra = stream.read(1)
+        if got != payload or extra:
+            total = header + got + (1 if extra else 0)
+            more = "+" if extra else ""
+            raise LatentgeoError(f"'{path}' is a truncated or corrupt IDX file ({total}{more} bytes"
+                                 f"{' after decompression' if gz else ''}, header promises {header + payload}); "
+                                 "re-download it")
+    except (OSError, EOFError, zlib.error) as exc:
+        if not gz:
+            raise LatentgeoError(f"cannot read '{path}': {getattr(exc, 'strerror', None) or exc}; check the path "
+                                 "and its permissions") from None
+        raise LatentgeoError(f"'{path}' is a corrupt or truncated gzip file ({exc}); download or reinstall it") from None
+    finally:
+        stream.close()
+        fh.close()
+    return out.reshape(shape).astype(dtype.newbyteorder("="))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -175,25 +252,46 @@ def fashion_mnist(
             f"Fashion-MNIST {split} images not found in {where} (looked for {prefix}-images-idx3-ubyte[.gz]); "
             f"install them with `{APT_HINT}` or pass --path DIR (or set LATENTGEO_DATA) to a folder holding the IDX files"
         )
-    images = read_idx(img_file)
-    if images.ndim != 3 or images.dtype != np.uint8:
+    shape = idx_shape(img_file)  # the header only: the checks below come before the images are read
+    if len(shape) != 3:
         raise LatentgeoError(
-            f"'{img_file}' holds {images.dtype} data of shape {images.shape}, expected uint8 [N, H, W] images; "
-            "check that it is the Fashion-MNIST images file"
+            f"'{img_file}' holds data of shape {shape}, expected [N, 28, 28] images; check that it is the "
+            "Fashion-MNIST images file"
+        )
+    if shape[0] == 0:
+        raise LatentgeoError(f"'{img_file}' holds 0 images; re-download the data set (`{APT_HINT}`)")
+    if tuple(shape[1:]) != (28, 28):
+        raise LatentgeoError(
+            f"'{img_file}' holds {shape[1]}x{shape[2]} images, but Fashion-MNIST images are 28x28; check that it "
+            "is the Fashion-MNIST images file or re-download it"
+        )
+    # The labels file, when present, must describe the same images (checked from its header even when the labels
+    # are not asked for: a mismatch means the folder mixes two data sets).
+    lab_file = _find_file(img_file.parent, f"{prefix}-labels-idx1-ubyte")
+    if lab_file is not None:
+        lab_shape = idx_shape(lab_file)
+        if len(lab_shape) != 1 or lab_shape[0] != shape[0]:
+            what = f"{lab_shape[0]:,} labels" if len(lab_shape) == 1 else f"data of shape {lab_shape}"
+            raise LatentgeoError(
+                f"'{lab_file}' has {what} for the {shape[0]:,} images of '{img_file.name}'; re-download the data set "
+                f"(`{APT_HINT}`) so that both files match"
+            )
+    images = read_idx(img_file)
+    if images.dtype != np.uint8:
+        raise LatentgeoError(
+            f"'{img_file}' holds {images.dtype} data, expected uint8 images; check that it is the Fashion-MNIST "
+            "images file"
         )
     labels_np = None
     if return_labels:
-        lab_file = _find_file(img_file.parent, f"{prefix}-labels-idx1-ubyte")
         if lab_file is None:
             raise LatentgeoError(
                 f"Fashion-MNIST {split} labels not found next to '{img_file}'; reinstall with `{APT_HINT}`"
             )
         labels_np = read_idx(lab_file)
-        if labels_np.shape != images.shape[:1]:
-            raise LatentgeoError(
-                f"'{lab_file}' has {labels_np.shape[0] if labels_np.ndim else 0} labels for {images.shape[0]} images; "
-                "re-download the data set"
-            )
+        if labels_np.dtype != np.uint8 or (labels_np.size and int(labels_np.max()) > 9):
+            raise LatentgeoError(f"'{lab_file}' holds labels outside 0..9 (Fashion-MNIST has 10 classes); "
+                                 "re-download the data set")
     if n is not None:
         n = _check_take(n, images.shape[0], "fashion-mnist")
         images = images[:n]
