@@ -12,6 +12,9 @@ Everything returns plain JSON-able dicts of Python floats / lists / None (no ten
 - :func:`penalty_error_bars`: mean / SE of per-sample penalties (``per_sample_*`` of :mod:`latentgeo.fisher.penalties`).
 - :func:`score_features`, :func:`diffusability_score`, :func:`rank_encoders`, :data:`DEFAULT_WEIGHTS`: one
   rotation-invariant score per encoder (higher = more diffusable).
+- generation-side measures (issue 19): :func:`feature_frechet` (FD with a bootstrap SE), :func:`knn_precision_recall`,
+  :func:`slerp` and :func:`neighbour_partners` (decoded neighbour interpolations, the iFID recipe), :func:`viv`
+  (velocity-target irreducible variance, derived in its docstring), :func:`latent_neighbour_consistency` (LNC).
 """
 from __future__ import annotations
 
@@ -25,7 +28,8 @@ from latentgeo.errors import LatentgeoError, check_finite
 
 __all__ = ["dct_band_energies", "band_energy_divergence", "equivariance_errors", "latent_statistics",
            "neighbourhood_metrics", "reconstruction_metrics", "penalty_error_bars", "score_features",
-           "diffusability_score", "rank_encoders", "DEFAULT_WEIGHTS", "TRANSFORMS"]
+           "diffusability_score", "rank_encoders", "DEFAULT_WEIGHTS", "TRANSFORMS", "feature_frechet",
+           "knn_precision_recall", "slerp", "neighbour_partners", "viv", "latent_neighbour_consistency"]
 
 TRANSFORMS = ("scale", "hflip", "vflip", "rot90")
 F64 = torch.float64
@@ -652,3 +656,165 @@ def rank_encoders(entries: Mapping[str, Mapping[str, Any]],
     """Encoder names, best (highest :func:`diffusability_score`) first; unscored ones last; ties broken by name."""
     scores = {name: diffusability_score(e, weights) for name, e in entries.items()}
     return sorted(scores, key=lambda n: (scores[n] is None, -(scores[n] or 0.0), str(n)))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 8. generation-side measures (issue 19): decoded neighbour interpolations, decoder noise sensitivity, VIV, LNC
+# ----------------------------------------------------------------------------------------------------------------
+def _flat64(v: torch.Tensor) -> torch.Tensor:
+    return v.reshape(v.shape[0], -1).to(F64)
+
+
+def feature_frechet(fake: torch.Tensor, ref: torch.Tensor, n_boot: int = 20, seed: int = 0) -> Dict[str, Any]:
+    """Frechet distance between Gaussian fits of two feature sets ``[n, F]`` / ``[m, F]`` (the FID formula,
+    :func:`latentgeo.metrics.distances.frechet_distance`), with a bootstrap standard error: ``fd_se`` is the
+    standard deviation of the FD over ``n_boot`` resamples (with replacement) of the ``fake`` set, the reference
+    statistics held fixed (the noise of the measured samples, not of the shared reference). Needs n, m >= 2."""
+    from latentgeo.metrics.distances import frechet_distance
+
+    fake, ref = _flat64(fake), _flat64(ref)
+    if fake.shape[0] < 2 or ref.shape[0] < 2 or fake.shape[1] != ref.shape[1]:
+        raise LatentgeoError(f"feature sets of shapes {tuple(fake.shape)} and {tuple(ref.shape)} cannot be compared; "
+                             "pass >= 2 samples of the same feature dimension each")
+    mr, cr = ref.mean(0), torch.cov(ref.T).reshape(ref.shape[1], ref.shape[1])
+
+    def fd(f):
+        return frechet_distance(f.mean(0), torch.cov(f.T).reshape(f.shape[1], f.shape[1]), mr, cr)
+
+    val = fd(fake)
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    draws = [fd(fake[torch.randint(0, fake.shape[0], (fake.shape[0],), generator=g).to(fake.device)])
+             for _ in range(int(n_boot))]
+    se = float(torch.tensor(draws, dtype=F64).std(unbiased=True)) if len(draws) >= 2 else None
+    return {"fd": float(val), "fd_se": se, "n": int(fake.shape[0]), "n_ref": int(ref.shape[0])}
+
+
+def knn_precision_recall(ref: torch.Tensor, fake: torch.Tensor, k: int = 3) -> Dict[str, Any]:
+    """Improved precision / recall of Kynkaanniemi et al. (2019), re-derived: the real manifold is the union of balls
+    around each real feature with radius its distance to its ``k``-th nearest real neighbour; precision = fraction of
+    fake samples inside that union; recall = the same with the roles swapped. Standard errors: the binomial
+    ``sqrt(p (1 - p) / n)`` of the per-sample indicators (conditional on the radii)."""
+    ref, fake = _flat64(ref), _flat64(fake)
+    if min(ref.shape[0], fake.shape[0]) <= k:
+        raise LatentgeoError(f"precision / recall with k={k} need more than {k} samples per set, got "
+                             f"{ref.shape[0]} and {fake.shape[0]}; pass more samples")
+
+    def cover(a, b):  # fraction of b inside the union of a's k-NN balls
+        daa = torch.cdist(a, a)
+        r = daa.kthvalue(k + 1, dim=1).values  # the 0 self-distance is the first
+        inside = (torch.cdist(b, a) <= r[None, :]).any(1).to(F64)
+        p = float(inside.mean())
+        return p, math.sqrt(max(p * (1 - p), 0.0) / b.shape[0])
+
+    p, p_se = cover(ref, fake)
+    r, r_se = cover(fake, ref)
+    return {"precision": p, "precision_se": p_se, "recall": r, "recall_se": r_se, "k": int(k)}
+
+
+def slerp(a: torch.Tensor, b: torch.Tensor, alpha: float) -> torch.Tensor:
+    """Spherical interpolation of the rows of ``a`` and ``b`` ``[n, d]``: the direction moves along the great circle
+    by the fraction ``alpha`` of the angle, the norm linearly, ``|s| = (1 - alpha) |a| + alpha |b|``
+    (for equal norms the textbook slerp; ``alpha = 0`` gives ``a``, ``1`` gives ``b``)."""
+    na, nb = a.norm(dim=1, keepdim=True), b.norm(dim=1, keepdim=True)
+    ua, ub = a / na.clamp_min(1e-30), b / nb.clamp_min(1e-30)
+    cos = (ua * ub).sum(1, keepdim=True).clamp(-1.0, 1.0)
+    th = torch.acos(cos)
+    s = torch.sin(th)
+    small = s < 1e-7
+    wa = torch.where(small, 1.0 - alpha * torch.ones_like(th), torch.sin((1 - alpha) * th) / s.clamp_min(1e-30))
+    wb = torch.where(small, alpha * torch.ones_like(th), torch.sin(alpha * th) / s.clamp_min(1e-30))
+    u = wa * ua + wb * ub
+    u = u / u.norm(dim=1, keepdim=True).clamp_min(1e-30)
+    return u * ((1 - alpha) * na + alpha * nb)
+
+
+def neighbour_partners(query: torch.Tensor, pool: torch.Tensor, k: int = 10, temperature: float = 1.0,
+                       self_index: Optional[torch.Tensor] = None, seed: int = 0) -> torch.Tensor:
+    """For each query latent (rows of ``[n, d]``), one partner index into ``pool`` ``[m, d]``: among its ``k``
+    nearest pool latents by cosine similarity (its own copy, ``pool[self_index[i]]``, excluded), one drawn with
+    probability ``softmax(-MSE / temperature)`` (MSE = mean squared coordinate difference) -- the iFID recipe
+    (arXiv 2603.05630), re-implemented from its description."""
+    q, p = _flat64(query), _flat64(pool)
+    k = min(int(k), p.shape[0] - 1)
+    if k < 1:
+        raise LatentgeoError(f"neighbour interpolation needs a pool of >= 2 latents, got {p.shape[0]}")
+    cos = (q / q.norm(dim=1, keepdim=True).clamp_min(1e-30)) @ (p / p.norm(dim=1, keepdim=True).clamp_min(1e-30)).T
+    if self_index is not None:
+        cos[torch.arange(q.shape[0], device=q.device), self_index.to(q.device)] = -math.inf
+    top = cos.topk(k, dim=1).indices  # [n, k]
+    mse = ((q[:, None, :] - p[top]) ** 2).mean(-1)
+    w = torch.softmax(-mse / float(temperature), dim=1)
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    pick = torch.multinomial(w.cpu(), 1, generator=g).to(top.device)
+    return top.gather(1, pick)[:, 0]
+
+
+def viv(z: torch.Tensor, labels: torch.Tensor, n_boot: int = 50, seed: int = 0) -> Dict[str, Any]:
+    """Velocity-target irreducible variance (VIV, arXiv 2606.03578), re-derived here.
+
+    Flow matching with source ``z0 ~ N(0, I)``, independent coupling and the linear path ``x_t = (1 - t) z0 + t z1``
+    regresses the target ``u = z1 - z0``; its irreducible (Bayes) loss is ``int_0^1 E tr Cov(u | x_t) dt``. For a
+    Gaussian data law ``z1 ~ N(m, C)``, along an eigen-direction of ``C`` with eigenvalue ``lam``: ``Var u = lam + 1``,
+    ``Cov(u, x_t) = t lam - (1 - t)``, ``Var x_t = (1 - t)^2 + t^2 lam``, so
+    ``Var(u | x_t) = lam / ((1 - t)^2 + t^2 lam)`` and ``int_0^1 lam dt / ((1 - t)^2 + t^2 lam)
+    = sqrt(lam) (atan(sqrt lam) + atan(1 / sqrt lam)) = (pi / 2) sqrt(lam)``. Summed over directions:
+    ``VIV = (pi / 2) sum_i sqrt(lam_i)`` -- exact for a class-conditional generator when every class is Gaussian with
+    the pooled within-class covariance ``C_w`` used here (``sum_c sum_{i in c} (z_i - m_c)(z_i - m_c)^T / (N - K)``).
+
+    ``z``: ``[N, ...]`` latents (normalise them first: VIV scales with the latent's scale); ``labels``: ``[N]``.
+    ``sum sqrt(lam)`` is the nuclear norm of the centred data matrix over ``sqrt(N - K)`` (one SVD, any dimension).
+    Returns ``{viv, viv_se, viv_per_dim, n_classes}``; ``viv_se``: bootstrap over samples within each class.
+    """
+    Z = _flat64(z)
+    y = torch.as_tensor(labels).reshape(-1).to(Z.device)
+    if y.shape[0] != Z.shape[0]:
+        raise LatentgeoError(f"{Z.shape[0]} latents but {y.shape[0]} labels; pass one label per sample")
+    classes, inv = torch.unique(y, return_inverse=True)
+    K = classes.numel()
+    if K < 1 or Z.shape[0] - K < 2:
+        raise LatentgeoError(f"VIV needs more samples than classes (got {Z.shape[0]} samples, {K} classes); pass "
+                             "more labelled samples")
+
+    def value(idx):
+        Zi, yi = Z[idx], inv[idx]
+        means = torch.zeros(K, Z.shape[1], dtype=F64, device=Z.device).index_add_(0, yi, Zi)
+        cnt = torch.bincount(yi, minlength=K).to(F64).clamp_min(1)
+        Xc = Zi - (means / cnt[:, None])[yi]
+        dof = max(Zi.shape[0] - int((torch.bincount(yi, minlength=K) > 0).sum()), 1)
+        s = torch.linalg.svdvals(Xc)
+        return float((math.pi / 2) * s.sum() / math.sqrt(dof))
+
+    base = torch.arange(Z.shape[0], device=Z.device)
+    v = value(base)
+    g = torch.Generator(device="cpu").manual_seed(int(seed))
+    groups = [torch.nonzero(inv == c).reshape(-1) for c in range(K)]
+    draws = []
+    for _ in range(int(n_boot)):
+        idx = torch.cat([gi[torch.randint(0, gi.numel(), (gi.numel(),), generator=g).to(gi.device)] for gi in groups])
+        draws.append(value(idx))
+    se = float(torch.tensor(draws, dtype=F64).std(unbiased=True)) if len(draws) >= 2 else None
+    return {"viv": v, "viv_se": se, "viv_per_dim": v / Z.shape[1],
+            "viv_per_dim_se": None if se is None else se / Z.shape[1], "n_classes": int(K)}
+
+
+def latent_neighbour_consistency(z: torch.Tensor, labels: torch.Tensor, k: int = 10) -> Dict[str, Any]:
+    """Latent-neighbour class consistency (LNC): the mean over samples of the fraction of their ``k`` nearest
+    latents (Euclidean, self excluded) that share their label; 1 for classes in separated clusters. ``lnc_se``: the
+    standard error of the per-sample fractions; ``chance``: ``sum_c p_c^2`` (random neighbours)."""
+    Z = _flat64(z)
+    y = torch.as_tensor(labels).reshape(-1).to(Z.device)
+    if y.shape[0] != Z.shape[0]:
+        raise LatentgeoError(f"{Z.shape[0]} latents but {y.shape[0]} labels; pass one label per sample")
+    k = min(int(k), Z.shape[0] - 1)
+    if k < 1:
+        raise LatentgeoError("LNC needs at least 2 samples")
+    per = []
+    for i in range(0, Z.shape[0], 1024):
+        d = torch.cdist(Z[i:i + 1024], Z)
+        d[torch.arange(d.shape[0], device=d.device), torch.arange(i, i + d.shape[0], device=d.device)] = math.inf
+        nn_idx = d.topk(k, dim=1, largest=False).indices
+        per.append((y[nn_idx] == y[i:i + d.shape[0], None]).to(F64).mean(1))
+    per_t = torch.cat(per)
+    _, cnt = torch.unique(y, return_counts=True)
+    pc = cnt.to(F64) / y.numel()
+    return {"lnc": float(per_t.mean()), "lnc_se": _se(per_t), "chance": float((pc ** 2).sum()), "k": int(k)}
