@@ -758,8 +758,8 @@ def _diffusers_denoiser(d: Path, comps: Optional[Dict[str, Optional[str]]], subf
     else:
         unet_dir, expected = d, None
         sib = d.parent / "scheduler"
-        sched_dir = sib if (sib / "scheduler_config.json").is_file() else None
-    if not (unet_dir / "config.json").is_file():
+        sched_dir = sib if _regular(sib / "scheduler_config.json") else None
+    if not _regular(unet_dir / "config.json"):
         raise LatentgeoError(f"'{unet_dir}' has no config.json; pass a diffusers model folder")
     unet, name = _load_diffusers_model(unet_dir, _DENOISER_CLASSES, device, dtype, allow_pickle, expected)
     cfg = dict(unet.config)

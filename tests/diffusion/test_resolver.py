@@ -405,3 +405,48 @@ def test_other_diffusers_vaes(name, tmp_path):
         assert tuple(z.shape[1:]) == check_input_shape(enc, (3, 16, 16)) and torch.isfinite(z).all()
         assert dec(z).shape == x.shape
     assert info["class"] == name
+
+
+def test_public_loaders_take_every_spec_the_cli_takes(folders, tmp_path):
+    """latentgeo.load_denoiser / load_flow / load_encoder / load_decoder are the resolver: a diffusers pipeline
+    folder, a bare UNet folder with schedule=, a VAE folder and a TorchScript file (with the flag) load, and give
+    the same numbers as the resolver and as the closed-form VP->VE conversion."""
+    acp = folders["sched"].alphas_cumprod.double()
+    k = torch.tensor([10, 500])
+    s = ((1 - acp[k]) / acp[k]).sqrt().float()
+    x = torch.randn(2, 1, 8, 8)
+    den = latentgeo.load_denoiser(folders["pipe"])
+    with torch.no_grad():
+        alpha = (1 + s ** 2).rsqrt().view(-1, 1, 1, 1)
+        v = folders["unet"](alpha * x, k.float()).sample
+        manual = alpha * (alpha * x) - (s.view(-1, 1, 1, 1) * alpha) * v
+        out = den(x, s)
+        assert torch.allclose(out, manual, atol=1e-4)
+        assert torch.equal(out, resolve_denoiser(folders["pipe"])(x, s))
+        bare = latentgeo.load_denoiser(folders["bare"], schedule={k_: v_ for k_, v_ in SD_SCHED.items()
+                                                                  if k_ != "prediction_type"},
+                                       parametrization="v")
+        assert torch.allclose(bare(x, s), out, atol=1e-6)
+    with pytest.raises(LatentgeoError, match="schedule"):
+        latentgeo.load_denoiser(folders["bare"], parametrization="v")
+    img = torch.rand(2, 3, 16, 16) * 2 - 1
+    enc = latentgeo.load_encoder(folders["pipe"])
+    dec = latentgeo.load_decoder(folders["pipe"])
+    with torch.no_grad():
+        z = enc(img)
+        sf, sh = folders["vae"].config.scaling_factor, folders["vae"].config.shift_factor
+        assert torch.allclose(z, (folders["vae"].encode(img).latent_dist.mean - sh) * sf, atol=1e-5)
+        assert torch.allclose(dec(z), folders["vae"].decode(z / sf + sh).sample, atol=1e-5)
+        r_enc, _, _ = resolve_encoder(folders["pipe"] / "vae")
+        assert torch.equal(latentgeo.load_encoder(folders["pipe"] / "vae")(img), r_enc(img))
+    f = tmp_path / "eps.pt"
+    torch.jit.script(_Eps()).save(str(f))
+    with pytest.raises(LatentgeoError, match="allow_torchscript"):
+        latentgeo.load_denoiser(f, parametrization="eps", schedule="ddpm")
+    ts = latentgeo.load_denoiser(f, parametrization="eps", schedule="ddpm", allow_torchscript=True)
+    xs, ss = torch.randn(3, 2), torch.tensor([0.1, 1.0, 10.0])
+    ref = resolve_denoiser(f, parametrization="eps", schedule="ddpm", allow_torchscript=True)
+    assert torch.equal(ts(xs, ss), ref(xs, ss))
+    fl = latentgeo.load_flow(f, parametrization="velocity", allow_torchscript=True)
+    t = torch.tensor([0.2, 0.5, 0.9])
+    assert torch.equal(fl(xs, t), resolve_flow(f, parametrization="velocity", allow_torchscript=True)(xs, t))
