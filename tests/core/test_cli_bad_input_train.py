@@ -82,6 +82,24 @@ CASES = [
     (["data", "check", "moons", "--n", "1e12"], "'--n'"),
     (["data", "check", "moons", "--n", "1000000000000"], "--n must be <= 100,000,000"),
     (["data", "check", "moons", "--path", "{t}/adir"], "drop --path"),
+    # issue 21: every error has a fix part; "-0" is not > 0
+    (TD + ["--out", "{t}/o", "--steps", "-1"], "--steps must be >= 1, got -1; pass 1 or more"),
+    (TD + ["--out", "{t}/o", "--steps", BIG, "--lr", "-0"], "--lr must be > 0, got -0.0; pass a value above 0"),
+    (TA + ["--out", "{t}/o", "--steps", BIG, "--lr", "-0"], "--lr must be > 0, got -0.0; pass a value above 0"),
+    # issue 21: --out in a kernel file system is refused at parse time (before any model or data is loaded)
+    (TD + ["--out", "/proc/latentgeo-out", "--steps", BIG], "lies in /proc, a kernel file system"),
+    (TA + ["--out", "/sys/latentgeo-out", "--steps", BIG], "lies in /sys, a kernel file system"),
+    (["sample", "{t}/diffrun", "--out", "/proc/self/s.npz", "--steps", "100000"], "lies in /proc"),
+    # issue 21: JSON nested 100,000 deep or larger than 16 MiB is refused before it is parsed
+    (["sample", "{t}/deepcfg", "--steps", "100000"], "nests JSON 100,000 levels deep"),
+    (["sample", "{t}/bigcfg", "--steps", "100000"], "more than the 16 MiB a JSON file latentgeo reads"),
+    (["sample", "{t}/diffrun", "--schedule", '{"beta_schedule": ' + "[" * 100000, "--steps", "100000"],
+     "--schedule JSON nests JSON 100,001 levels deep"),
+    # issue 21: forged latentgeo metadata in a safetensors file
+    (["sample", "{t}/meta_list.safetensors", "--steps", "100000"], "is '[1,2]', not a JSON object"),
+    (["sample", "{t}/meta_42.safetensors", "--steps", "100000"], "is '42', not a JSON object"),
+    (["sample", "{t}/meta_nan.safetensors", "--steps", "100000"], "is 'NaN', not a JSON object"),
+    (["sample", "{t}/meta_deep.safetensors", "--steps", "100000"], "nests JSON 100,000 levels deep"),
     # demo
     (["demo", "--threads", "-4", "--out", "{t}/d"], "--threads must be >= 1"),
     (["demo", "--out", "{t}/afile", "--quick"], "is a file, not a folder"),
@@ -118,6 +136,16 @@ def _make_folders(t: Path) -> None:
     (t / "badae" / "autoencoder.json").write_text('{"method": "gpe", ')
     (t / "aefolder").mkdir()
     (t / "aefolder" / "config.json").write_text(json.dumps({"kind": "autoencoder", "method": "gpe"}))
+    (t / "deepcfg").mkdir()
+    (t / "deepcfg" / "config.json").write_text("[" * 100000)
+    (t / "bigcfg").mkdir()
+    with open(t / "bigcfg" / "config.json", "wb") as f:  # 17 MiB (sparse): refused by its size, never read
+        f.truncate(17 * 2 ** 20)
+    import torch
+    from safetensors.torch import save_file
+
+    for name, meta in (("list", "[1,2]"), ("42", "42"), ("nan", "NaN"), ("deep", "[" * 100000)):
+        save_file({"w": torch.zeros(2)}, str(t / f"meta_{name}.safetensors"), metadata={"latentgeo": meta})
 
 
 @pytest.fixture(scope="module")
@@ -134,6 +162,7 @@ def _check_one_line(code, err, needle, elapsed=0.0):
     lines = err.splitlines()
     assert code == 2, err
     assert len(lines) == 1 and lines[0].startswith("error: ") and lines[0].strip() != "error:", err
+    assert "; " in lines[0], f"no fix part: {lines[0]}"  # error: <problem>; <fix>
     assert "Traceback" not in err
     assert needle in lines[0], lines[0]
     assert elapsed < FAST_S, f"took {elapsed:.1f} s: the check came after the work started"
