@@ -61,6 +61,42 @@ def _toy_params(name: str, text: Optional[str], dim: int) -> Optional[list]:
     return p
 
 
+def _diagnose_labels(labels: Optional[str], data: str, x, seed: int):
+    """``--labels``: None, the data set's own labels ('dataset'), or a .npy / .txt file (first len(x) entries)."""
+    if labels is None:
+        return None
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    if labels.strip().lower() == "dataset":
+        from latentgeo.data import load
+
+        try:
+            x2, y = load(data, n=x.shape[0], seed=seed, return_labels=True)
+        except (TypeError, LatentgeoError):
+            raise LatentgeoError(f"'{data}' has no labels latentgeo can load; pass --labels FILE (.npy / .txt, one "
+                                 "integer per sample)") from None
+        if tuple(x2.shape) != tuple(x.shape) or not torch.equal(x2, x):
+            raise LatentgeoError(f"the labels of '{data}' do not line up with the loaded samples; pass --labels "
+                                 "FILE")
+        return y
+    p = Path(labels).expanduser()
+    if not p.is_file():
+        raise LatentgeoError(f"--labels '{labels}' is neither 'dataset' nor a file; pass a .npy / .txt file with one "
+                             "integer label per sample")
+    try:
+        y = np.load(p, allow_pickle=False) if p.suffix.lower() == ".npy" else np.loadtxt(p)
+    except (OSError, ValueError) as exc:
+        raise LatentgeoError(f"--labels '{labels}' cannot be read ({exc}); pass a .npy / .txt file of integers") \
+            from None
+    y = np.asarray(y).reshape(-1)
+    if y.size < x.shape[0]:
+        raise LatentgeoError(f"--labels has {y.size} labels for {x.shape[0]} samples; pass one label per sample")
+    return torch.as_tensor(y[: x.shape[0]])
+
+
 def _load_upto(data: str, n: Optional[int], seed: int, default: int, what: str = "--n"):
     """``(x, note)``: ``n`` samples of ``data`` (an explicit ``n`` larger than the data set is an error), or, with
     ``n`` None, ``min(default, available)`` of them (``note`` says when fewer than ``default`` exist)."""
@@ -237,6 +273,20 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                                                              "metrics (>= 18).", lo=18, hi=MAX_SAMPLES),
         seed: int = opt_seed(),
         quick: bool = typer.Option(False, "--quick", help="Tiny settings for a smoke run (minutes on a CPU)."),
+        labels: Optional[str] = typer.Option(None, "--labels", help="Class labels of the data: 'dataset' (the data "
+                                             "set's own labels: digits, fashion-mnist) or a .npy / .txt file with "
+                                             "one integer per sample; they train the feature classifier of the "
+                                             "generation measures and give VIV and LNC."),
+        latent_shape: Optional[str] = typer.Option(None, "--latent-shape", help="C,H,W of flattened spatial "
+                                                   "latents (e.g. 4,7,7), so the equivariance and spatial measures "
+                                                   "apply."),
+        n_generation: int = opt_int(500, "--n-generation", help="Held-out images for the interpolation and noise "
+                                                                "measures (the FD reference is as many again).",
+                                    lo=8, hi=MAX_SAMPLES),
+        reference_flow_steps: Optional[int] = opt_int(None, "--reference-flow-steps", help="Also train a cheap "
+                                                      "flow on each latent for this many steps and report its FD "
+                                                      "(a reference generator, not a diagnostic).", lo=1,
+                                                      hi=MAX_STEPS),
         device: str = opt_device(help="Device of the denoisers: auto (CUDA when available) | cpu | cuda | cuda:K "
                                       "(encoders and penalties run on the CPU)."),
         model_opts: ModelOptions = None,
@@ -299,6 +349,14 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                              400 if quick else DIAGNOSE_N)
         if note:  # on stdout: stderr stays for the one-line error of a refused run
             typer.echo(note)
+        y = _diagnose_labels(labels, data, x, seed)
+        lshape = None
+        if latent_shape is not None:
+            try:
+                lshape = tuple(int(v) for v in latent_shape.split(","))
+            except ValueError:
+                raise LatentgeoError(f"--latent-shape must look like C,H,W (e.g. 4,7,7), got '{latent_shape}'") \
+                    from None
         # data vs encoders from the configs alone (1-channel data into a 3-channel VAE: one line in a second), then
         # every model is resolved (a bad one fails in seconds) and checked against the data, before any training
         for nm, e in names.items():
@@ -334,7 +392,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         s = diagnose(encs, x, out=out, data_name=data, n_sigmas=n_sigmas, n_eval=n_eval, n_probes=probes,
                      steps=steps, net=net, pixel_denoiser=pden, latent_denoisers=lat or None, seed=seed,
                      progress=True, net_kwargs={"hidden": 64, "depth": 2} if quick else None, device=dev,
-                     decoders=decs, fisher=fisher, n_geometry=min(n_geometry, x.shape[0]))
+                     decoders=decs, fisher=fisher, n_geometry=min(n_geometry, x.shape[0]), labels=y,
+                     latent_shape=lshape, n_generation=n_generation, reference_flow_steps=reference_flow_steps,
+                     classifier_steps=60 if quick else 300)
         from latentgeo.report.diffusability import write_diagnosis_report
 
         html = write_diagnosis_report(out, s)

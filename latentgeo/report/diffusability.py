@@ -47,7 +47,57 @@ SECTIONS: Tuple[Tuple[str, str, str], ...] = (
      "pairwise distances, and the overlap of k-nearest-neighbour sets, with standard errors."),
     ("Reconstruction", "reconstruction",
      "Decoder reconstructions of the data: MSE, PSNR and SSIM (encoders without a decoder have none)."),
+    ("Generation side: decoded neighbour interpolations", "interpolation",
+     "For each held-out latent, one of its 10 nearest latents by cosine (drawn with probability softmax(-MSE)) is "
+     "slerped with it at alpha, decoded, and the decoded set compared with other held-out images: Frechet distance "
+     "(FD), k-NN precision and recall in the feature space named below; 'fd minus recon' removes the decoder's own "
+     "FD(recon). The iFID recipe (arXiv 2603.05630): what a generator's in-between samples will look like. "
+     "Standard errors: bootstrap over the decoded samples (FD), binomial (precision / recall)."),
+    ("Generation side: decoder noise sensitivity", "noise_sensitivity",
+     "FD(decode(z_n + s eps)) - FD(recon) for noise s in units of the normalised latent (per-coordinate RMS 1): how "
+     "much a generator's small errors cost once decoded (a brittle decoder turns them into bad images)."),
+    ("Class structure of the latent (labels given)", "class_structure",
+     "VIV = (pi/2) sum sqrt(lambda) of the within-class latent covariance: the irreducible loss of a class-conditional "
+     "flow-matching model (derived in latentgeo.fisher.diffusability.viv; lower = an easier target), per dimension "
+     "too; LNC = fraction of the 10 nearest latents sharing the label (1 = classes separate; 'chance' for random "
+     "neighbours)."),
+    ("Cheap-generator reference", "reference_generator",
+     "A small flow-matching model trained briefly on the latents, sampled and decoded: a REFERENCE (what a cheap "
+     "generator reaches), not a diagnostic."),
 )
+
+#: where the zoo's correlations live (written by benchmarks/diffusability_zoo.py --package-data)
+ZOO_VALIDATION = Path(__file__).resolve().parents[1] / "fisher" / "zoo_validation.json"
+
+
+def zoo_validation(path: Optional[Union[str, Path]] = None) -> Optional[Dict[str, Any]]:
+    """The zoo's correlations of each measure with generation quality, or None when the file is absent / unreadable."""
+    import json
+
+    p = Path(path) if path is not None else ZOO_VALIDATION
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) and isinstance(d.get("measures"), dict) else None
+
+
+def _zoo_rows(zoo: Optional[Mapping[str, Any]], key: str) -> List[List[Any]]:
+    if not zoo:
+        return []
+    rows = []
+    for m, v in zoo["measures"].items():
+        if m.split(".")[0] != key:
+            continue
+        ci = v.get("ci95") or [None, None]
+        wf = v.get("within_family") or {}
+        rows.append([m[len(key) + 1:] if "." in m else m, v.get("spearman_fd_gen"),
+                     f"[{_fmt(ci[0])}, {_fmt(ci[1])}]",
+                     ", ".join(f"{f} {_fmt(r)}" for f, r in wf.items()), v.get("reading")])
+    return rows
+
+
+_ZOO_HEADER = ["measure", "Spearman with FD(gen) on the zoo", "95% CI", "within family", "reading"]
 
 
 def _scalars(d: Any, prefix: str = "") -> Dict[str, Any]:
@@ -165,10 +215,41 @@ def write_diagnosis_report(out: Union[str, Path], summary: Optional[Mapping[str,
     else:
         rep.note("The Fisher part was skipped (diagnose with fisher=False / --no-fisher): no denoisers were trained.")
 
+    zoo = zoo_validation()
+    rep.section("Which numbers to trust",
+                "How well each measure predicted generation quality (FD of a flow-matching generator's decoded "
+                "samples, averaged over training and sampling seeds) on latentgeo's diffusability zoo: Spearman "
+                "correlation with a 95% bootstrap interval, pooled and within each family (A spatial conv "
+                "autoencoders, B exact-decoder transforms, C vector latents). 'predictive': the interval stays beyond "
+                "+-0.3; 'weak': it excludes 0 only; 'no evidence': it includes 0. A positive rho means that larger "
+                "values went with worse generation.")
+    if zoo:
+        val = zoo.get("validation") or {}
+        if val:
+            rep.text(f"Zoo: {val.get('n_encoders')} encoders in {val.get('n_families')} families. Seed ceiling "
+                     f"(agreement of two training seeds' ground truths) {_fmt(val.get('seed_ceiling_spearman'))}; "
+                     f"the fixed score ({val.get('score')}) reached {_fmt(val.get('pooled_spearman_fd_gen'))} pooled "
+                     f"and {_fmt(val.get('held_out_family_spearman_fd_gen'))} on average within a family. "
+                     + (zoo.get("scale") or ""))
+        allrows = [[m] + r[1:] for m, v in zoo["measures"].items() for r in [_zoo_rows({"measures": {m: v}},
+                                                                                      m.split(".")[0])[0]]]
+        rep.table(allrows, header=_ZOO_HEADER)
+    else:
+        rep.note("No zoo validation data is installed with this latentgeo (latentgeo/fisher/zoo_validation.json); "
+                 "run benchmarks/diffusability_zoo.py --package-data.")
     for title, key, text in SECTIONS:
         rep.section(title, text)
         if not _family_table(rep, enc, key):
             rep.note("No encoder has a value here (see the explanation above).")
+        zr = _zoo_rows(zoo, key)
+        if zr:
+            rep.text("How these numbers predicted generation on the zoo:")
+            rep.table(zr, header=_ZOO_HEADER)
+        if key == "interpolation":
+            for n in enc:
+                fs = (enc[n].get("interpolation") or {}).get("feature_space")
+                if fs:
+                    rep.text(f"{n}: features: {fs}.")
         if key == "latent_manifold_curvature" and summary.get("intrinsic_data_curvature"):
             dc = summary["intrinsic_data_curvature"]
             rep.text(f"The data: kappa rms {_cell(dc.get('kappa_rms'), None)}, kappa h "

@@ -109,7 +109,8 @@ def test_cli_diagnose_two_encoders_report_renders(tmp_path):
     ae.train_autoencoder("vae", x, latent_dim=8, steps=25, out=str(tmp_path / "vae"))
     out = tmp_path / "d"
     assert _cli(["diagnose", "--encoder", str(tmp_path / "gpe"), "--encoder", str(tmp_path / "vae"), "--data",
-                 "digits", "--out", str(out), "--quick", "--n", "300", "--steps", "40", "--n-geometry", "200"]) == 0
+                 "digits", "--out", str(out), "--quick", "--n", "300", "--steps", "40", "--n-geometry", "200",
+                 "--labels", "dataset", "--n-generation", "100", "--reference-flow-steps", "20"]) == 0
     s = json.loads((out / "summary.json").read_text())
     assert sorted(s["ranking"]) == ["gpe", "vae"]
     for name in ("gpe", "vae"):
@@ -117,11 +118,18 @@ def test_cli_diagnose_two_encoders_report_renders(tmp_path):
         assert e["d_r_median_mid"] is not None and e["score"] is not None
         assert e["reconstruction"]["psnr"] is not None  # the run's own decoder was found
         assert 0 <= e["neighbourhood"]["trustworthiness"] <= 1
+        # issue 19: generation-side measures with standard errors, class structure from the labels, the reference
+        it, ns, cs = e["interpolation"], e["noise_sensitivity"], e["class_structure"]
+        assert it["alpha_0.5"]["fd"] >= 0 and it["alpha_0.5"]["fd_se"] > 0 and 0 <= it["alpha_0.25"]["recall"] <= 1
+        assert "classifier trained on the data" in it["feature_space"] and it["n"] == 100
+        assert ns["s_0.3"]["fd_se"] > 0 and cs["viv"] > 0 and cs["viv_se"] > 0 and cs["chance"] < cs["lnc"] <= 1
+        assert e["reference_generator"]["fd_gen"] >= 0 and e["reference_generator"]["steps"] == 20
     report = out / "report.html"
     assert report.stat().st_size > 10_000
     if CHROMIUM is None:
         pytest.skip("chromium is not installed (apt-get install -y chromium); CI installs it")
     res = browser_check(report)
     assert res["images"] >= 4 and res["loaded"] == res["images"] and not res["bad"]
-    want = ["Verdict", "Fisher information along the noise schedule"] + [t for t, _, _ in SECTIONS] + ["Cost"]
+    want = (["Verdict", "Fisher information along the noise schedule", "Which numbers to trust"]
+            + [t for t, _, _ in SECTIONS] + ["Cost"])
     assert res["sections"] == want
