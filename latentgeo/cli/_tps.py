@@ -37,7 +37,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 
     @app.command("tps")
     def tps(
-        system: str = typer.Argument(..., help="alanine | mueller-brown"),
+        system: str = typer.Argument(..., help="alanine | mueller-brown | alanine-full (22 atoms, OpenMM; needs "
+                                               "the 'molecules' extra)"),
         paths: int = opt_int(1000, "--paths", help="number of transition paths P", lo=1, hi=MAX_PATHS),
         out: str = opt_out_dir(..., "--out", help="output folder (paths.npz, summary.json, paths.png, "
                                                   "convergence.png)"),
@@ -77,6 +78,27 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                                               "P x N x K x 16 bytes)"),
         device: str = opt_device("cpu", help="device that trains the MLP denoiser: cpu (default) | auto | cuda | "
                                              "cuda:K (the geodesic and the Langevin sampling run on the CPU)"),
+        kappa_scale: float = opt_float(1.0, "--kappa-scale", help="alanine-full: restraint stiffness = scale * kT / "
+                                       "sigma_n^2 (kJ/mol/nm^2, sigma in nm)", lo=0, lo_open=True, hi=1e6),
+        kappa_cap: Optional[float] = opt_float(None, "--kappa-cap", help="alanine-full: largest stiffness in "
+                                               "kJ/mol/nm^2 (default 20000; with --anneal constant: the stiffness)",
+                                               lo=0, lo_open=True, hi=1e9),
+        anneal: str = typer.Option("geodesic", "--anneal", help="alanine-full restraint schedule: geodesic "
+                                   "(kT / sigma_n^2 along the curve) | constant (--kappa-cap everywhere)"),
+        data_frames: Optional[int] = opt_int(None, "--data-frames", help="alanine-full: MD frames per data run "
+                                             "(default 4000)", lo=2, hi=10_000_000),
+        data_hot_k: Optional[float] = opt_float(None, "--data-hot-k", help="alanine-full: temperature (K) of the "
+                                                "extra data run covering the transition region (default 800; 0 "
+                                                "= none)", lo=0, hi=5000),
+        timestep_fs: Optional[float] = opt_float(None, "--timestep-fs", help="alanine-full: MD time step in fs "
+                                                 "(default 1, the protocol's)", lo=0, lo_open=True, hi=4),
+        md_platform: str = typer.Option("Reference", "--platform", help="alanine-full: OpenMM platform, "
+                                        "Reference | CPU"),
+        log_snr: Optional[float] = opt_float(None, "--log-snr", help="endpoint log-SNR of the geodesic "
+                                             "(alanine-full; default 4)", lo=-20, hi=40),
+        committor_frames: Optional[int] = opt_int(None, "--committor-frames", help="alanine-full: paths whose "
+                                                  "highest-energy frame gets a committor estimate (default 4; 0 "
+                                                  "= none)", lo=0, hi=10_000),
     ) -> None:
         """Transition paths through a diffusion model's spacetime: Boltzmann data -> denoiser -> geodesic ->
         annealed Langevin; writes DIR/paths.npz ([P, N, 2] frames, radians in [-pi, pi) for alanine; max_energy
@@ -89,7 +111,19 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         from latentgeo.molecules.run import SYSTEMS, run_tps
         from latentgeo.molecules.tps import _check_tps_settings
 
-        check_choice(system, SYSTEMS, "system")
+        check_choice(system, tuple(SYSTEMS) + ("alanine-full",), "system")
+        if system == "alanine-full":
+            _alanine_full(paths=paths, out=out, denoiser=denoiser, n_points=n_points, k_steps=k_steps,
+                          geo_steps=geo_steps, train_steps=train_steps, snr_penalty=snr_penalty,
+                          snr_lambda=snr_lambda, avoid=avoid, data_kt=data_kt, quick=quick,
+                          no_baselines=no_baselines, seed=seed, compile_geodesic=compile_geodesic,
+                          objective=objective, save_states=save_states, device=device, kappa_scale=kappa_scale,
+                          kappa_cap=kappa_cap, anneal=anneal, data_frames=data_frames, data_hot_k=data_hot_k,
+                          timestep_fs=timestep_fs, md_platform=md_platform, log_snr=log_snr,
+                          committor_frames=committor_frames)
+            return
+        if log_snr is not None:
+            typer.echo("  note: --log-snr is used by alanine-full only", err=True)
         check_choice(denoiser, ("mlp", "kde"), "denoiser")
         check_choice(scheme, ("em", "lm"), "--scheme")
         check_choice(objective, ("abs", "relu"), "--objective")
@@ -125,3 +159,59 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         if len(eq.get("at_common_budget", {})) > 1:
             typer.echo("  best path at " + f"{eq['common_budget']:,} evaluations: " + ", ".join(
                 f"{k} {'-' if v is None else format(v, '.2f')}" for k, v in eq["at_common_budget"].items()))
+
+
+def _alanine_full(*, paths, out, denoiser, n_points, k_steps, geo_steps, train_steps, snr_penalty, snr_lambda, avoid,
+                  data_kt, quick, no_baselines, seed, compile_geodesic, objective, save_states, device, kappa_scale,
+                  kappa_cap, anneal, data_frames, data_hot_k, timestep_fs, md_platform, log_snr,
+                  committor_frames) -> None:
+    """``latentgeo tps alanine-full``: every setting is checked before OpenMM is imported or any MD runs."""
+    from latentgeo.errors import LatentgeoError, check_choice
+
+    for flag, given in (("--denoiser kde", denoiser != "mlp"), ("--avoid", avoid is not None),
+                        ("--data-kt", data_kt is not None), ("--compile", compile_geodesic),
+                        ("--save-states", save_states)):
+        if given:
+            raise LatentgeoError(f"{flag} does not apply to alanine-full; drop it (alanine-full trains an MLP "
+                                 "denoiser and records every MD state in paths.npz)")
+    check_choice(anneal, ("geodesic", "constant"), "--anneal")
+    check_choice(md_platform, ("Reference", "CPU"), "--platform")
+    check_choice(objective, ("abs", "relu"), "--objective")
+    if anneal == "constant" and kappa_cap is None:
+        raise LatentgeoError("--anneal constant needs --kappa-cap (the constant stiffness in kJ/mol/nm^2)")
+    from latentgeo.molecules.alanine_full import ALANINE_FULL_DEFAULTS, QUICK, _check_settings, run_alanine_full
+
+    settings = dict(n_points=n_points, k_steps=k_steps, geo_steps=geo_steps, train_steps=train_steps,
+                    snr_penalty=snr_penalty, snr_lambda=snr_lambda, objective=objective, kappa_scale=kappa_scale,
+                    kappa_cap=kappa_cap, schedule=anneal, data_frames=data_frames, data_hot_k=data_hot_k,
+                    timestep_fs=timestep_fs, platform=md_platform, log_snr=log_snr,
+                    committor_frames=committor_frames)
+    kw = dict(ALANINE_FULL_DEFAULTS)
+    if quick:
+        kw.update(QUICK)
+    kw.update({k: v for k, v in settings.items() if v is not None})
+    _check_settings(paths, kw)
+    from latentgeo.molecules.alanine_full import _require
+    from latentgeo.train.loop import resolve_device
+
+    _require()
+    dev = str(resolve_device(device))
+    s = run_alanine_full(paths, out, quick=quick, baselines=not no_baselines, seed=seed, device=dev,
+                         progress=lambda m: typer.echo(f"  {m}", err=True), **settings)
+    fe = s["force_evaluations"]
+
+    def ms(d, fmt=".2f"):
+        return "-" if d["mean"] is None else f"{d['mean']:{fmt}} +- {d['std']:{fmt}}"
+
+    typer.echo(f"alanine-full, {paths} paths: THP {100 * s['thp']:.1f}%, final RMSD {ms(s['rmsd_final_angstrom'])} "
+               f"A, ETS {ms(s['ets_kj_mol'], '.1f')} kJ/mol; force evaluations: data {fe['data']:,}, sampling "
+               f"{fe['sampling']:,} (+ {fe['scoring']:,} energy evaluations for scoring); {s['seconds']:.1f} s; "
+               f"wrote {out}/paths.npz, summary.json, report.html, report.png, topology.pdb")
+    for name, m in s["methods"].items():
+        if name == "spacetime_geodesic":
+            continue
+        if "thp" not in m:
+            typer.echo(f"  {name}: {m.get('error', 'failed')}")
+            continue
+        typer.echo(f"  {name}: THP {100 * m['thp']:.1f}%, RMSD {ms(m['rmsd_final_angstrom'])} A, ETS "
+                   f"{ms(m['ets_kj_mol'], '.1f')} kJ/mol, {m['force_evaluations']['sampling']:,} MD steps")

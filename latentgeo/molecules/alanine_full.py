@@ -531,9 +531,9 @@ def _sample_paths(sysm: AlanineFull, x0_nm, centres_nm, kappas, k_steps, n_paths
 
 
 def _two_way_shooting(sysm: AlanineFull, seed_path: np.ndarray, seed_energy: np.ndarray, target_pp, n_paths: int,
-                      T: int, seed: int, burn_in: int = 4, max_init: int = 50):
+                      T: int, seed: int, burn_in: int = 16, max_init: int = 50):
     """Fixed-length (T) two-way shooting TPS Monte Carlo with Langevin dynamics: the first shot from the highest-
-    energy frame of ``seed_path``; then shooting points uniform over the current path's frames, fresh Maxwell-
+    energy frame of the transition segment of ``seed_path`` (frames in neither end state); then shooting points uniform over the current path's frames, fresh Maxwell-
     Boltzmann velocities, half the steps forward and half backward (velocities reversed); a trial is accepted when
     it is reactive (one end in the start basin, the other in the target's THP disc), and oriented start -> target.
     Returns positions ``[P, T, 22, 3]``, energies ``[P, T]`` (the chain's path after each of the P recorded
@@ -553,7 +553,12 @@ def _two_way_shooting(sysm: AlanineFull, seed_path: np.ndarray, seed_energy: np.
             return path[::-1].copy(), e[::-1].copy()
         return None
 
-    top = seed_path[int(np.argmax(seed_energy))]
+    pp_all = phi_psi(seed_path)
+    between = ~(_in_a(pp_all) | _in_b(pp_all, target_pp))
+    # the highest-energy frame of the transition segment (neither in the start basin nor in the target disc); the
+    # whole path when it has no such frame
+    e_sel = np.where(between, seed_energy, -np.inf) if between.any() else seed_energy
+    top = seed_path[int(np.argmax(e_sel))]
     cur = None
     init_shots = 0
     for i in range(max_init):
@@ -613,7 +618,7 @@ def _png_report(data_pp, paths: Dict[str, Tuple[np.ndarray, np.ndarray]], geo_pp
             pp = phi_psi(pos[p])
             ax.plot(pp[:, 0], pp[:, 1], ".", ms=1, color=colours.get(name, "k"), alpha=0.5,
                     label=name if p == 0 else None)
-    ax.plot(geo_pp[:, 0], geo_pp[:, 1], "-", color="navy", lw=2, label="geodesic centres x_n")
+    ax.plot(geo_pp[:, 0], geo_pp[:, 1], "-", color="navy", lw=2, label="geodesic: posterior means D(x_n, sigma_n)")
     ax.plot(line_pp[:, 0], line_pp[:, 1], "--", color="darkorange", lw=2, label="straight-line centres")
     ax.plot(*start_pp, "k*", ms=12)
     ax.plot(*target_pp, "r*", ms=12)
@@ -708,10 +713,10 @@ def run_alanine_full(n_paths: int, out: Optional[str] = None, *, quick: bool = F
     start = start - start[HEAVY_ATOMS].mean(0)
     tgt_raw = sysm.minimize(np.asarray(app.PDBFile(str(pdb_path("c7ax"))).getPositions(asNumpy=True)._value))
     target = align(tgt_raw, start)
-    n_min = sysm.force_evaluations
-    sysm.force_evaluations = 0
     e_start = float(sysm.energy(start))
     e_target = float(sysm.energy(target))
+    n_min = sysm.force_evaluations  # two minimisations (iteration bound) + the two reference energies
+    sysm.force_evaluations = 0
     start_pp, target_pp = phi_psi(start), phi_psi(target)
 
     # 1. Boltzmann data
@@ -780,6 +785,8 @@ def run_alanine_full(n_paths: int, out: Optional[str] = None, *, quick: bool = F
                                    snr_lambda=kw["snr_lambda"], seed=seed, n_probes=1, objective=kw["objective"])
     seconds["geodesic"] = time.perf_counter() - t0
     geo_nm = gxs.numpy().reshape(-1, 22, 3) / 10.0
+    with torch.no_grad():
+        geo_mean_nm = den(gxs, gsg).numpy().reshape(-1, 22, 3) / 10.0  # posterior means D(x_n, sigma_n)
     sig = gsg.numpy()
     kappas = restraint_kappas(sig, T_K, kw["kappa_scale"], kw["kappa_cap"], kw["schedule"])
     tt = np.linspace(0.0, 1.0, kw["n_points"])[:, None, None]
@@ -885,7 +892,7 @@ def run_alanine_full(n_paths: int, out: Optional[str] = None, *, quick: bool = F
         "methods": methods,
         "committor": {"frames": committor, "force_evaluations": int(n_comm),
                       "mean_p_target": (float(np.mean([c["p_target"] for c in committor])) if committor else None),
-                      "note": "highest-energy frame of the first geodesic paths; unbiased MD with fresh velocities; "
+                      "note": "highest-energy frame of each of the first geodesic paths; unbiased MD with fresh velocities; "
                               "p_target = fraction ending in the target's THP disc, p_start in the start basin"},
         "model_quality": quality,
         "geodesic": {**ginfo, "sigma_end_angstrom": sigma_end, "sigma_min_angstrom": float(sig.min()),
@@ -915,13 +922,14 @@ def run_alanine_full(n_paths: int, out: Optional[str] = None, *, quick: bool = F
                             ("two_way_shooting", "paths_two_way_shooting.npz")):
             if name in arrays:
                 pos, en = arrays[name]
-                extra = dict(geodesic_xs=geo_nm, geodesic_sigmas=sig, kappas=kappas) if name != \
+                extra = dict(geodesic_xs=geo_nm, geodesic_means=geo_mean_nm, geodesic_sigmas=sig,
+                             kappas=kappas) if name != \
                     "two_way_shooting" else {}
                 if name == "straight_line":
                     extra["geodesic_xs"] = line_nm
                 atomic_write_bytes(o / fname, _npz_bytes(positions=pos.astype(np.float32), energies=en, **extra))
         atomic_write_bytes(o / "data.npz", _npz_bytes(frames_angstrom=data_A.astype(np.float32), phi_psi=data_pp))
-        png = _png_report(data_pp, arrays, phi_psi(geo_nm), phi_psi(line_nm), start_pp, target_pp, e_start,
+        png = _png_report(data_pp, arrays, phi_psi(geo_mean_nm), phi_psi(line_nm), start_pp, target_pp, e_start,
                           f"{n_paths} paths: geodesic THP {100 * geo['thp']:.0f}%, RMSD "
                           f"{geo['rmsd_final_angstrom']['mean']:.2f} A, ETS {geo['ets_kj_mol']['mean'] or float('nan'):.1f}"
                           " kJ/mol")
