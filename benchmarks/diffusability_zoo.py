@@ -1,50 +1,45 @@
-"""Diffusability zoo: does any latentgeo diagnostic predict how well a latent generator does? (issue 14, item 2)
+"""Diffusability zoo, redesigned (issue 19): do latentgeo's measures predict how well a generator does on a latent?
 
-Fashion-MNIST (images in [-1, 1]), a zoo of encoders at comparable size (latent dimension 16 unless stated):
+Fashion-MNIST (images in [-1, 1]); three families of encoders, each with an exact or trained decoder:
 
-- learned, all through latentgeo's own training functions, on one fixed, equal, seeded budget (``ae_steps``
-  optimiser steps of batch 128; GPE: half encoder, half decoder steps): GPE (d = 8, 16, 32), AE, AE+MDS,
-  beta-VAE at kl_weight 1e-3 / 1e-2 / 1e-1 (``kl_weight`` multiplies the per-dimension KL, the reconstruction term
-  is the per-pixel MSE), all with the MLP architecture (``arch="mlp"``, encoder width 256, decoder width 512:
-  the conv encoder costs 40x more per step on one CPU thread, see ``settings.arch_note``); a spatial-latent conv AE
-  (``sae``: 32x32 padded images to a ``[1, 4, 4]`` latent, fully convolutional decoder) and the same net with the
-  scale-equivariance regulariser of Skorokhodov et al. 2025 (``sae_se``: ``|D(down z) - down x|^2`` added to the
-  reconstruction loss, ``down`` = 2x2 average pooling, our own code from the idea), both trained by
-  :func:`latentgeo.autoencoders.fit`;
-- linear and controlled nonlinear maps of PCA, with exact decoders: PCA (``z = W (x - mu)``, decoder the exact
-  pseudo-inverse ``mu + W^T z``), PCA under a random rotation (control), PCA with a smooth high-frequency ripple
-  ``z_i = y_i + eps_i sin(omega_i y_i)`` (``y = W (x - mu)``, ``omega_i = 4 pi / std(y_i)``, ``eps_i omega_i = 0.9``
-  so the map is strictly monotone per coordinate; decoder: the exact inverse by bisection in float64, 60 halvings
-  of the bracket ``[z - eps, z + eps]``), PCA with anisotropic scaling ``z = S y`` (``S`` log-spaced from 30 on the
-  leading component to 1 on the last: condition number 30; exact decoder).
+- **A** spatial conv autoencoders, latent ``c x 7 x 7``, one architecture and budget, differing only in a regulariser:
+  ``c`` in {2, 4, 8}; KL weight 1e-4 / 1e-2 (a VAE posterior; the encoder used is its mean); latent-noise
+  augmentation of the decoder (sigma 0.3 / 0.7 of the latent RMS); scale equivariance (``|D(down z) - down x|^2``);
+  alignment of a linear head of the latent to the frozen classifier's features; checkpoints at 25 / 50 % of the base.
+- **B** exact-decoder transforms of two base encoders of family A (reconstruction identical, only the latent layout
+  changes): a channel rotation (null control), per-channel scaling at condition numbers 3 / 10 / 30, a checkerboard
+  sign flip ``z (-1)^(i+j)``, a fixed permutation of the 49 positions, a per-channel ripple ``z + eps sin(omega z)``
+  (``eps omega = 0.9``, inverted exactly by bisection), ``c`` appended channels of deterministic pseudo-noise that the
+  decoder ignores.
+- **C** the previous zoo's vector latents: PCA, rotated PCA, anisotropic PCA (cond 30), ripple PCA (16 dims, exact
+  decoders), a latentgeo MLP AE and beta-VAE (kl 1e-2).
 
-Ground truth per encoder (the SAME latent generator everywhere): the latents of the training images normalised
-(``zn = c (z - m)``, ``E|zn|^2 = d``), a flow-matching MLP (:func:`latentgeo.flows.fit_flow`, same net, steps,
-batch, seed), Heun ODE samples decoded and scored by the classifier Frechet distance
-(:func:`latentgeo.metrics.classifier_frechet_distance`) against held-out test images = FD(gen) (mean over two
-sampling seeds); FD(recon) = the decoder's reconstructions of OTHER held-out images against the same reference
-(reconstructions of the reference images themselves would be paired with it and score unfairly low); the
-generation gap = FD(gen) - FD(recon). A second flow seed on PCA measures the training noise of FD(gen).
+Ground truth, per encoder: the training latents normalised (mean 0, per-coordinate RMS 1); a flow-matching generator
+-- a small conv velocity net for the spatial families A / B, latentgeo's MLP flow for C -- trained with
+``n_train_seeds`` seeds, each sampled with ``n_sample_seeds`` seeds (Heun), decoded, clamped and scored by the
+classifier Frechet distance (CFD, :mod:`latentgeo.metrics.classifier`) against held-out test images: FD(gen) = mean
+over the cells; FD(recon) from reconstructions of other held-out images; gap = FD(gen) - FD(recon).
+The seed ceiling: the Spearman agreement of two single-training-seed ground truths (mean over the seed pairs).
 
-Diagnostics: :func:`latentgeo.fisher.diagnosis.diagnose` per encoder (Fisher on, one shared pixel denoiser trained
-once; and ``fisher=False``, the cheap part), timed in process CPU seconds. Every scalar leaf of an encoder's entry
-(dotted names) is a candidate diagnostic. Analysis: Spearman correlation of every diagnostic with FD(gen) and with
-the gap, percentile-bootstrap intervals over encoders; a leave-one-out score (top-k signed, rank-standardised
-features chosen on n-1 encoders, the left-out one scored); the a-priori ``diffusability_score`` with
-``DEFAULT_WEIGHTS``; controls; cost ratios.
+Diagnostics: :func:`latentgeo.fisher.diagnosis.diagnose` with ``fisher=False`` (the Fisher part is left out: the
+previous zoo found no signal in it at 20x the cost), the zoo's classifier as the feature space and the labels (VIV,
+LNC), plus a cheap-generator reference (a flow at a tenth of the ground truth's budget).
 
-Resumable: everything per encoder is cached under ``<cache>/<name>/`` (default ``runs/zoo/``).
+The score is fixed here, before any ground truth was read: :data:`SCORE_MEASURES`, a rank average (no weights).
+Statistics: Spearman with percentile-bootstrap intervals pooled over the zoo and within each family; the score's
+Spearman on each family left out (no fitting: the recipe is fixed) and its mean; a leave-one-family-out top-k
+selection of measures (chosen on the other families); whether each measure orders family B's controls correctly.
+Everything per encoder is cached under ``<cache>/<name>/`` (resumable); the JSON is rewritten after every encoder.
 
-    OMP_NUM_THREADS=1 python benchmarks/diffusability_zoo.py                 # full preset (~25 CPU minutes)
-    OMP_NUM_THREADS=1 python benchmarks/diffusability_zoo.py --quick         # smoke run (~1-2 min, runs/zoo_quick/)
-    OMP_NUM_THREADS=1 python benchmarks/diffusability_zoo.py --stage truth   # encoders + ground truth only
+    OMP_NUM_THREADS=1 python benchmarks/diffusability_zoo.py            # reduced-scale preset (about 1 CPU hour)
+    OMP_NUM_THREADS=1 python benchmarks/diffusability_zoo.py --quick    # smoke run
 
-Writes ``benchmarks/results/diffusability_zoo.json`` (+ ``diffusability_zoo.png``).
+Writes ``benchmarks/results/diffusability_zoo.json`` (+ ``.png``) and, with ``--package-data``, the correlations
+that ``diagnose``'s report shows (``latentgeo/fisher/zoo_validation.json``).
 """
 from __future__ import annotations
 
 import argparse
-import inspect
 import io
 import json
 import math
@@ -58,6 +53,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 from torch import nn
+import torch.nn.functional as Fn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -66,33 +62,44 @@ from latentgeo.checkpoint import atomic_write_bytes, atomic_write_json  # noqa: 
 from latentgeo.errors import LatentgeoError  # noqa: E402
 
 PRESETS: Dict[str, Dict[str, Any]] = {
-    "full": dict(n_train=10000, n_test=2000, latent_dim=16, ae_steps=2000, batch=128, lr=5e-4, enc_width=256,
-                 dec_width=512, flow_steps=1500, flow_batch=256, flow_hidden=256, flow_depth=3, n_gen=1000,
-                 ode_steps=32, clf_steps=500, n_diag=2000, pixel_steps=1500, latent_steps=1000, n_eval=256,
-                 n_probes=4, n_penalty=128, n_geometry=1000, n_equivariance=128, n_boot=2000, sae_channels=1),
-    "quick": dict(n_train=1000, n_test=400, latent_dim=16, ae_steps=40, batch=64, lr=1e-3, enc_width=64,
-                  dec_width=64, flow_steps=40, flow_batch=128, flow_hidden=64, flow_depth=2, n_gen=200,
-                  ode_steps=8, clf_steps=30, n_diag=200, pixel_steps=30, latent_steps=30, n_eval=32,
-                  n_probes=1, n_penalty=24, n_geometry=100, n_equivariance=16, n_boot=200, sae_channels=1),
+    "full": dict(n_train=3000, n_test=1000, ae_steps=600, batch=64, lr=2e-3, width=16, mlp_latent=16,
+                 flow_steps=400, flow_batch=128, flow_width=48, mlp_hidden=192, n_gen=500, ode_steps=12,
+                 n_train_seeds=3, n_sample_seeds=2, clf_steps=400, n_generation=400, n_penalty=48,
+                 n_geometry=400, n_equivariance=48, n_boot=1000, reference_fraction=0.1),
+    "quick": dict(n_train=400, n_test=200, ae_steps=20, batch=32, lr=2e-3, width=8, mlp_latent=16,
+                  flow_steps=20, flow_batch=64, flow_width=16, mlp_hidden=32, n_gen=100, ode_steps=4,
+                  n_train_seeds=2, n_sample_seeds=2, clf_steps=20, n_generation=60, n_penalty=12,
+                  n_geometry=60, n_equivariance=8, n_boot=100, reference_fraction=0.1),
 }
 
-#: name -> (kind, options). ``kind``: a latentgeo method, ``sae`` (spatial conv AE) or ``pca`` (linear family).
-ZOO: Dict[str, Tuple[str, Dict[str, Any]]] = {
-    "gpe8": ("gpe", {"latent_dim": 8}),
-    "gpe16": ("gpe", {}),
-    "gpe32": ("gpe", {"latent_dim": 32}),
-    "ae": ("ae", {}),
-    "ae_mds": ("ae-mds", {}),
-    "vae_kl1e-3": ("vae", {"kl_weight": 1e-3}),
-    "vae_kl1e-2": ("vae", {"kl_weight": 1e-2}),
-    "vae_kl1e-1": ("vae", {"kl_weight": 1e-1}),
-    "sae": ("sae", {"se_weight": 0.0}),
-    "sae_se": ("sae", {"se_weight": 1.0}),
-    "pca": ("pca", {"variant": "plain"}),
-    "pca_rot": ("pca", {"variant": "rotated"}),
-    "pca_ripple": ("pca", {"variant": "ripple"}),
-    "pca_aniso": ("pca", {"variant": "aniso"}),
+#: the score, fixed before any ground truth was read: (dotted measure of a diagnose entry, +1 if higher = worse)
+SCORE_MEASURES: Tuple[Tuple[str, int], ...] = (
+    ("interpolation.alpha_0.5.fd", +1),
+    ("noise_sensitivity.s_0.3.fd_minus_recon", +1),
+    ("class_structure.lnc", -1),
+)
+
+#: family A: name -> training options (c channels, kl weight, noise sigma, scale-equivariance weight, alignment)
+FAMILY_A: Dict[str, Dict[str, Any]] = {
+    "a_c4": {}, "a_c2": {"c": 2}, "a_c8": {"c": 8}, "a_kl1e-4": {"kl": 1e-4}, "a_kl1e-2": {"kl": 1e-2},
+    "a_noise0.3": {"noise": 0.3}, "a_noise0.7": {"noise": 0.7}, "a_se": {"se": 1.0}, "a_align": {"align": 0.5},
 }
+CHECKPOINTS = {"a_c4_ck25": ("a_c4", 0.25), "a_c4_ck50": ("a_c4", 0.5)}
+B_BASES = ("a_c4", "a_kl1e-4")
+B_TRANSFORMS = ("rot", "scale3", "scale10", "scale30", "checker", "perm", "ripple", "noisech")
+FAMILY_C = {"c_pca": "plain", "c_pca_rot": "rotated", "c_pca_aniso": "aniso", "c_pca_ripple": "ripple",
+            "c_ae": "ae", "c_vae": "vae"}
+
+
+def zoo_names() -> List[str]:
+    names = list(FAMILY_A) + list(CHECKPOINTS)
+    names += [f"b_{b}_{t}" for b in B_BASES for t in B_TRANSFORMS]
+    return names + list(FAMILY_C)
+
+
+def family_of(name: str) -> str:
+    return {"a": "A", "b": "B", "c": "C"}[name[0]]
+
 
 # ============================================================================================ statistics (tested)
 
@@ -280,43 +287,41 @@ def make_pca_family(xtr: torch.Tensor, d: int, variant: str, seed: int) -> Linea
     return LinearFamily(mu, W, omega, eps)
 
 
-class SpatialEncoder(nn.Module):
-    """``x [B, 1, 28, 28] -> z [B, c * 16]``: pad to 32x32 with the background value -1, three k3 s2 convs (SiLU)
-    to 4x4, a 1x1 conv to ``c`` channels; the ``[c, 4, 4]`` map is flattened (the zoo's flows and diagnose see a
-    vector latent). ``spatial(x32)`` returns the map itself."""
 
-    def __init__(self, c: int = 1, width: int = 16):
+# ============================================================================================ family A: conv AEs
+
+class ConvEncoder(nn.Module):
+    """``x [B, 1, 28, 28] -> [B, c, 7, 7]`` (two stride-2 convs, SiLU); with ``kl`` the head also gives a log-variance
+    (``forward`` returns the mean: the deterministic encoder that is diagnosed and diffused)."""
+
+    def __init__(self, c: int, width: int, kl: bool = False):
+        super().__init__()
+        self.c, self.kl = c, kl
+        self.body = nn.Sequential(nn.Conv2d(1, width, 3, 2, 1), nn.SiLU(), nn.Conv2d(width, 2 * width, 3, 2, 1),
+                                  nn.SiLU(), nn.Conv2d(2 * width, 2 * width, 3, 1, 1), nn.SiLU())
+        self.head = nn.Conv2d(2 * width, 2 * c if kl else c, 1)
+
+    def stats(self, x):
+        h = self.head(self.body(x.reshape(x.shape[0], 1, 28, 28)))
+        return (h[:, :self.c], h[:, self.c:]) if self.kl else (h, None)
+
+    def forward(self, x):
+        return self.stats(x)[0]
+
+
+class ConvDecoder(nn.Module):
+    """``[B, c, h, w] -> [B, 1, 4h, 4w]``, fully convolutional (so a 4x4 pooled latent decodes to 16x16)."""
+
+    def __init__(self, c: int, width: int):
         super().__init__()
         self.c = c
-        self.net = nn.Sequential(nn.Conv2d(1, width, 3, 2, 1), nn.SiLU(), nn.Conv2d(width, 2 * width, 3, 2, 1),
-                                 nn.SiLU(), nn.Conv2d(2 * width, 2 * width, 3, 2, 1), nn.SiLU(),
-                                 nn.Conv2d(2 * width, c, 1))
+        self.net = nn.Sequential(nn.Conv2d(c, 2 * width, 3, 1, 1), nn.SiLU(), nn.Upsample(scale_factor=2),
+                                 nn.Conv2d(2 * width, width, 3, 1, 1), nn.SiLU(), nn.Upsample(scale_factor=2),
+                                 nn.Conv2d(width, width, 3, 1, 1), nn.SiLU(), nn.Conv2d(width, 1, 3, 1, 1))
 
-    def spatial(self, x32: torch.Tensor) -> torch.Tensor:
-        return self.net(x32)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x.reshape(x.shape[0], 1, 28, 28)
-        return self.net(nn.functional.pad(x, (2, 2, 2, 2), value=-1.0)).flatten(1)
-
-
-class SpatialDecoder(nn.Module):
-    """Fully convolutional ``[B, c, h, w] -> [B, 1, 8h, 8w]`` (three nearest x2 upsamplings + 3x3 convs, SiLU), so it
-    also decodes a 2x2-pooled latent to a 16x16 image (the scale-equivariance target). ``forward(z [B, c * 16])``
-    decodes a flat latent and crops the 32x32 output to 28x28."""
-
-    def __init__(self, c: int = 1, width: int = 16):
-        super().__init__()
-        self.c = c
-        up = lambda i, o: [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(i, o, 3, 1, 1), nn.SiLU()]  # noqa
-        self.net = nn.Sequential(nn.Conv2d(c, 2 * width, 3, 1, 1), nn.SiLU(), *up(2 * width, 2 * width),
-                                 *up(2 * width, width), *up(width, width), nn.Conv2d(width, 1, 3, 1, 1))
-
-    def spatial(self, zmap: torch.Tensor) -> torch.Tensor:
-        return self.net(zmap)
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(z.reshape(z.shape[0], self.c, 4, 4))[:, :, 2:30, 2:30]
+    def forward(self, z):
+        return self.net(z.reshape(z.shape[0], self.c, *z.shape[-2:]) if z.ndim == 4 else
+                        z.reshape(z.shape[0], self.c, 7, 7))
 
 
 def _save_state(module: nn.Module, path: Path) -> None:
@@ -332,258 +337,519 @@ def _load_state(module: nn.Module, path: Path) -> nn.Module:
     return module.eval()
 
 
-def train_sae(xtr: torch.Tensor, cfg: Dict[str, Any], se_weight: float, seed: int, out: Path):
-    """The spatial AE through :func:`latentgeo.autoencoders.fit` (same optimiser, steps and batch as the library
-    baselines). Loss: ``|D(E x) - x|^2`` + ``se_weight * |D(down E x) - down x|^2`` on 32x32 padded images
-    (``down``: 2x2 average pooling; the scale-equivariance idea of Skorokhodov et al. 2025)."""
-    from latentgeo.autoencoders import fit
-
+def train_conv_ae(xtr, cfg, opt, seed, folder: Path, clf=None):
+    """Train one family-A member (Adam, cosine decay, ``ae_steps`` x batch ``batch``, seeded); saves the encoder and
+    decoder at 25 / 50 / 100 % of the steps (``ck25``, ``ck50``, ``final``). Loss: per-pixel MSE + ``kl`` x mean KL
+    per latent element + ``se`` x ``|D(pool z) - area(x, 16)|^2`` + ``align`` x ``(1 - cos(head(z), f(x)))``;
+    with ``noise`` the decoder sees ``z + noise * rms(z) * eps``."""
+    c = opt.get("c", 4)
     torch.manual_seed(seed)
-    enc, dec = SpatialEncoder(cfg["sae_channels"]), SpatialDecoder(cfg["sae_channels"])
-    both = nn.ModuleDict({"encoder": enc, "decoder": dec})
-    x32 = nn.functional.pad(xtr, (2, 2, 2, 2), value=-1.0)
-    pool = nn.functional.avg_pool2d
+    enc, dec = ConvEncoder(c, cfg["width"], kl=opt.get("kl", 0) > 0), ConvDecoder(c, cfg["width"])
+    params = list(enc.parameters()) + list(dec.parameters())
+    head = None
+    if opt.get("align"):
+        with torch.no_grad():
+            fdim = clf.features(xtr[:2]).shape[1]
+        head = nn.Linear(c * 49, fdim)
+        params += list(head.parameters())
+    optim = torch.optim.Adam(params, lr=cfg["lr"])
+    steps = cfg["ae_steps"]
+    sched = torch.optim.lr_scheduler.LambdaLR(optim, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    g = torch.Generator().manual_seed(seed)
+    marks = {max(1, int(round(0.25 * steps))): "ck25", max(1, int(round(0.5 * steps))): "ck50", steps: "final"}
+    hist = []
+    for step in range(1, steps + 1):
+        xb = xtr[torch.randint(0, xtr.shape[0], (cfg["batch"],), generator=g)]
+        mu, lv = enc.stats(xb)
+        z = mu
+        loss = torch.zeros(())
+        if lv is not None:
+            z = mu + torch.exp(0.5 * lv) * torch.randn(mu.shape, generator=g)
+            loss = loss + opt["kl"] * 0.5 * (mu ** 2 + lv.exp() - lv - 1).mean()
+        zd = z
+        if opt.get("noise"):
+            rms = z.detach().pow(2).mean().sqrt()
+            zd = z + opt["noise"] * rms * torch.randn(z.shape, generator=g)
+        rec = (dec(zd) - xb).pow(2).mean()
+        loss = loss + rec
+        if opt.get("se"):
+            zp = Fn.avg_pool2d(z, 2, ceil_mode=True)
+            loss = loss + opt["se"] * (dec(zp) - Fn.interpolate(xb, size=(16, 16), mode="area")).pow(2).mean()
+        if head is not None:
+            with torch.no_grad():
+                fx = clf.features(xb)
+            loss = loss + opt["align"] * (1 - Fn.cosine_similarity(head(z.flatten(1)), fx, dim=1)).mean()
+        optim.zero_grad(set_to_none=True)
+        loss.backward()
+        optim.step()
+        sched.step()
+        if step % max(1, steps // 10) == 0:
+            hist.append([step, float(rec.detach())])
+        if step in marks:
+            _save_state(enc, folder / f"enc_{marks[step]}.safetensors")
+            _save_state(dec, folder / f"dec_{marks[step]}.safetensors")
+    return hist
 
-    def loss_fn(b, g):
-        zmap = enc.spatial(b)
-        rec = (dec.spatial(zmap) - b).pow(2).mean()
-        if se_weight <= 0:
-            return rec, {"mse": rec.detach()}
-        se = (dec.spatial(pool(zmap, 2)) - pool(b, 2)).pow(2).mean()
-        return rec + se_weight * se, {"mse": rec.detach(), "se": se.detach()}
 
-    info = fit(both, loss_fn, x32, steps=cfg["ae_steps"], batch_size=cfg["batch"], lr=cfg["lr"], seed=seed,
-               out=out, name="joint", resume=True, ckpt_every=500, clock="cpu", lr_schedule="cosine")
-    return enc.eval(), dec.eval(), info
+# ============================================================================================ family B: transforms
+
+class Transformed(nn.Module):
+    """An exact, invertible map ``T`` of a base spatial latent ``[B, c, 7, 7]``: encoder ``T(E(x))``, decoder
+    ``D(T^-1(z))`` -- the reconstructions are the base's (up to float rounding), only the latent layout changes."""
+
+    def __init__(self, base_enc, base_dec, kind: str, c: int, zstd: torch.Tensor, seed: int):
+        super().__init__()
+        self.base_enc, self.base_dec, self.kind, self.c = base_enc, base_dec, kind, c
+        g = torch.Generator().manual_seed(seed + 7)
+        self.R = self.s = self.perm = self.inv_perm = self.omega = self.eps = self.P = None
+        if kind == "rot":
+            Q, Rr = torch.linalg.qr(torch.randn(c, c, generator=g, dtype=torch.float64))
+            self.R = (Q * torch.sign(torch.diagonal(Rr))).float()
+        elif kind.startswith("scale"):
+            kappa = float(kind[5:])
+            self.s = torch.logspace(math.log10(kappa), 0.0, c).float()
+        elif kind == "perm":
+            self.perm = torch.randperm(49, generator=g)
+            self.inv_perm = torch.argsort(self.perm)
+        elif kind == "ripple":
+            self.omega = (4 * math.pi / zstd).float()
+            self.eps = 0.9 / self.omega
+        elif kind == "noisech":
+            self.P = torch.randn(784, c * 49, generator=g) * 0.5
+            self.zstd = zstd.float()
+        self.sign = ((-1.0) ** (torch.arange(7)[:, None] + torch.arange(7)[None, :])).float()
+
+    def encode(self, x):
+        z = self.base_enc(x)
+        k = self.kind
+        if k == "rot":
+            return torch.einsum("ij,bjhw->bihw", self.R, z)
+        if k.startswith("scale"):
+            return z * self.s[None, :, None, None]
+        if k == "checker":
+            return z * self.sign
+        if k == "perm":
+            return z.flatten(2)[:, :, self.perm].reshape(z.shape)
+        if k == "ripple":
+            om, ep = self.omega[None, :, None, None], self.eps[None, :, None, None]
+            return z + ep * torch.sin(om * z)
+        if k == "noisech":  # deterministic pseudo-noise of the image (a high-frequency hash), the latent's scale
+            nz = torch.sin(1e3 * (x.reshape(x.shape[0], -1) @ self.P)).reshape(x.shape[0], self.c, 7, 7) * math.sqrt(2)
+            return torch.cat([z, nz * self.zstd.mean()], 1)
+        raise LatentgeoError(f"unknown transform {k}")
+
+    def decode(self, z):
+        k = self.kind
+        if k == "rot":
+            z = torch.einsum("ji,bjhw->bihw", self.R, z)
+        elif k.startswith("scale"):
+            z = z / self.s[None, :, None, None]
+        elif k == "checker":
+            z = z * self.sign
+        elif k == "perm":
+            z = z.flatten(2)[:, :, self.inv_perm].reshape(z.shape)
+        elif k == "ripple":
+            zd = z.double()
+            om, ep = self.omega[None, :, None, None].double(), self.eps[None, :, None, None].double()
+            lo, hi = zd - ep, zd + ep
+            for _ in range(50):
+                mid = 0.5 * (lo + hi)
+                big = mid + ep * torch.sin(om * mid) > zd
+                hi, lo = torch.where(big, mid, hi), torch.where(big, lo, mid)
+            z = (0.5 * (lo + hi)).to(z.dtype)
+        elif k == "noisech":
+            z = z[:, :self.c]
+        return self.base_dec(z)
 
 
-def build_encoder(name: str, xtr: torch.Tensor, cfg: Dict[str, Any], seed: int, cache: Path):
-    """Train (or load from ``cache/<name>/``) one zoo member; returns ``(encoder, decoder, record)``."""
+class _Fn(nn.Module):
+    def __init__(self, fn):
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, v):
+        return self.fn(v)
+
+
+# ============================================================================================ encoders
+
+def _freeze(m):
+    for p in m.parameters():
+        p.requires_grad_(False)
+    return m.eval()
+
+
+def build_all(names: Sequence[str], xtr, ytr, cfg, seed, cache: Path, clf, log) -> Dict[str, Any]:
+    """``{name: (encoder, decoder, record)}``, training (or loading) every model the names need."""
     from latentgeo.autoencoders import load_decoder, load_encoder, train_autoencoder
 
-    kind, opt = ZOO[name]
-    d = opt.get("latent_dim", cfg["latent_dim"])
-    folder = cache / name
-    folder.mkdir(parents=True, exist_ok=True)
-    rec_file = folder / "encoder.json"
-    done = rec_file.exists()
-    c0, w0 = time.process_time(), time.perf_counter()
-    if kind == "pca":
-        enc = make_pca_family(xtr, d, opt["variant"], seed)
-        dec = LinearFamilyDecoder(enc, xtr.shape[1:]).eval()
-        info: Dict[str, Any] = {"variant": opt["variant"]}
-    elif kind == "sae":
-        sfile = folder / "sae.safetensors"
-        if done and sfile.exists():
-            enc = _load_state(SpatialEncoder(cfg["sae_channels"]), folder / "sae_encoder.safetensors")
-            dec = _load_state(SpatialDecoder(cfg["sae_channels"]), sfile)
-            info = {}
+    out: Dict[str, Any] = {}
+    need_a = {n for n in names if n in FAMILY_A} | {CHECKPOINTS[n][0] for n in names if n in CHECKPOINTS}
+    need_a |= {b for n in names if n.startswith("b_") for b in B_BASES if n.startswith(f"b_{b}_")}
+    trained: Dict[str, Dict[str, Any]] = {}
+    for a in [n for n in FAMILY_A if n in need_a]:
+        folder = cache / a
+        folder.mkdir(parents=True, exist_ok=True)
+        rec_f = folder / "encoder.json"
+        if not rec_f.exists():
+            c0 = time.process_time()
+            hist = train_conv_ae(xtr, cfg, FAMILY_A[a], seed, folder, clf=clf)
+            atomic_write_json(rec_f, {"name": a, "options": FAMILY_A[a], "cpu_s": time.process_time() - c0,
+                                      "history_mse": hist})
+            log(a, f"trained in {time.process_time() - c0:.1f} CPU s, final MSE {hist[-1][1]:.4f}")
+        trained[a] = json.loads(rec_f.read_text())
+
+    def load_a(a, tag="final"):
+        c = FAMILY_A[a].get("c", 4)
+        e = _load_state(ConvEncoder(c, cfg["width"], kl=FAMILY_A[a].get("kl", 0) > 0), cache / a / f"enc_{tag}.safetensors")
+        d = _load_state(ConvDecoder(c, cfg["width"]), cache / a / f"dec_{tag}.safetensors")
+        return _freeze(e), _freeze(d)
+
+    for n in names:
+        fam = family_of(n)
+        if n in FAMILY_A:
+            e, d = load_a(n)
+            out[n] = (e, d, {"family": "A", "options": FAMILY_A[n], "train_cpu_s": trained[n]["cpu_s"]})
+        elif n in CHECKPOINTS:
+            base, frac = CHECKPOINTS[n]
+            e, d = load_a(base, "ck25" if frac == 0.25 else "ck50")
+            out[n] = (e, d, {"family": "A", "options": {"checkpoint_of": base, "fraction": frac},
+                             "train_cpu_s": trained[base]["cpu_s"] * frac})
+        elif fam == "B":
+            base = next(b for b in B_BASES if n.startswith(f"b_{b}_"))
+            kind = n[len(f"b_{base}_"):]
+            e, d = load_a(base)
+            with torch.no_grad():
+                zb = torch.cat([e(xtr[i:i + 500]) for i in range(0, xtr.shape[0], 500)])
+            zstd = zb.transpose(0, 1).reshape(zb.shape[1], -1).std(1)
+            t = Transformed(e, d, kind, FAMILY_A[base].get("c", 4), zstd, seed)
+            out[n] = (_freeze(_Fn(t.encode)), _freeze(_Fn(t.decode)),
+                      {"family": "B", "options": {"base": base, "transform": kind}, "train_cpu_s": 0.0})
         else:
-            enc, dec, r = train_sae(xtr, cfg, opt["se_weight"], seed, folder / "train")
-            _save_state(enc, folder / "sae_encoder.safetensors")
-            _save_state(dec, sfile)
-            info = {"steps": r["steps"], "train_cpu_s": r["seconds"], "final": r["history"][-1]}
-        d = 16 * cfg["sae_channels"]
-    else:
-        ae = folder / "ae"
-        if done and (ae / "encoder.safetensors").exists():
-            enc, dec = load_encoder(ae), load_decoder(ae)
-            info = {}
-        else:
-            steps = cfg["ae_steps"] // 2 if kind == "gpe" else cfg["ae_steps"]
-            enc, dec, info = train_autoencoder(
-                kind, xtr, latent_dim=d, arch="mlp", enc_width=cfg["enc_width"], dec_width=cfg["dec_width"],
-                steps=steps, decoder_steps=cfg["ae_steps"] // 2 if kind == "gpe" else None,
-                kl_weight=opt.get("kl_weight", 0.1), batch_size=cfg["batch"], lr=cfg["lr"], seed=seed, out=ae,
-                resume=True, lr_schedule="cosine")
-            info = {k: info[k] for k in ("seconds", "encoder_stage", "decoder_stage", "joint_stage") if k in info}
-    enc.eval(), dec.eval()
-    if not done:
-        record = {"name": name, "kind": kind, "options": opt, "latent_dim": d, "cpu_s": time.process_time() - c0,
-                  "wall_s": time.perf_counter() - w0, "info": info}
-        atomic_write_json(rec_file, record)
-    record = json.loads(rec_file.read_text())
-    for p in enc.parameters():
-        p.requires_grad_(False)
-    for p in dec.parameters():
-        p.requires_grad_(False)
-    return enc, dec, record
+            kind = FAMILY_C[n]
+            folder = cache / n
+            folder.mkdir(parents=True, exist_ok=True)
+            if kind in ("ae", "vae"):
+                ae = folder / "ae"
+                rec_f = folder / "encoder.json"
+                if rec_f.exists() and (ae / "encoder.safetensors").exists():
+                    e, d = load_encoder(ae), load_decoder(ae)
+                else:
+                    c0 = time.process_time()
+                    e, d, _ = train_autoencoder(kind, xtr, latent_dim=cfg["mlp_latent"], arch="mlp", enc_width=256,
+                                                dec_width=256, steps=cfg["ae_steps"], kl_weight=1e-2,
+                                                batch_size=cfg["batch"], lr=1e-3, seed=seed, out=ae, resume=True,
+                                                lr_schedule="cosine")
+                    atomic_write_json(rec_f, {"name": n, "cpu_s": time.process_time() - c0})
+                cpu = json.loads(rec_f.read_text())["cpu_s"]
+                out[n] = (_freeze(e), _freeze(d), {"family": "C", "options": {"kind": kind}, "train_cpu_s": cpu})
+            else:
+                e = make_pca_family(xtr, cfg["mlp_latent"], kind, seed)
+                d = LinearFamilyDecoder(e, xtr.shape[1:])
+                out[n] = (_freeze(e), _freeze(d), {"family": "C", "options": {"kind": f"pca_{kind}"},
+                                                   "train_cpu_s": 0.0})
+    return out
 
 
-# ============================================================================================ ground truth
+# ============================================================================================ generators
 
+@torch.no_grad()
 def _batched(fn: Callable, x: torch.Tensor, bs: int = 500) -> torch.Tensor:
-    with torch.no_grad():
-        return torch.cat([fn(x[i:i + bs]) for i in range(0, x.shape[0], bs)])
+    return torch.cat([fn(x[i:i + bs]) for i in range(0, x.shape[0], bs)])
 
 
-def ground_truth(name: str, enc, dec, xtr, ref, xrec, clf, cfg, seed: int, cache: Path,
-                 flow_seed: Optional[int] = None, tag: str = "truth") -> Dict[str, Any]:
-    """FD(gen), FD(recon) and the gap of one encoder (cached in ``cache/<name>/<tag>.json``)."""
-    from latentgeo.flows import fit_flow, flow_sample
-    from latentgeo.metrics import classifier_frechet_distance
+class ConvVelocity(nn.Module):
+    """A small conv velocity field for ``[B, c, h, w]`` latents: 4 conv3x3 layers (SiLU) on the latent concatenated
+    with Fourier features of ``t`` broadcast over the grid (zero padding: position is seen at the borders only)."""
 
-    f = cache / name / f"{tag}.json"
-    sizes = {"n_gen": int(cfg["n_gen"]), "n_ref": int(ref.shape[0]), "n_recon": int(xrec.shape[0])}
-    old = json.loads(f.read_text()) if f.exists() else None
-    if old is not None and all(old.get(k, cfg["n_gen"] if k == "n_gen" else 1000) == v for k, v in sizes.items()):
-        return old
-    flow_seed = seed if flow_seed is None else flow_seed
+    def __init__(self, c: int, width: int):
+        super().__init__()
+        self.freqs = torch.arange(1, 5).float() * math.pi
+        cin = c + 9
+        self.net = nn.Sequential(nn.Conv2d(cin, width, 3, 1, 1), nn.SiLU(), nn.Conv2d(width, width, 3, 1, 1),
+                                 nn.SiLU(), nn.Conv2d(width, width, 3, 1, 1), nn.SiLU(),
+                                 nn.Conv2d(width, c, 3, 1, 1))
+
+    def forward(self, x, t):
+        t = torch.as_tensor(t, dtype=x.dtype).reshape(-1)
+        t = t.expand(x.shape[0]) if t.numel() == 1 else t
+        emb = torch.cat([t[:, None], torch.sin(t[:, None] * self.freqs), torch.cos(t[:, None] * self.freqs)], 1)
+        emb = emb[:, :, None, None].expand(-1, -1, *x.shape[-2:])
+        return self.net(torch.cat([x, emb], 1))
+
+
+def train_generator(zn: torch.Tensor, steps: int, seed: int, cfg) -> Tuple[Callable, float]:
+    """Flow matching (independent coupling, linear path, target ``z1 - z0``) on normalised latents; conv net for
+    ``[N, c, h, w]``, latentgeo's MLP flow (:func:`latentgeo.flows.fit_flow`) for vectors. ``(velocity, CPU s)``."""
+    c0 = time.process_time()
+    if zn.ndim == 4:
+        torch.manual_seed(seed)
+        model = ConvVelocity(zn.shape[1], cfg["flow_width"])
+        opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+        g = torch.Generator().manual_seed(seed)
+        ema = [p.detach().clone() for p in model.parameters()]
+        for _ in range(steps):
+            z1 = zn[torch.randint(0, zn.shape[0], (cfg["flow_batch"],), generator=g)]
+            z0 = torch.randn(z1.shape, generator=g)
+            t = torch.rand(z1.shape[0], generator=g)
+            tv = t[:, None, None, None]
+            loss = (model((1 - tv) * z0 + tv * z1, t) - (z1 - z0)).pow(2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                for e, p in zip(ema, model.parameters()):
+                    e.mul_(0.99).add_(p.detach(), alpha=0.01)
+        with torch.no_grad():
+            for e, p in zip(ema, model.parameters()):
+                p.copy_(e)
+        return model.eval(), time.process_time() - c0
+    from latentgeo.flows import fit_flow
+
+    model = fit_flow(zn, steps=steps, batch_size=cfg["flow_batch"], seed=seed, progress=False, ema=0.99,
+                     net_kwargs={"hidden": cfg["mlp_hidden"], "depth": 3})
+    return model, time.process_time() - c0
+
+
+def _normalised(enc, xtr):
     z = _batched(enc, xtr).double()
     m = z.mean(0)
-    c = math.sqrt(z.shape[1] / float((z - m).pow(2).sum(1).mean()))
-    zn = ((z - m) * c).float()
-    c0, w0 = time.process_time(), time.perf_counter()
-    model = fit_flow(zn, steps=cfg["flow_steps"], batch_size=cfg["flow_batch"], seed=flow_seed,
-                     out=cache / name / f"flow_{tag}", resume=True, progress=False, ckpt_every=500,
-                     log_every=max(1, cfg["flow_steps"] // 10),
-                     net_kwargs={"hidden": cfg["flow_hidden"], "depth": cfg["flow_depth"]})
-    flow_cpu, flow_wall = time.process_time() - c0, time.perf_counter() - w0
-    if old is not None:  # re-scored with other sample sizes: the flow was reloaded, its training cost is the old one
-        flow_cpu, flow_wall = old["flow_cpu_s"], old["flow_wall_s"]
-    fds = []
-    c1 = time.process_time()
-    for s in (1, 2):
-        g = torch.Generator().manual_seed(flow_seed + 1000 * s)
-        zs = flow_sample(model, torch.randn(cfg["n_gen"], zn.shape[1], generator=g), steps=cfg["ode_steps"],
-                         method="heun").double()
+    c = math.sqrt(z[0].numel() / float((z - m).pow(2).flatten(1).sum(1).mean()))
+    return ((z - m) * c).float(), m, c
+
+
+def ground_truth(name, enc, dec, xtr, ref, xrec, clf, cfg, seed, cache: Path) -> Dict[str, Any]:
+    """FD(gen) per (training seed, sampling seed), FD(recon), the gap; the cheap reference (a tenth of the steps);
+    cached in ``cache/<name>/truth.json`` (and per cell, so an interrupted encoder resumes mid-way)."""
+    from latentgeo.flows import flow_sample
+    from latentgeo.metrics import classifier_frechet_distance
+
+    f = cache / name / "truth.json"
+    key = {k: cfg[k] for k in ("flow_steps", "n_gen", "ode_steps", "n_train_seeds", "n_sample_seeds", "flow_width",
+                               "mlp_hidden", "reference_fraction")}
+    if f.exists():
+        old = json.loads(f.read_text())
+        if old.get("key") == key:
+            return old
+    zn, m, c = _normalised(enc, xtr)
+    cells, flow_cpu, eval_cpu = {}, [], 0.0
+
+    def fd_of(model, sseed):
+        g = torch.Generator().manual_seed(10_000 + sseed)
+        zs = flow_sample(model, torch.randn((cfg["n_gen"],) + tuple(zn.shape[1:]), generator=g),
+                         steps=cfg["ode_steps"], method="heun").double()
         imgs = _batched(dec, (zs / c + m).float()).clamp(-1, 1)
-        fds.append(classifier_frechet_distance(imgs, ref, clf))
+        return classifier_frechet_distance(imgs, ref, clf)
+
+    for ts in range(cfg["n_train_seeds"]):
+        model, cpu = train_generator(zn, cfg["flow_steps"], seed + 100 * ts, cfg)
+        flow_cpu.append(cpu)
+        c1 = time.process_time()
+        for ss in range(cfg["n_sample_seeds"]):
+            cells[f"t{ts}_s{ss}"] = fd_of(model, ss + 10 * ts)
+        eval_cpu += time.process_time() - c1
+    ref_steps = max(1, int(round(cfg["reference_fraction"] * cfg["flow_steps"])))
+    rmodel, rcpu = train_generator(zn, ref_steps, seed + 7777, cfg)
+    ref_fd = fd_of(rmodel, 99)
     recon = _batched(lambda b: dec(enc(b)), xrec).clamp(-1, 1)
     fd_rec = classifier_frechet_distance(recon, ref, clf)
-    out = {"fd_gen": float(np.mean(fds)), "fd_gen_per_sampling_seed": fds, "fd_recon": fd_rec,
-           "gap": float(np.mean(fds)) - fd_rec, "recon_mse": float((recon - xrec).pow(2).mean()),
-           "flow_cpu_s": flow_cpu, "flow_wall_s": flow_wall, "eval_cpu_s": time.process_time() - c1,
-           "flow_seed": flow_seed, "latent_scale": c, **sizes}
+    per_train = [float(np.mean([cells[f"t{t}_s{s}"] for s in range(cfg["n_sample_seeds"])]))
+                 for t in range(cfg["n_train_seeds"])]
+    fdg = float(np.mean(list(cells.values())))
+    out = {"key": key, "fd_gen": fdg, "cells": cells, "fd_gen_per_train_seed": per_train,
+           "fd_gen_train_seed_sd": float(np.std(per_train, ddof=1)) if len(per_train) > 1 else None,
+           "fd_gen_sampling_sd": float(np.mean([np.std([cells[f"t{t}_s{s}"] for s in range(cfg["n_sample_seeds"])],
+                                                       ddof=1) for t in range(cfg["n_train_seeds"])]))
+           if cfg["n_sample_seeds"] > 1 else None,
+           "fd_recon": fd_rec, "gap": fdg - fd_rec, "recon_mse": float((recon - xrec).pow(2).mean()),
+           "flow_cpu_s_per_seed": float(np.mean(flow_cpu)), "eval_cpu_s": eval_cpu,
+           "generator": "conv flow" if zn.ndim == 4 else "MLP flow", "latent_shape": list(zn.shape[1:]),
+           "cheap_reference": {"fd_gen": ref_fd, "gap": ref_fd - fd_rec, "steps": ref_steps, "cpu_s": rcpu}}
     atomic_write_json(f, out)
     return out
 
 
 # ============================================================================================ diagnostics
 
-def diagnose_one(name: str, enc, dec, xd: torch.Tensor, pden, cfg, seed: int, cache: Path, force: bool = False
-                 ) -> Dict[str, Any]:
-    """``diagnose`` on one encoder, Fisher on (shared pixel denoiser ``pden``) and, where the installed diagnose
-    has ``fisher=``, off; cached in ``cache/<name>/diag.json`` keyed by the diagnose signature."""
+def diagnose_one(name, enc, dec, xd, yd, clf, cfg, seed, cache: Path) -> Dict[str, Any]:
+    """``diagnose(fisher=False)`` with the zoo's classifier features and the labels; cached."""
     from latentgeo.fisher.diagnosis import diagnose
 
-    params = inspect.signature(diagnose).parameters
-    key = {"signature": sorted(params), "n_diag": int(xd.shape[0]), "latent_steps": cfg["latent_steps"],
-           "pixel_steps": cfg["pixel_steps"], "n_eval": cfg["n_eval"], "n_probes": cfg["n_probes"]}
     f = cache / name / "diag.json"
-    if f.exists() and not force:
+    key = {"n": int(xd.shape[0]), "n_generation": cfg["n_generation"], "n_penalty": cfg["n_penalty"],
+           "version": 19}
+    if f.exists():
         old = json.loads(f.read_text())
-        if old.get("key") == json.loads(json.dumps(key)):
+        if old.get("key") == key:
             return old
-    kw: Dict[str, Any] = dict(steps=cfg["pixel_steps"], latent_steps=cfg["latent_steps"], n_eval=cfg["n_eval"],
-                              n_probes=cfg["n_probes"], n_penalty=cfg["n_penalty"], seed=seed, pixel_denoiser=pden)
-    for k in ("n_geometry", "n_equivariance"):
-        if k in params:
-            kw[k] = cfg[k]
-    if "decoders" in params:
-        kw["decoders"] = {name: dec}
-    res: Dict[str, Any] = {"key": key}
-    c0, w0 = time.process_time(), time.perf_counter()
-    s = diagnose({name: enc}, xd, **kw)
-    res["full"] = {"entry": s["encoders"][name], "cpu_s": time.process_time() - c0,
-                   "wall_s": time.perf_counter() - w0}
-    if "fisher" in params:
-        c0, w0 = time.process_time(), time.perf_counter()
-        s2 = diagnose({name: enc}, xd, **{**kw, "fisher": False})
-        res["cheap"] = {"entry": s2["encoders"][name], "cpu_s": time.process_time() - c0,
-                        "wall_s": time.perf_counter() - w0}
+    c0 = time.process_time()
+    s = diagnose({name: enc}, xd, decoders={name: dec}, fisher=False, labels=yd, n_penalty=cfg["n_penalty"],
+                 n_geometry=cfg["n_geometry"], n_equivariance=cfg["n_equivariance"], seed=seed,
+                 n_generation=cfg["n_generation"], feature_fn=clf.features,
+                 feature_name="the zoo's classifier (the ground truth's feature space)")
+    res = {"key": key, "entry": s["encoders"][name], "cpu_s": time.process_time() - c0}
     atomic_write_json(f, res)
     return res
 
 
-def pixel_denoiser(xd: torch.Tensor, cfg, seed: int, cache: Path):
-    """The pixel-space denoiser diagnose would train (same normalisation, net and settings), trained once and shared
-    by every encoder's diagnosis; ``(denoiser, cpu seconds of its training or of the cached run)``."""
-    from latentgeo.checkpoint import save
-    from latentgeo.diffusion import fit_denoiser, load_denoiser
-    from latentgeo.fisher.diagnosis import normalise
-
-    f = cache / "pixel_denoiser.safetensors"
-    meta = cache / "pixel_denoiser.json"
-    key = {"n": int(xd.shape[0]), "steps": cfg["pixel_steps"], "seed": seed, "sum": float(xd.double().sum())}
-    if f.exists() and meta.exists() and json.loads(meta.read_text()).get("key") == key:
-        return load_denoiser(f), json.loads(meta.read_text())["cpu_s"]
-    u = normalise(xd)[0]
-    c0 = time.process_time()
-    den = fit_denoiser(u, net="mlp", steps=cfg["pixel_steps"], batch_size=256,
-                       net_kwargs={"hidden": 256, "depth": 3}, seed=seed, progress=False)
-    cpu = time.process_time() - c0
-    save(den, f)
-    atomic_write_json(meta, {"key": key, "cpu_s": cpu})
-    return load_denoiser(f), cpu
-
-
 # ============================================================================================ analysis
 
-def analyse(rows: Dict[str, Dict[str, Any]], n_boot: int, seed: int, k: int = 3) -> Dict[str, Any]:
-    """Correlations, leave-one-out score and a-priori score over the encoders in ``rows``
-    (``{name: {"truth": ..., "diagnostics": {dotted: value}, "apriori_score": float|None}}``)."""
-    names = list(rows)
-    gap = [rows[n]["truth"]["gap"] for n in names]
-    fdg = [rows[n]["truth"]["fd_gen"] for n in names]
-    allk = sorted({kk for n in names for kk in rows[n]["diagnostics"]})
-    table = {kk: [rows[n]["diagnostics"].get(kk, float("nan")) for n in names] for kk in allk}
+def score_of(rows: Mapping[str, Mapping[str, float]], names: Sequence[str]) -> Dict[str, Optional[float]]:
+    """The fixed score over ``names``: minus the mean rank position of :data:`SCORE_MEASURES` (each oriented so that
+    a larger value is worse); higher = predicted better (smaller FD(gen)). Missing measures are left out."""
+    out: Dict[str, Optional[float]] = {}
+    cols = {m: np.array([rows[n].get(m, float("nan")) * s for n in names], dtype=float) for m, s in SCORE_MEASURES}
+    for i, n in enumerate(names):
+        pos = [rank_position(v[i], v) for v in cols.values() if np.isfinite(v[i]) and np.isfinite(v).sum() >= 2]
+        out[n] = -float(np.mean(pos)) if pos else None
+    return out
+
+
+def leave_one_family_out(table, target, families, k=3, min_items: int = 6) -> Dict[str, Any]:
+    """Top-k measures by |Spearman| chosen on the other families, with signs; the held-out family's items scored by
+    the mean signed rank position within the held-out family; Spearman within the held-out family."""
+    y = np.asarray(target, float)
+    fams = np.asarray(families)
+    names = sorted(table)
+    cols = {nm: np.asarray(table[nm], float) for nm in names}
+    res = {}
+    for fam in sorted(set(families)):
+        te, tr = fams == fam, fams != fam
+        cand = []
+        for nm in names:
+            x = cols[nm]
+            if np.isfinite(x[tr]).sum() < min_items or not np.isfinite(x[te]).all():
+                continue
+            r = spearman(x[tr], y[tr])
+            if r is not None:
+                cand.append((-abs(r), nm, 1.0 if r >= 0 else -1.0))
+        cand.sort()
+        top = cand[:k]
+        ti = np.nonzero(te)[0]
+        # within-family ranks of the chosen measures (only their choice and signs come from the other families;
+        # ranks against the training families' values would collapse when a family's range lies outside theirs)
+        pred = [float(np.mean([s * rank_position(cols[nm][i], cols[nm][ti]) for _, nm, s in top]))
+                for i in ti] if top else []
+        res[fam] = {"chosen": [(nm, s) for _, nm, s in top],
+                    "spearman": spearman(pred, y[te]) if top else None}
+    vals = [v["spearman"] for v in res.values() if v["spearman"] is not None]
+    return {"per_family": res, "mean": float(np.mean(vals)) if vals else None}
+
+
+def analyse(names, truth, diags, records, cfg, seed) -> Dict[str, Any]:
+    fams = [records[n]["family"] for n in names]
+    fdg = [truth[n]["fd_gen"] for n in names]
+    gap = [truth[n]["gap"] for n in names]
+    keys = sorted({k for n in names for k in diags[n]})
+    table = {k: [diags[n].get(k, float("nan")) for n in names] for k in keys}
+    table = {k: v for k, v in table.items() if np.isfinite(v).sum() >= 5 and np.nanstd(v) > 0}
+    nb = cfg["n_boot"]
     corr = {}
-    for kk, vals in table.items():
-        bg = bootstrap_spearman(vals, gap, n_boot, seed)
-        bf = bootstrap_spearman(vals, fdg, n_boot, seed)
-        if bg["rho"] is None and bf["rho"] is None:
+    for k, v in table.items():
+        b = bootstrap_spearman(v, fdg, nb, seed)
+        bg = bootstrap_spearman(v, gap, nb, seed)
+        within = {}
+        for fam in sorted(set(fams)):
+            idx = [i for i, f in enumerate(fams) if f == fam]
+            within[fam] = spearman([v[i] for i in idx], [fdg[i] for i in idx])
+        corr[k] = {"vs_fd_gen": {x: b[x] for x in ("rho", "lo", "hi")}, "vs_gap": {x: bg[x] for x in ("rho", "lo", "hi")},
+                   "within_family_vs_fd_gen": within, "n": b["n"]}
+    sc = score_of({n: diags[n] for n in names}, names)
+    scv = [float("nan") if sc[n] is None else -sc[n] for n in names]  # higher = predicted worse
+    b = bootstrap_spearman(scv, fdg, nb, seed)
+    bgap = bootstrap_spearman(scv, gap, nb, seed)
+    within = {}
+    for fam in sorted(set(fams)):
+        idx = [i for i, f in enumerate(fams) if f == fam]
+        bw = bootstrap_spearman([scv[i] for i in idx], [fdg[i] for i in idx], nb, seed)
+        within[fam] = {x: bw[x] for x in ("rho", "lo", "hi", "n")}
+    wv = [w["rho"] for w in within.values() if w["rho"] is not None]
+    lofo = leave_one_family_out(table, fdg, fams)
+    ranked = sorted(corr, key=lambda k: -abs(corr[k]["vs_fd_gen"]["rho"] or 0))
+    return {"correlations": corr, "best_by_abs_rho_vs_fd_gen": ranked[:20],
+            "score": {"measures": [list(m) for m in SCORE_MEASURES], "value": sc,
+                      "recipe": "minus the mean rank position of the named measures (oriented so that larger = "
+                                "worse), fixed in the code before any ground truth was read; no fitted weights",
+                      "pooled_vs_fd_gen": {x: b[x] for x in ("rho", "lo", "hi")},
+                      "pooled_vs_gap": {x: bgap[x] for x in ("rho", "lo", "hi")},
+                      "within_family_vs_fd_gen": within,
+                      "held_out_family_mean_vs_fd_gen": float(np.mean(wv)) if wv else None,
+                      "note": "rho > 0 means the score's predicted badness rises with FD(gen) (what a good score "
+                              "does); held-out = within each family, since the recipe is not fitted"},
+            "leave_one_family_out_top3": lofo}
+
+
+def seed_ceiling(names, truth) -> Dict[str, Any]:
+    n_t = len(truth[names[0]]["fd_gen_per_train_seed"])
+    pairs = []
+    for i in range(n_t):
+        for j in range(i + 1, n_t):
+            r = spearman([truth[n]["fd_gen_per_train_seed"][i] for n in names],
+                         [truth[n]["fd_gen_per_train_seed"][j] for n in names])
+            if r is not None:
+                pairs.append(r)
+    r1 = float(np.mean(pairs)) if pairs else None
+    # Spearman-Brown: reliability of the mean of n_t seeds; a perfect predictor correlates with that mean at most
+    # sqrt(reliability)
+    rel = n_t * r1 / (1 + (n_t - 1) * r1) if r1 is not None and r1 > 0 else None
+    return {"single_seed_pairwise_spearman": r1, "pairs": pairs, "n_train_seeds": n_t,
+            "mean_of_seeds_reliability": rel, "max_rho_vs_mean_truth": math.sqrt(rel) if rel else None,
+            "note": "two ground truths from independent training seeds (each the mean over the sampling seeds) agree "
+                    "with this Spearman: no diagnostic can be trusted beyond it; the analysis' target averages all "
+                    "training seeds, whose reliability follows Spearman-Brown"}
+
+
+def controls(names, truth, diags) -> Dict[str, Any]:
+    """Family B against its base: rotation should not change FD(gen); cond 30 and the checkerboard should raise it.
+    For each control, which measures move beyond twice their combined standard error in the right direction."""
+    out = {}
+    for base in B_BASES:
+        if base not in names:
             continue
-        corr[kk] = {"n": bg["n"], "vs_gap": {x: bg[x] for x in ("rho", "lo", "hi")},
-                    "vs_fd_gen": {x: bf[x] for x in ("rho", "lo", "hi")}}
-    usable = {kk: table[kk] for kk in corr}
-    loo = {}
-    for kk in sorted({1, k, 5}):
-        r = leave_one_out(usable, gap, k=kk)
-        b = bootstrap_spearman(r["predictions"], gap, n_boot, seed)
-        # score = -prediction (higher = more diffusable = smaller predicted gap)
-        loo[f"top{kk}"] = {"spearman_predicted_vs_gap": r["spearman"], "ci": [b["lo"], b["hi"]],
-                           "score": {n: -p for n, p in zip(names, r["predictions"])},
-                           "chosen_per_fold": {n: c for n, c in zip(names, r["chosen"])}}
-    apriori = [rows[n].get("apriori_score") for n in names]
-    ap = None
-    if any(v is not None for v in apriori):
-        av = [float("nan") if v is None else v for v in apriori]
-        b = bootstrap_spearman(av, gap, n_boot, seed)
-        b2 = bootstrap_spearman(av, fdg, n_boot, seed)
-        ap = {"spearman_score_vs_gap": b["rho"], "ci": [b["lo"], b["hi"]], "spearman_score_vs_fd_gen": b2["rho"],
-              "ci_fd_gen": [b2["lo"], b2["hi"]], "score": dict(zip(names, apriori)),
-              "note": "a higher score means more diffusable, so a good score correlates NEGATIVELY with the gap"}
-    best = sorted(corr, key=lambda kk: -abs(corr[kk]["vs_gap"]["rho"] or 0))
-    return {"correlations": corr, "best_by_abs_rho_vs_gap": best[:15], "leave_one_out": loo,
-            "leave_one_out_primary": f"top{k}", "apriori_score": ap}
+        t0 = truth[base]
+        noise = 2 * (t0.get("fd_gen_train_seed_sd") or 0.0) / math.sqrt(len(t0["fd_gen_per_train_seed"]))
+        row = {}
+        for kind in B_TRANSFORMS:
+            n = f"b_{base}_{kind}"
+            if n not in names:
+                continue
+            d = truth[n]["fd_gen"] - t0["fd_gen"]
+            se_n = (truth[n].get("fd_gen_train_seed_sd") or 0.0) / math.sqrt(len(truth[n]["fd_gen_per_train_seed"]))
+            lim = 2 * math.hypot(se_n, noise / 2)
+            moved = {}
+            for m, v in diags[n].items():
+                if m.endswith("_se") or m not in diags[base]:
+                    continue
+                se = math.hypot(diags[n].get(m + "_se") or 0.0, diags[base].get(m + "_se") or 0.0)
+                dv = v - diags[base][m]
+                if se > 0 and abs(dv) > 2 * se:
+                    moved[m] = dv
+            row[kind] = {"fd_gen_change": d, "fd_gen_noise_2se": lim,
+                         "fd_gen_verdict": "worse" if d > lim else "better" if d < -lim else "within noise",
+                         "score_change": None, "measures_moved_2se": dict(sorted(moved.items(),
+                                                                               key=lambda kv: -abs(kv[1]))[:12])}
+        out[base] = row
+    return out
 
 
-def _plot(rows, analysis, path: Path) -> None:
+def _plot(names, truth, records, analysis, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    best = analysis["best_by_abs_rho_vs_gap"][:5]
-    panels = best + ["loo"]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.3 * len(panels), 3.2))
-    names = list(rows)
-    gap = [rows[n]["truth"]["gap"] for n in names]
-    for ax, kk in zip(np.atleast_1d(axes), panels):
-        if kk == "loo":
-            p = analysis["leave_one_out"][analysis["leave_one_out_primary"]]
-            xs = [p["score"][n] for n in names]
-            title = f"LOO score ({analysis['leave_one_out_primary']})\nrho={p['spearman_predicted_vs_gap'] or 0:.2f}"
-        else:
-            xs = [rows[n]["diagnostics"].get(kk, float("nan")) for n in names]
-            title = f"{kk}\nrho={analysis['correlations'][kk]['vs_gap']['rho']:.2f}"
-        ax.scatter(xs, gap, s=14)
-        for x, y, n in zip(xs, gap, names):
-            if np.isfinite(x):
-                ax.annotate(n, (x, y), fontsize=6)
-        ax.set_title(title, fontsize=7)
-        ax.set_ylabel("FD(gen) - FD(recon)", fontsize=7)
+    best = analysis["best_by_abs_rho_vs_fd_gen"][:3]
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.4))
+    cols = {"A": "tab:blue", "B": "tab:orange", "C": "tab:green"}
+    fdg = [truth[n]["fd_gen"] for n in names]
+    sc = analysis["score"]["value"]
+    panels = [("score (fixed recipe)", [-(sc[n]) if sc[n] is not None else np.nan for n in names])]
+    panels += [(k, [analysis["_table"][k][i] for i in range(len(names))]) for k in best]
+    for ax, (title, xs) in zip(axes, panels):
+        ax.scatter(xs, fdg, c=[cols[records[n]["family"]] for n in names], s=14)
+        rho = spearman(xs, fdg)
+        ax.set_title(f"{title}\nSpearman {rho if rho is None else round(rho, 2)}", fontsize=7)
+        ax.set_ylabel("FD(gen)", fontsize=7)
         ax.tick_params(labelsize=6)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -592,39 +858,35 @@ def _plot(rows, analysis, path: Path) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def _f(v: Optional[float]) -> str:
-    return "n/a" if v is None else f"{v:.2f}"
+#: measures whose zoo correlations go into the package data (diagnose's report shows them beside each measure)
+PACKAGE_MEASURES = (
+    "interpolation.alpha_0.5.fd", "interpolation.alpha_0.5.fd_minus_recon", "interpolation.alpha_0.5.precision",
+    "interpolation.alpha_0.5.recall", "interpolation.alpha_0.25.fd", "interpolation.alpha_0.25.fd_minus_recon",
+    "interpolation.fd_recon", "noise_sensitivity.s_0.1.fd_minus_recon", "noise_sensitivity.s_0.3.fd_minus_recon",
+    "class_structure.viv", "class_structure.viv_per_dim", "class_structure.lnc", "reconstruction.mse",
+    "reconstruction.psnr", "reconstruction.ssim", "tangential.anisotropy", "tangential.distortion",
+    "curvature_at_scale.relative_curvature", "neighbourhood.trustworthiness", "neighbourhood.continuity",
+    "neighbourhood.knn_overlap", "neighbourhood.distance_spearman", "spectrum.divergence",
+    "equivariance.scale.error", "equivariance.hflip.error", "equivariance.rot90.error",
+    "latent_stats.effective_dim", "latent_manifold_curvature.ratio_to_data", "score")
 
 
-def _reading(analysis, controls, cost) -> str:
-    corr = analysis["correlations"]
-    strong = [kk for kk in analysis["best_by_abs_rho_vs_gap"]
-              if corr[kk]["vs_gap"]["lo"] is not None and (corr[kk]["vs_gap"]["lo"] > 0 or corr[kk]["vs_gap"]["hi"] < 0)]
-    weak = [kk for kk in corr if corr[kk]["vs_gap"]["lo"] is not None
-            and corr[kk]["vs_gap"]["lo"] <= 0 <= corr[kk]["vs_gap"]["hi"]]
-    prim = analysis["leave_one_out"][analysis["leave_one_out_primary"]]
-    txt = (f"{len(strong)} of {len(corr)} scalar diagnostics have a 95% bootstrap interval of their Spearman "
-           f"correlation with the generation gap that excludes 0 ({', '.join(strong[:8]) or 'none'}); "
-           f"{len(weak)} do not (their intervals include 0, e.g. {', '.join(sorted(weak)[:6])}). ")
-    rho = prim["spearman_predicted_vs_gap"]
-    txt += (f"The leave-one-out score (top-3 signed rank features chosen on n-1 encoders) ranks the left-out "
-            f"encoders by gap with Spearman {rho:.2f} (interval {_f(prim['ci'][0])}..{_f(prim['ci'][1])}); "
-            f"goal >= 0.85: {'met' if rho is not None and rho >= 0.85 else 'not met'}. " if rho is not None else "")
-    ap = analysis.get("apriori_score")
-    if ap and ap["spearman_score_vs_gap"] is not None:
-        txt += (f"The a-priori diffusability_score (DEFAULT_WEIGHTS) has Spearman {ap['spearman_score_vs_gap']:.2f} "
-                f"with the gap (a good score is negative here). ")
-    if cost.get("ratio_cheap") is not None:
-        txt += (f"Cost: diagnose with Fisher = {cost['ratio_full']:.2f} x the flow training, without Fisher = "
-                f"{cost['ratio_cheap']:.3f} x (goal <= 0.1). ")
-    gr = analysis.get("ground_truth_reliability")
-    if gr and gr["spearman_gap_seed1_vs_seed2"] is not None:
-        txt += (f"The ground truth is noisy: the gap measured from two independent sample sets of the same flows "
-                f"agrees with Spearman {gr['spearman_gap_seed1_vs_seed2']:.2f} (median |FD(gen) difference| "
-                f"{gr['median_abs_fd_gen_difference_between_sampling_seeds']:.2f} against gaps spanning "
-                f"{gr['gap_range'][0]:.2f}..{gr['gap_range'][1]:.2f}), which bounds what any diagnostic can reach. ")
-    txt += controls.get("reading", "")
-    return txt
+def package_data(result: Dict[str, Any]) -> Dict[str, Any]:
+    corr = result["analysis"]["correlations"]
+    out = {"source": "benchmarks/diffusability_zoo.py (benchmarks/results/diffusability_zoo.json)",
+           "target": "FD(gen): classifier Frechet distance of flow-matching samples, mean over training x sampling "
+                     "seeds", "scale": result.get("scale_note"), "validation": result.get("validation"),
+           "measures": {}}
+    for m in PACKAGE_MEASURES:
+        c = corr.get(m)
+        if c is None:
+            continue
+        rho, lo, hi = c["vs_fd_gen"]["rho"], c["vs_fd_gen"]["lo"], c["vs_fd_gen"]["hi"]
+        trust = ("predictive" if lo is not None and (lo > 0.3 or hi < -0.3) else
+                 "weak" if lo is not None and (lo > 0 or hi < 0) else "no evidence")
+        out["measures"][m] = {"spearman_fd_gen": rho, "ci95": [lo, hi], "within_family": c["within_family_vs_fd_gen"],
+                              "n": c["n"], "reading": trust}
+    return out
 
 
 # ============================================================================================ main
@@ -632,34 +894,25 @@ def _reading(analysis, controls, cost) -> str:
 def main(argv=None) -> Dict[str, Any]:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny settings (smoke test)")
-    ap.add_argument("--cache", default=None, help="cache folder (default runs/zoo, quick: runs/zoo_quick)")
-    ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/diffusability_zoo[_quick].json)")
+    ap.add_argument("--cache", default=None, help="cache folder (default runs/zoo19, quick: runs/zoo19_quick)")
+    ap.add_argument("--out", default=None, help="JSON path (default benchmarks/results/diffusability_zoo.json)")
     ap.add_argument("--encoders", default=None, help="comma-separated subset of the zoo (default: all)")
-    ap.add_argument("--stage", default="all", choices=["truth", "all"], help="truth: encoders + ground truth only")
-    ap.add_argument("--rediagnose", action="store_true", help="recompute the diagnostics even if cached")
+    ap.add_argument("--package-data", action="store_true",
+                    help="also write latentgeo/fisher/zoo_validation.json (the report's correlations)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--n-gen", type=int, default=None,
-                    help="generated samples per FD (default: the preset's); the cached flows are re-scored")
-    ap.add_argument("--n-test", type=int, default=None,
-                    help="held-out images, half the FD reference, half reconstructed (default: the preset's)")
     ap.add_argument("--threads", type=int, default=1)
     a = ap.parse_args(argv)
     cfg = dict(PRESETS["quick" if a.quick else "full"])
-    for k in ("n_gen", "n_test"):
-        v = getattr(a, k)
-        if v is not None:
-            if v < 100:
-                raise LatentgeoError(f"--{k.replace('_', '-')} must be >= 100 for a Frechet distance, got {v}")
-            cfg[k] = v
-    names = [n.strip() for n in a.encoders.split(",")] if a.encoders else list(ZOO)
-    bad = [n for n in names if n not in ZOO]
+    allnames = zoo_names()
+    names = [n.strip() for n in a.encoders.split(",")] if a.encoders else allnames
+    bad = [n for n in names if n not in allnames]
     if bad:
-        raise LatentgeoError(f"unknown encoder '{bad[0]}'; choose from: {', '.join(ZOO)}")
-    if len(names) < 4:
-        raise LatentgeoError("the leave-one-out analysis needs at least 4 encoders; pass more to --encoders")
+        raise LatentgeoError(f"unknown encoder '{bad[0]}'; choose from: {', '.join(allnames)}")
+    if len(names) < 5:
+        raise LatentgeoError("the analysis needs at least 5 encoders; pass more to --encoders")
     from latentgeo.runfolder import check_output_dir
 
-    cache = Path(a.cache) if a.cache else ROOT / "runs" / ("zoo_quick" if a.quick else "zoo")
+    cache = Path(a.cache) if a.cache else ROOT / "runs" / ("zoo19_quick" if a.quick else "zoo19")
     check_output_dir(cache, "--cache")
     out = Path(a.out) if a.out else (cache / "diffusability_zoo_quick.json" if a.quick else
                                      ROOT / "benchmarks" / "results" / "diffusability_zoo.json")
@@ -667,194 +920,106 @@ def main(argv=None) -> Dict[str, Any]:
     cache.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(a.threads)
     t_cpu0, t_wall0 = time.process_time(), time.perf_counter()
+    log = lambda *s: print(f"[zoo {time.strftime('%H:%M:%S')}]", *s, flush=True)  # noqa: E731
     from latentgeo import data as ld
     from latentgeo.metrics import classifier_frechet_distance, load_or_fit_classifier
 
     xtr, ytr = ld.fashion_mnist(split="train", n=cfg["n_train"], return_labels=True)
-    xte = ld.fashion_mnist(split="test", n=cfg["n_test"])
+    xte, yte = ld.fashion_mnist(split="test", n=cfg["n_test"], return_labels=True)
     half = cfg["n_test"] // 2
     ref, xrec = xte[:half], xte[half:]
     clf, cinfo = load_or_fit_classifier(cache, xtr, ytr, steps=cfg["clf_steps"], seed=a.seed)
+    for p in clf.parameters():
+        p.requires_grad_(False)
     floor = classifier_frechet_distance(xrec, ref, clf)
-    log = lambda *s: print(f"[zoo {time.strftime('%H:%M:%S')}]", *s, flush=True)  # noqa: E731
-
-    models, truth, enc_rec = {}, {}, {}
-    for n in names:
-        enc, dec, rec = build_encoder(n, xtr, cfg, a.seed, cache)
-        models[n], enc_rec[n] = (enc, dec), rec
-        truth[n] = ground_truth(n, enc, dec, xtr, ref, xrec, clf, cfg, a.seed, cache)
-        log(n, f"train {rec['cpu_s']:.1f}s  flow {truth[n]['flow_cpu_s']:.1f}s  FD(gen) {truth[n]['fd_gen']:.2f}  "
-               f"FD(recon) {truth[n]['fd_recon']:.2f}  gap {truth[n]['gap']:.2f}")
-    noise = None
-    if "pca" in names:
-        noise = ground_truth("pca", *models["pca"], xtr, ref, xrec, clf, cfg, a.seed, cache,
-                             flow_seed=a.seed + 1, tag="truth_seed1")
-        log("pca (flow seed 1)", f"FD(gen) {noise['fd_gen']:.2f}")
+    log(f"classifier val accuracy {cinfo.get('val_accuracy'):.3f}, real-vs-real FD floor {floor:.2f}")
+    models = build_all(names, xtr, ytr, cfg, a.seed, cache, clf, log)
     result: Dict[str, Any] = {
-        "benchmark": "diffusability_zoo", "preset": "quick" if a.quick else "full", "settings": cfg,
-        "seed": a.seed, "encoders": names,
+        "benchmark": "diffusability_zoo (issue 19 redesign)", "preset": "quick" if a.quick else "full",
+        "settings": cfg, "seed": a.seed, "encoders": names,
+        "families": {n: models[n][2]["family"] for n in names},
         "machine": f"{platform.node()} ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs)",
         "torch": torch.__version__, "threads": a.threads, "load_average_at_start": list(os.getloadavg()),
-        "settings_notes": {
-            "arch_note": "learned latentgeo models use arch='mlp' (encoder width enc_width, decoder width "
-                         "dec_width): on one CPU thread the conv encoder + wide decoder costs ~0.2 s/step against "
-                         "~0.01 s/step, which would not fit the zoo into the 40-minute budget",
-            "budget": "every learned model: ae_steps optimiser steps of batch `batch` (GPE: ae_steps/2 encoder + "
-                      "ae_steps/2 decoder steps), Adam lr `lr` with a cosine decay to 0 over each stage, betas (0.5, 0.999), "
-                      "seed `seed`; a first attempt at lr 1e-3 constant diverged mid-run (loss spikes to 1e4-1e7) "
-                      "for ae, ae_mds and vae_kl1e-3 and was discarded",
-            "sae": "spatial conv AE, latent [sae_channels, 4, 4] flattened; sae_se adds the scale-equivariance "
-                   "loss with weight 1; trained by latentgeo.autoencoders.fit (same optimiser, steps, batch)",
-            "fd": "classifier Frechet distance (latentgeo.metrics, small CNN trained on the labels); reference = "
-                  "first half of the test images; FD(recon) from reconstructions of the second half",
-            "pixel_denoiser": "one pixel-space denoiser (diagnose's own net and normalisation) trained once and "
-                              "passed to every diagnose call"},
-        "classifier": {"val_accuracy": cinfo.get("val_accuracy"), "cached": cinfo.get("cached")},
-        "fd_real_floor": floor,
+        "scale_note": ("REDUCED-SCALE run: " if not a.quick else "SMOKE run: ") +
+                      f"{cfg['n_train']} training images, autoencoders {cfg['ae_steps']} steps, generators "
+                      f"{cfg['flow_steps']} steps (conv width {cfg['flow_width']}), {cfg['n_gen']} samples per FD, "
+                      f"{cfg['n_train_seeds']} training x {cfg['n_sample_seeds']} sampling seeds, on one shared CPU "
+                      "thread; the numbers rank tiny models and say nothing about large tokenizers by themselves",
+        "score_measures_fixed_before_ground_truth": [list(m) for m in SCORE_MEASURES],
+        "classifier": {"val_accuracy": cinfo.get("val_accuracy")}, "fd_real_floor": floor,
+        "status": "running",
     }
-    table: Dict[str, Any] = {n: {"encoder": enc_rec[n], "truth": truth[n]} for n in names}
-    if a.stage == "truth":
-        result["table"] = table
-        result["status"] = "ground truth only (--stage truth); diagnostics not run"
-        atomic_write_json(out, result)
-        log("wrote", out)
-        return result
-
-    xd = xtr[:cfg["n_diag"]]
-    pden, pden_cpu = pixel_denoiser(xd, cfg, a.seed, cache)
-    log(f"pixel denoiser {pden_cpu:.1f}s")
-    from latentgeo.fisher import diffusability as dfb
-
-    rows = {}
+    truth, diags, table, records = {}, {}, {}, {}
+    xd, yd = xte, yte
     for n in names:
-        dg = diagnose_one(n, *models[n], xd, pden, cfg, a.seed, cache, force=a.rediagnose)
-        entry = dg["full"]["entry"]
-        diag = {kk: v for kk, v in flatten_numeric(entry).items() if is_diagnostic(kk)}
-        if "cheap" in dg:  # the fisher=False entry: its numbers equal the full one's except the Fisher ones
-            diag.update({f"cheap.{kk}": v for kk, v in flatten_numeric(dg["cheap"]["entry"]).items()
-                         if kk in ("score",)})
-        try:
-            aps = dfb.diffusability_score(entry, dfb.DEFAULT_WEIGHTS)
-        except Exception as exc:  # noqa: BLE001 - a library in flux: record, do not stop the benchmark
-            aps = None
-            result.setdefault("errors", []).append(f"{n}: diffusability_score: {exc}")
-        table[n]["diagnose_cpu_s"] = dg["full"]["cpu_s"]
-        table[n]["diagnose_cheap_cpu_s"] = dg.get("cheap", {}).get("cpu_s")
-        table[n]["timing_s"] = entry.get("timing_s")
-        table[n]["diagnostics"] = diag
-        table[n]["apriori_score"] = aps
-        rows[n] = {"truth": truth[n], "diagnostics": diag, "apriori_score": aps}
-        log(n, f"diagnose {dg['full']['cpu_s']:.1f}s (cheap {table[n]['diagnose_cheap_cpu_s']})  score {aps}")
-
-    analysis = analyse(rows, cfg["n_boot"], a.seed)
-    # How rankable is the ground truth itself? The gap measured with sampling seed 1 against the gap measured with
-    # sampling seed 2 (same flows, same decoders): the Spearman a perfect predictor could at best expect.
-    g1 = [truth[n]["fd_gen_per_sampling_seed"][0] - truth[n]["fd_recon"] for n in names]
-    g2 = [truth[n]["fd_gen_per_sampling_seed"][1] - truth[n]["fd_recon"] for n in names]
-    rel = bootstrap_spearman(g1, g2, cfg["n_boot"], a.seed)
-    diffs = [abs(x - y) for x, y in zip(g1, g2)]
-    analysis["ground_truth_reliability"] = {
-        "spearman_gap_seed1_vs_seed2": rel["rho"], "ci": [rel["lo"], rel["hi"]],
-        "median_abs_fd_gen_difference_between_sampling_seeds": float(np.median(diffs)),
-        "gap_range": [min(truth[n]["gap"] for n in names), max(truth[n]["gap"] for n in names)],
-        "note": "FD(gen) from two independent sets of n_gen samples of the same flow; the gap used in the "
-                "analysis averages the two"}
-    # controls
-    ctl: Dict[str, Any] = {}
-    if {"pca", "pca_rot"} <= set(names):
-        noise_fd = abs(noise["fd_gen"] - truth["pca"]["fd_gen"]) if noise else None
-        samp = float(np.std(truth["pca"]["fd_gen_per_sampling_seed"], ddof=1)) * math.sqrt(2)
-        ctl["fd_gen"] = {n: truth[n]["fd_gen"] for n in ("pca", "pca_rot", "pca_ripple", "pca_aniso") if n in truth}
-        ctl["gap"] = {n: truth[n]["gap"] for n in ctl["fd_gen"]}
-        ctl["fd_gen_pca_flow_seed1"] = noise["fd_gen"] if noise else None
-        ctl["fd_noise_flow_seed"] = noise_fd
-        ctl["fd_noise_sampling_diff"] = samp
-        lim = 2 * max(noise_fd or 0.0, samp)
-        ctl["rotated_fd_within_noise"] = abs(truth["pca_rot"]["fd_gen"] - truth["pca"]["fd_gen"]) <= lim
-        sc = {n: rows[n]["apriori_score"] for n in ctl["fd_gen"]}
-        ctl["apriori_score"] = sc
-        loo_sc = analysis["leave_one_out"][analysis["leave_one_out_primary"]]["score"]
-        ctl["loo_score"] = {n: loo_sc[n] for n in ctl["fd_gen"]}
-        if sc.get("pca") is not None and sc.get("pca_rot") is not None:
-            ctl["rotated_score_difference"] = sc["pca_rot"] - sc["pca"]
-            allsc = [rows[n]["apriori_score"] for n in names if rows[n]["apriori_score"] is not None]
-            ctl["zoo_score_range"] = max(allsc) - min(allsc)
-            ctl["rotated_score_difference_over_zoo_range"] = ctl["rotated_score_difference"] / max(
-                ctl["zoo_score_range"], 1e-12)
-        for v in ("pca_ripple", "pca_aniso"):
-            if v in sc and sc[v] is not None and sc.get("pca") is not None:
-                ctl[f"{v}_scores_worse_than_pca"] = sc[v] < sc["pca"]
-                ctl[f"{v}_fd_gen_worse_than_pca"] = truth[v]["fd_gen"] > truth["pca"]["fd_gen"] + lim
-                ctl[f"{v}_loo_score_worse_than_pca"] = ctl["loo_score"][v] < ctl["loo_score"]["pca"]
-        ctl["reading"] = (f"Rotated PCA: FD(gen) {truth['pca_rot']['fd_gen']:.2f} vs PCA {truth['pca']['fd_gen']:.2f}"
-                          f" (flow-seed noise {noise_fd if noise_fd is None else round(noise_fd, 2)}): "
-                          f"{'within' if ctl['rotated_fd_within_noise'] else 'outside'} 2x noise; a-priori score "
-                          f"difference {ctl.get('rotated_score_difference')}. ")
-    # cost
-    flow_cpu = float(np.mean([truth[n]["flow_cpu_s"] for n in names]))
-    diag_cpu = float(np.mean([table[n]["diagnose_cpu_s"] for n in names]))
-    cheap = [table[n]["diagnose_cheap_cpu_s"] for n in names]
-    cheap_cpu = float(np.mean(cheap)) if all(c is not None for c in cheap) else None
-    cost = {"flow_train_cpu_s_mean": flow_cpu, "diagnose_full_cpu_s_mean": diag_cpu,
-            "diagnose_cheap_cpu_s_mean": cheap_cpu, "pixel_denoiser_cpu_s_once": pden_cpu,
-            "ratio_full": (diag_cpu + pden_cpu / len(names)) / flow_cpu,
-            "ratio_full_pixel_denoiser_charged_per_encoder": (diag_cpu + pden_cpu) / flow_cpu,
-            "ratio_cheap": cheap_cpu / flow_cpu if cheap_cpu is not None else None,
-            "note": "per encoder, process CPU seconds, one thread; ratio_full amortises the shared pixel denoiser "
-                    "over the zoo; the latent generator is the zoo's small flow-matching MLP (flow_steps steps)"}
-    cost["per_part"] = _part_costs(table, names, flow_cpu, analysis)
-    result.update(table=table, analysis=analysis, controls=ctl, cost=cost)
-    result["reading"] = _reading(analysis, ctl, cost)
+        enc, dec, rec = models[n]
+        records[n] = rec
+        truth[n] = ground_truth(n, enc, dec, xtr, ref, xrec, clf, cfg, a.seed, cache)
+        dg = diagnose_one(n, enc, dec, xd, yd, clf, cfg, a.seed, cache)
+        flat = flatten_numeric(dg["entry"])
+        diags[n] = {k: v for k, v in flat.items() if is_diagnostic(k) or k.endswith("_se")}
+        table[n] = {"family": rec["family"], "options": rec["options"], "train_cpu_s": rec["train_cpu_s"],
+                    "truth": truth[n], "diagnose_cpu_s": dg["cpu_s"], "timing_s": dg["entry"].get("timing_s"),
+                    "diagnostics": {k: v for k, v in diags[n].items() if not k.endswith("_se")}}
+        log(n, f"FD(gen) {truth[n]['fd_gen']:.2f} (train-seed sd {truth[n]['fd_gen_train_seed_sd'] or 0:.2f})  "
+               f"FD(recon) {truth[n]['fd_recon']:.2f}  flow {truth[n]['flow_cpu_s_per_seed']:.1f}s/seed  "
+               f"diagnose {dg['cpu_s']:.1f}s")
+        result["table"] = table
+        result["cpu_seconds_this_process"] = time.process_time() - t_cpu0
+        atomic_write_json(out, result)  # partial results as they come
+    done = list(table)
+    analysis = analyse(done, truth, diags, records, cfg, a.seed)
+    ceil = seed_ceiling(done, truth)
+    ctl = controls(done, truth, diags)
+    flow_cpu = float(np.mean([truth[n]["flow_cpu_s_per_seed"] for n in done]))
+    diag_cpu = float(np.mean([table[n]["diagnose_cpu_s"] for n in done]))
+    gen_cpu = float(np.mean([(table[n]["timing_s"] or {}).get("generation", 0.0)
+                             + (table[n]["timing_s"] or {}).get("class_structure", 0.0) for n in done]))
+    ref_rho = spearman([truth[n]["cheap_reference"]["fd_gen"] for n in done], [truth[n]["fd_gen"] for n in done])
+    sc = analysis["score"]
+    fams = sorted({records[n]["family"] for n in done})
+    result.update({
+        "status": "complete",
+        "analysis": analysis, "seed_ceiling": ceil, "controls": ctl,
+        "cheap_reference": {"spearman_fd_gen": ref_rho,
+                            "cpu_ratio_to_one_generator": float(np.mean([truth[n]["cheap_reference"]["cpu_s"]
+                                                                          for n in done])) / flow_cpu,
+                            "note": "the same generator trained for a tenth of the steps: a reference, not a "
+                                    "diagnostic"},
+        "cost": {"generator_train_cpu_s_mean": flow_cpu, "diagnose_cpu_s_mean": diag_cpu,
+                 "score_measures_cpu_s_mean": gen_cpu,
+                 "note": "per encoder, process CPU seconds on one thread; the score's measures (generation + class "
+                         "structure parts of diagnose) against training ONE ground-truth generator"},
+        "validation": {
+            "n_encoders": len(done), "n_families": len(fams),
+            "seed_ceiling_spearman": ceil["single_seed_pairwise_spearman"],
+            "seed_ceiling_vs_mean_truth": ceil["max_rho_vs_mean_truth"],
+            "held_out_family_spearman_fd_gen": sc["held_out_family_mean_vs_fd_gen"],
+            "held_out_family_spearman_per_family": {f: sc["within_family_vs_fd_gen"][f]["rho"] for f in fams},
+            "pooled_spearman_fd_gen": sc["pooled_vs_fd_gen"]["rho"],
+            "pooled_spearman_fd_gen_ci95": [sc["pooled_vs_fd_gen"]["lo"], sc["pooled_vs_fd_gen"]["hi"]],
+            "leave_one_family_out_top3_mean": analysis["leave_one_family_out_top3"]["mean"],
+            "diagnose_cost_ratio": gen_cpu / flow_cpu,
+            "diagnose_cost_ratio_all_cheap_measures": diag_cpu / flow_cpu,
+            "cheap_reference_spearman_fd_gen": ref_rho,
+            "score": "rank average of " + ", ".join(m for m, _ in SCORE_MEASURES)},
+    })
+    analysis["_table"] = {k: [diags[n].get(k, float("nan")) for n in done] for k in analysis["best_by_abs_rho_vs_fd_gen"]}
+    try:
+        _plot(done, truth, records, analysis, out.with_suffix(".png"))
+    finally:
+        analysis.pop("_table", None)
     result["cpu_seconds_this_process"] = time.process_time() - t_cpu0
     result["wall_seconds_this_process"] = time.perf_counter() - t_wall0
-    result["cpu_seconds_total_cached"] = (sum(enc_rec[n]["cpu_s"] + truth[n]["flow_cpu_s"] + truth[n]["eval_cpu_s"]
-                                              + table[n]["diagnose_cpu_s"] + (table[n]["diagnose_cheap_cpu_s"] or 0)
-                                              for n in names) + pden_cpu
-                                          + (noise["flow_cpu_s"] + noise["eval_cpu_s"] if noise else 0))
+    result["cpu_seconds_total_cached"] = float(sum(
+        table[n]["train_cpu_s"] + truth[n]["flow_cpu_s_per_seed"] * cfg["n_train_seeds"] + truth[n]["eval_cpu_s"]
+        + truth[n]["cheap_reference"]["cpu_s"] + table[n]["diagnose_cpu_s"] for n in done))
     atomic_write_json(out, result)
-    _plot(rows, analysis, out.with_suffix(".png"))
+    if a.package_data:
+        atomic_write_json(ROOT / "latentgeo" / "fisher" / "zoo_validation.json", package_data(result))
     log("wrote", out)
-    print(result["reading"], flush=True)
+    log(json.dumps(result["validation"]))
     return result
-
-
-#: which timed part of diagnose computes a diagnostic (first segment of its dotted name)
-_PART_OF = {"tangential": "penalties", "curvature": "penalties", "curvature_at_scale": "penalties",
-            "compression": "penalties", "latent_manifold_curvature": "penalties", "neighbourhood": "neighbourhood",
-            "reconstruction": "reconstruction", "spectrum": "spectrum", "equivariance": "equivariance",
-            "latent_stats": "latent_stats"}
-
-
-def _part_costs(table: Dict[str, Any], names: Sequence[str], flow_cpu: float, analysis: Dict[str, Any]
-                ) -> Dict[str, Any]:
-    """CPU seconds of each timed part of diagnose (mean over the zoo) as a ratio to training the latent generator,
-    and the cost of the diagnostics that correlate best with the gap (a user who wants only those pays that)."""
-    parts: Dict[str, List[float]] = {}
-    for n in names:
-        for k, v in (table[n].get("timing_s") or {}).items():
-            if isinstance(v, (int, float)) and k != "total":
-                parts.setdefault(k, []).append(float(v))
-    fisher = [sum(float((table[n].get("timing_s") or {}).get(k, 0.0)) for k in ("denoiser", "fisher_curves"))
-              for n in names]
-    mean = {k: float(np.mean(v)) for k, v in parts.items()}
-    out: Dict[str, Any] = {"cpu_s_mean": mean, "ratio_to_flow": {k: v / flow_cpu for k, v in mean.items()},
-                           "fisher_latent_part_ratio": float(np.mean(fisher)) / flow_cpu}
-    corr = analysis.get("correlations") or {}
-    best = []
-    for name, c in corr.items():
-        rho = (c.get("vs_gap") or {}).get("rho")
-        if rho is not None and math.isfinite(rho):
-            best.append((abs(rho), name))
-    best.sort(reverse=True)
-    rows = []
-    for _, name in best[:5]:
-        seg = name.split(".")[0]
-        part = _PART_OF.get(seg or "", "fisher" if (seg or "").startswith(("d_r", "d_i")) else None)
-        ratio = (float(np.mean(fisher)) / flow_cpu if part == "fisher" else
-                 out["ratio_to_flow"].get(part) if part else None)
-        rows.append({"diagnostic": name, "part": part, "ratio_to_flow": ratio})
-    out["best_diagnostics_cost"] = rows
-    return out
 
 
 if __name__ == "__main__":
