@@ -2,7 +2,7 @@
 # One-step set-up on a fresh Debian/Ubuntu machine (Python >= 3.10, no GPU needed):
 #   - a virtual environment in .venv (reused if present),
 #   - CPU torch 2.13.0 (set LATENTGEO_TORCH to another pip spec, e.g. a CUDA build, if you want one),
-#   - latentgeo with its extras (never torchvision),
+#   - latentgeo with its extras (never torchvision; 'all' includes OpenMM for `tps alanine-full` and its tests),
 #   - the Fashion-MNIST IDX files via apt where apt is usable.
 #   - with --test: also Debian's chromium, for the test that renders the HTML report in a headless browser.
 # Idempotent: a second run only checks that everything is in place.

@@ -96,6 +96,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                                         "Reference | CPU"),
         log_snr: Optional[float] = opt_float(None, "--log-snr", help="endpoint log-SNR of the geodesic "
                                              "(alanine-full; default 4)", lo=-20, hi=40),
+        restrain: str = typer.Option("all", "--restrain", help="alanine-full: atoms the restraint acts on: all "
+                                     "(the posterior tether) | heavy"),
         committor_frames: Optional[int] = opt_int(None, "--committor-frames", help="alanine-full: paths whose "
                                                   "highest-energy frame gets a committor estimate (default 4; 0 "
                                                   "= none)", lo=0, hi=10_000),
@@ -120,7 +122,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                           objective=objective, save_states=save_states, device=device, kappa_scale=kappa_scale,
                           kappa_cap=kappa_cap, anneal=anneal, data_frames=data_frames, data_hot_k=data_hot_k,
                           timestep_fs=timestep_fs, md_platform=md_platform, log_snr=log_snr,
-                          committor_frames=committor_frames)
+                          committor_frames=committor_frames, restrain=restrain)
             return
         if log_snr is not None:
             typer.echo("  note: --log-snr is used by alanine-full only", err=True)
@@ -164,7 +166,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 def _alanine_full(*, paths, out, denoiser, n_points, k_steps, geo_steps, train_steps, snr_penalty, snr_lambda, avoid,
                   data_kt, quick, no_baselines, seed, compile_geodesic, objective, save_states, device, kappa_scale,
                   kappa_cap, anneal, data_frames, data_hot_k, timestep_fs, md_platform, log_snr,
-                  committor_frames) -> None:
+                  committor_frames, restrain="all") -> None:
     """``latentgeo tps alanine-full``: every setting is checked before OpenMM is imported or any MD runs."""
     from latentgeo.errors import LatentgeoError, check_choice
 
@@ -176,6 +178,7 @@ def _alanine_full(*, paths, out, denoiser, n_points, k_steps, geo_steps, train_s
                                  "denoiser and records every MD state in paths.npz)")
     check_choice(anneal, ("geodesic", "constant"), "--anneal")
     check_choice(md_platform, ("Reference", "CPU"), "--platform")
+    check_choice(restrain, ("all", "heavy"), "--restrain")
     check_choice(objective, ("abs", "relu"), "--objective")
     if anneal == "constant" and kappa_cap is None:
         raise LatentgeoError("--anneal constant needs --kappa-cap (the constant stiffness in kJ/mol/nm^2)")
@@ -185,7 +188,7 @@ def _alanine_full(*, paths, out, denoiser, n_points, k_steps, geo_steps, train_s
                     snr_penalty=snr_penalty, snr_lambda=snr_lambda, objective=objective, kappa_scale=kappa_scale,
                     kappa_cap=kappa_cap, schedule=anneal, data_frames=data_frames, data_hot_k=data_hot_k,
                     timestep_fs=timestep_fs, platform=md_platform, log_snr=log_snr,
-                    committor_frames=committor_frames)
+                    committor_frames=committor_frames, restrain=restrain)
     kw = dict(ALANINE_FULL_DEFAULTS)
     if quick:
         kw.update(QUICK)

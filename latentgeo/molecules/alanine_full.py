@@ -64,7 +64,7 @@ ALANINE_FULL_DEFAULTS: Dict[str, Any] = dict(
     data_hot_k=800.0, train_steps=4000, hidden=256, depth=3, log_snr=4.0, n_points=100, n_nodes=10,
     geo_steps=600, geo_lr=0.1, k_steps=10, kappa_scale=1.0, kappa_cap=20000.0, schedule="geodesic",
     snr_penalty=0.0, snr_lambda=3.0, objective="abs", shooting_paths=None, committor_frames=4,
-    committor_shots=20, committor_steps=500, platform="Reference")
+    committor_shots=20, committor_steps=500, platform="Reference", restrain="all")
 
 QUICK = dict(data_frames=300, data_stride=20, train_steps=200, hidden=64, depth=2, n_points=20, geo_steps=20,
              k_steps=5, committor_frames=1, committor_shots=4, committor_steps=100)
@@ -258,14 +258,15 @@ def restraint_kappas(sigmas_angstrom: np.ndarray, temperature: float, scale: flo
 class AlanineFull:
     """OpenMM alanine dipeptide in vacuum (amber99sbildn.xml, NoCutoff, HBonds) with a harmonic restraint.
 
-    Force group 0: the force field; group 1: ``CustomExternalForce`` ``0.5 * k * ((x-x0)^2 + (y-y0)^2 +
-    (z-z0)^2)`` on every atom, global ``k`` (kJ/mol/nm^2, 0 = off) and per-particle centres ``x0, y0, z0`` (nm).
+    Force group 0: the force field; group 1: ``CustomExternalForce`` ``0.5 * k * w * ((x-x0)^2 + (y-y0)^2 +
+    (z-z0)^2)``, global ``k`` (kJ/mol/nm^2, 0 = off), per-particle centres ``x0, y0, z0`` (nm) and weight ``w``
+    (1 on every atom with ``restrain="all"``, on heavy atoms only with ``"heavy"``).
     ``force_evaluations`` counts every integrator step, every energy evaluation and (as an upper bound) every
     minimiser iteration.
     """
 
     def __init__(self, temperature: float = 300.0, timestep_fs: float = 1.0, friction_per_ps: float = 1.0,
-                 platform: str = "Reference", seed: int = 0):
+                 platform: str = "Reference", seed: int = 0, restrain: str = "all"):
         _require()
         import openmm
         from openmm import app, unit
@@ -282,12 +283,17 @@ class AlanineFull:
         self.system = ff.createSystem(pdb.topology, nonbondedMethod=app.NoCutoff, constraints=app.HBonds)
         for f in self.system.getForces():
             f.setForceGroup(0)
-        rest = openmm.CustomExternalForce("0.5*k_restraint*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
+        if restrain not in ("all", "heavy"):
+            raise LatentgeoError(f"restrain must be 'all' or 'heavy', got {restrain!r}")
+        self.restrain = restrain
+        heavy = set(HEAVY_ATOMS.tolist())
+        self.restraint_weights = np.array([1.0 if (restrain == "all" or i in heavy) else 0.0 for i in range(22)])
+        rest = openmm.CustomExternalForce("0.5*k_restraint*w*((x-x0)^2+(y-y0)^2+(z-z0)^2)")
         rest.addGlobalParameter("k_restraint", 0.0)
-        for p in ("x0", "y0", "z0"):
+        for p in ("x0", "y0", "z0", "w"):
             rest.addPerParticleParameter(p)
         for i in range(22):
-            rest.addParticle(i, [0.0, 0.0, 0.0])
+            rest.addParticle(i, [0.0, 0.0, 0.0, float(self.restraint_weights[i])])
         rest.setForceGroup(1)
         self.system.addForce(rest)
         self.restraint = rest
@@ -324,7 +330,8 @@ class AlanineFull:
         if centres_nm is not None:
             c = np.asarray(centres_nm, dtype=np.float64)
             for i in range(22):
-                self.restraint.setParticleParameters(i, i, [float(c[i, 0]), float(c[i, 1]), float(c[i, 2])])
+                self.restraint.setParticleParameters(i, i, [float(c[i, 0]), float(c[i, 1]), float(c[i, 2]),
+                                                            float(self.restraint_weights[i])])
             self.restraint.updateParametersInContext(self.context)
         self.context.setParameter("k_restraint", float(k))
 
@@ -501,6 +508,8 @@ def _check_settings(n_paths, kw):
         raise LatentgeoError("schedule 'constant' needs --kappa-cap (the constant stiffness)")
     if kw["objective"] not in ("abs", "relu"):
         raise LatentgeoError(f"objective must be 'abs' or 'relu', got {kw['objective']!r}")
+    if kw["restrain"] not in ("all", "heavy"):
+        raise LatentgeoError(f"restrain must be 'all' or 'heavy', got {kw['restrain']!r}")
     if kw["platform"] not in ("Reference", "CPU"):
         raise LatentgeoError(f"platform must be 'Reference' or 'CPU', got {kw['platform']!r}")
     for nm in ("log_snr", "snr_penalty", "snr_lambda"):
@@ -704,7 +713,7 @@ def run_alanine_full(n_paths: int, out: Optional[str] = None, *, quick: bool = F
     t_all = time.perf_counter()
     seconds: Dict[str, float] = {}
     T_K = float(kw["temperature"])
-    sysm = AlanineFull(T_K, kw["timestep_fs"], kw["friction_per_ps"], kw["platform"], seed)
+    sysm = AlanineFull(T_K, kw["timestep_fs"], kw["friction_per_ps"], kw["platform"], seed, kw["restrain"])
     from openmm import app
 
     # endpoints: minimised shipped structures, start centred (heavy-atom centroid 0), target aligned onto it

@@ -132,6 +132,13 @@ def test_shipped_pdb_energy_and_restraint_force():
     assert float(sysm.energy(groups={1})) == pytest.approx(0.5 * k * ((x - c) ** 2).sum(), rel=1e-10)
     sysm.set_restraint(None, 0.0)
     assert float(sysm.energy(groups={1})) == 0.0
+    # heavy atoms only: hydrogens feel nothing
+    heavy = AlanineFull(restrain="heavy")
+    heavy.set_positions(x)
+    heavy.set_restraint(c, k)
+    w = np.zeros((22, 1))
+    w[HEAVY_ATOMS] = 1.0
+    np.testing.assert_allclose(heavy.forces(groups={1}), -k * w * (x - c), rtol=1e-9, atol=1e-9)
 
 
 def test_cli_two_tiny_paths(tmp_path):
