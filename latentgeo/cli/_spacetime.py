@@ -30,7 +30,7 @@ def _ints(text: str, name: str, lo: int = 1, hi: Optional[int] = None) -> List[i
     except ValueError:
         raise LatentgeoError(f"{name} must be an integer or a comma list like 16,64; got '{text}'") from None
     if not v or any(i < lo for i in v):
-        raise LatentgeoError(f"{name} must hold integers >= {lo}, got '{text}'")
+        raise LatentgeoError(f"{name} must hold integers >= {lo}, got '{text}'; pass values of {lo} or more")
     if hi is not None and any(i > hi for i in v):
         raise LatentgeoError(f"{name} must hold integers <= {hi:,}, got '{text}'; use smaller values")
     return v
@@ -49,9 +49,9 @@ def _probes(text: str, allow_auto: bool = False, name: str = "--probes"):
         k = 0
     alt = "'exact' or 'auto'" if allow_auto else "'exact'"
     if k < 1:
-        raise LatentgeoError(f"{name} must be a positive integer or {alt}, got '{text}'")
+        raise LatentgeoError(f"{name} must be a positive integer or {alt}, got '{text}'; pass e.g. {name} 4")
     if k > MAX_PROBES:
-        raise LatentgeoError(f"{name} must be <= {MAX_PROBES} (or {alt}), got {k}")
+        raise LatentgeoError(f"{name} must be <= {MAX_PROBES} (or {alt}), got {k}; pass fewer probes")
     return k
 
 
@@ -64,7 +64,8 @@ def _schedule(n_points: str, steps: str):
     if len(sts) == 1:
         sts = sts * len(pts)
     if len(pts) != len(sts):
-        raise LatentgeoError(f"--n-points {n_points} and --steps {steps} need the same number of entries")
+        raise LatentgeoError(f"--n-points {n_points} and --steps {steps} need the same number of entries; give "
+                             "both one entry per stage (or one --steps for all)")
     return pts, sts
 
 
@@ -148,7 +149,8 @@ def _point(text: str, shape, what: str, data=None):
         try:
             i = int(t)
         except ValueError:
-            raise LatentgeoError(f"with --data, {what} must be a sample index (integer), got '{text}'")
+            raise LatentgeoError(f"with --data, {what} must be a sample index (integer), got '{text}'; pass e.g. "
+                                 f"{what} 0")
         if not 0 <= i < data.shape[0]:
             raise LatentgeoError(f"{what} index {i} is out of range for {data.shape[0]} samples; "
                                  f"pass 0..{data.shape[0] - 1}")
@@ -274,7 +276,7 @@ def geodesic_cmd(
                              "max(0.002, the model's sigma_min)); raise them or drop --encode")
     if encoder is not None:
         if data is None:
-            raise LatentgeoError("--encoder needs --data NAME: --from and --to are then image indices")
+            raise LatentgeoError("--encoder needs --data NAME (--from and --to are then image indices); pass --data")
         _geodesic_latent(den, user, run, model_opts, encoder, dev, data, split, from_, to, sigma_from, sigma_to,
                          encode, start, pts, sts, n_nodes, lr, k, ek, seed, chunk_size, quiet, dest)
         return
@@ -677,9 +679,9 @@ def diffed_cmd(
     check_positive(sigma_min, "--sigma-min")
     check_choice(split, ["train", "test"], "split")
     if pairs < 3:
-        raise LatentgeoError(f"--pairs must be >= 3 to compute rank correlations, got {pairs}")
+        raise LatentgeoError(f"--pairs must be >= 3 to compute rank correlations, got {pairs}; pass 3 or more")
     if matrix is not None and not 2 <= matrix <= MAX_MATRIX:
-        raise LatentgeoError(f"--matrix must be in 2..{MAX_MATRIX}, got {matrix}")
+        raise LatentgeoError(f"--matrix must be in 2..{MAX_MATRIX}, got {matrix}; pass a size in that range")
     if chunk_size and max_points and chunk_size != max_points:
         raise LatentgeoError("--chunk-size and --max-points are the same bound; pass only one of them")
     pts, sts = _schedule(n_points, steps)
@@ -705,7 +707,7 @@ def diffed_cmd(
         raise LatentgeoError(f"data set '{data}' has samples of shape {tuple(x.shape[1:])} but the model was trained "
                              f"on {tuple(shape)}; pass the model's data set")
     if x.shape[0] < 2:
-        raise LatentgeoError(f"data set '{data}' has fewer than 2 samples")
+        raise LatentgeoError(f"data set '{data}' has fewer than 2 samples; pass a data set with at least 2")
     if matrix is not None:
         _diffed_matrix(den=den, user=user, run=run, model_opts=model_opts, x=x, data=data, split=split, N=matrix,
                        seed=seed, sigma_min=sigma_min, encode=encode, start=start, pts=pts, sts=sts, n_nodes=n_nodes,

@@ -12,6 +12,7 @@ from latentgeo.data.images import (
     fashion_mnist,
     load_array,
     load_png_folder,
+    idx_shape,
     read_idx,
     scale_uint8,
 )
@@ -51,6 +52,7 @@ __all__ = [
     "digits",
     "load_array",
     "load_png_folder",
+    "idx_shape",
     "read_idx",
     "scale_uint8",
     "DEFAULT_FASHION_MNIST_DIR",

@@ -248,3 +248,65 @@ def test_edit_distance_inputs():
         edit_distance_matrix(D, torch.zeros(2, 1, dtype=F64), sigma_min=0.0, **kw)
     with pytest.raises(LatentgeoError, match="finite and > 0"):
         pf_ode_path(D, torch.zeros(1, 1, dtype=F64), torch.tensor([0.1, math.nan], dtype=F64))
+
+
+# --------------------------------------------------------------------------- issue 21: JSON readers, option ranges
+def test_read_json_refuses_deep_large_and_special_files_before_parsing(tmp_path, monkeypatch):
+    import os
+
+    from latentgeo import runfolder
+    from latentgeo.runfolder import read_json
+
+    ok = tmp_path / "ok.json"
+    ok.write_text(json.dumps({"a": "[[[[\"{{", "b": [[1], {"c": []}]}))
+    assert read_json(ok) == {"a": "[[[[\"{{", "b": [[1], {"c": []}]}  # brackets inside strings do not count
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100000)
+    big = tmp_path / "big.json"
+    with open(big, "wb") as f:  # 17 MiB, sparse: refused from its size alone
+        f.truncate(17 * 2 ** 20)
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)  # reading it would block forever
+    for path, needle in ((deep, "nests JSON 100,000 levels deep (latentgeo reads at most 100)"),
+                         (big, "is 17.0 MiB, more than the 16 MiB a JSON file latentgeo reads may hold"),
+                         (fifo, "is not a regular file"), ("/dev/zero", "is not a regular file")):
+        with pytest.raises(LatentgeoError) as e:
+            read_json(path, "diffusers model config", fix="re-download the model")
+        msg = _one_line(e)
+        assert needle in msg and msg.endswith("; re-download the model"), msg
+    # were the depth scan ever fooled, the parser's RecursionError is still one line
+    monkeypatch.setattr(runfolder, "_json_depth", lambda text: 0)
+    with pytest.raises(LatentgeoError, match="nests JSON too deeply to read") as e:
+        read_json(deep)
+    _one_line(e)
+
+
+def test_fisher_curves_load_of_a_deep_file_is_one_line(tmp_path):
+    p = tmp_path / "curves.json"
+    p.write_text('{"sigmas": ' + "[" * 100000)
+    with pytest.raises(LatentgeoError, match="nests JSON") as e:
+        FisherCurves.load(p)
+    _one_line(e)
+
+
+@pytest.mark.parametrize("value, kw, needle", [
+    (-0.0, dict(lo=0, lo_open=True), "--x must be > 0, got -0.0; pass a value above 0"),
+    (0.0, dict(lo=0, lo_open=True), "--x must be > 0, got 0.0; pass a value above 0"),
+    (-1, dict(lo=0), "--x must be >= 0, got -1; pass a value of at least 0"),
+    (2.0, dict(hi=1, hi_open=True), "--x must be < 1, got 2.0; pass a value below 1"),
+    (float("nan"), {}, "--x must be a finite number, got nan; pass an ordinary number"),
+])
+def test_float_option_errors_carry_a_fix(value, kw, needle):
+    from latentgeo.cli._options import valid_float
+
+    with pytest.raises(LatentgeoError) as e:
+        valid_float(value, "--x", **kw)
+    assert _one_line(e) == needle
+
+
+def test_int_option_errors_carry_a_fix():
+    from latentgeo.cli._options import valid_int
+
+    with pytest.raises(LatentgeoError) as e:
+        valid_int(-1, "--steps", lo=1)
+    assert _one_line(e) == "--steps must be >= 1, got -1; pass 1 or more"

@@ -43,8 +43,11 @@ def paths(tmp_path_factory):
     vae.mkdir()
     (vae / "config.json").write_text("{not json")
     (vae / "diffusion_pytorch_model.safetensors").write_bytes(b"\0" * 16)
+    deep = root / "run_deep"  # the same run with a config.json of 100,000 '['
+    shutil.copytree(run, deep)
+    (deep / "config.json").write_text("[" * 100000)
     return {"RUN": str(run), "FILE": str(file), "BELOW": str(file / "sub"), "CORRUPT": str(corrupt),
-            "BLOCKED": str(blocked), "EMPTY": str(empty), "VAE": str(vae), "MISSING": str(root / "missing"),
+            "BLOCKED": str(blocked), "EMPTY": str(empty), "VAE": str(vae), "DEEP": str(deep), "MISSING": str(root / "missing"),
             "OUT": str(root / "out")}
 
 
@@ -105,6 +108,13 @@ CASES = [
     (["geodesic", "RUN", "--from", "0,0", "--to", "1,1", "--out", "OUT", "--eval-probes", "-2"] + LONG,
      "--eval-probes"),
     (["geodesic", "RUN", "--from", "0,0", "--to", "1,1", "--out", "OUT", "--device", "gpu"] + LONG, "--device"),
+    # issue 21: "-0" is not > 0, messages carry a fix; --out in /proc at parse time; a config.json nested 100,000 deep
+    (["geodesic", "RUN", "--from", "0,0", "--to", "1,1", "--out", "OUT", "--lr", "-0"] + LONG,
+     "--lr must be > 0, got -0.0; pass a value above 0"),
+    (["geodesic", "RUN", "--from", "0,0", "--to", "1,1", "--out", "/proc/latentgeo-geo"] + LONG,
+     "lies in /proc, a kernel file system"),
+    (["geodesic", "DEEP", "--from", "0,0", "--to", "1,1", "--out", "OUT"] + LONG, "nests JSON 100,000 levels deep"),
+    (["diffed", "RUN", "--data", "moons", "--out", "/sys/latentgeo-diffed", "--steps", "100000"], "lies in /sys"),
     # ---- diffed
     (["diffed", "RUN", "--data", "moons", "--out", "FILE", "--steps", "100000"], "is a file"),
     (["diffed", "BLOCKED", "--data", "moons", "--steps", "100000"], "is a file"),
@@ -172,6 +182,7 @@ def test_bad_input_is_one_line_exit_2_and_fast(paths, results, i):
     assert rc == 2, (rc, err[-2000:])
     assert "Traceback" not in err, err[-2000:]
     assert len(lines) == 1 and lines[0].startswith("error: "), err
+    assert "; " in lines[0], f"no fix part: {lines[0]}"  # error: <problem>; <fix>
     assert expected in lines[0], lines[0]
     assert dt < FAST_S, f"took {dt:.1f} s: the check comes after long work"
     if "OUT" in argv:  # a refused command creates no output folder

@@ -137,6 +137,27 @@ def test_state_file_is_not_a_model_and_damaged_state_is_one_line(tmp_path):
         load_state(p)
 
 
+# Issue 21: metadata that is JSON but not an object (or nested 100,000 deep) was an AttributeError / RecursionError.
+@pytest.mark.parametrize("raw, needle", [
+    ("[1,2]", "is '[1,2]', not a JSON object"),
+    ("42", "is '42', not a JSON object"),
+    ("NaN", "is 'NaN', not a JSON object"),
+    ('"a string"', "not a JSON object"),
+    ("[" * 100000, "nests JSON 100,000 levels deep"),
+    ('{"format": "latentgeo-checkpoint-1", "class": "EDMDenoiser", "config": {}, "extra": [1]}',
+     "has an 'extra' entry of type list"),
+])
+def test_forged_metadata_that_is_not_an_object_is_one_line(tmp_path, raw, needle):
+    p = tmp_path / "forged.safetensors"
+    save_file({"w": torch.zeros(2)}, str(p), metadata={"latentgeo": raw})
+    for loader in (load, load_state):
+        with pytest.raises(LatentgeoError) as e:
+            loader(p)
+        msg = str(e.value)
+        assert needle in msg and str(p) in msg and "\n" not in msg, msg
+        assert msg.endswith("; re-save it with latentgeo.save or use an intact copy"), msg
+
+
 def test_no_loader_passes_file_strings_to_import_or_getattr(tmp_path, denoiser_file, flow_file, monkeypatch):
     """Record every string given to importlib.import_module, __import__ and getattr while loading forged files
     through every public loader; none may carry a name that only the file contains."""

@@ -84,12 +84,36 @@ def _bad_files(tmp_path):
     (tmp_path / "corrupt.npz").write_bytes(b"PK\x03\x04garbage")
     (tmp_path / "pngs").mkdir()
     (tmp_path / "pngs" / "a.png").write_bytes(b"\x89PNG\r\n\x1a\nbroken")
+    _forged_idx(tmp_path)
+
+
+def _forged_idx(tmp_path):
+    """Issue 21: Fashion-MNIST folders with 0 images, 1x1 images, 7 labels for 100 images, and a gzip file whose
+    header asks for 10 million images (7.8 GB) while it holds 1,000."""
+    import gzip
+    import struct
+
+    def idx(shape, extra=b""):
+        n = int(np.prod(shape))
+        return bytes([0, 0, 0x08, len(shape)]) + struct.pack(f">{len(shape)}I", *shape) + bytes(n) + extra
+
+    for name, files in (("idx_zero", {"train-images-idx3-ubyte.gz": idx((0, 28, 28))}),
+                        ("idx_tiny", {"train-images-idx3-ubyte.gz": idx((100, 1, 1))}),
+                        ("idx_labels", {"train-images-idx3-ubyte.gz": idx((100, 28, 28)),
+                                        "train-labels-idx1-ubyte.gz": idx((7,))})):
+        (tmp_path / name).mkdir()
+        for f, data in files.items():
+            (tmp_path / name / f).write_bytes(gzip.compress(data))
+    (tmp_path / "idx_forged").mkdir()
+    head = bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 10_000_000, 28, 28)
+    (tmp_path / "idx_forged" / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(head + bytes(28 * 28 * 1000)))
 
 
 def _check_one_line_error(code, stderr, needle):
     assert code == 2, stderr
     lines = stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert "; " in lines[0], f"no fix part: {lines[0]}"  # error: <problem>; <fix>
     assert needle in lines[0]
     assert "Traceback" not in stderr
 
@@ -103,6 +127,8 @@ def _check_one_line_error(code, stderr, needle):
     (["{tmp}/empty.npy"], ["empty"]),
     (["{tmp}/corrupt.npz"], ["corrupt"]),
     (["nosuchset"], ["unknown data set 'nosuchset'", "latentgeo data list"]),
+    (["fashion-mnist", "--path", "{tmp}/idx_forged"], ["whose IDX header promises 7,840,000,016 bytes",
+                                                      "more than gzip can hold"]),
 ])
 def test_data_check_errors_subprocess(tmp_path, args, needles):
     _bad_files(tmp_path)
@@ -119,6 +145,10 @@ def test_data_check_errors_subprocess(tmp_path, args, needles):
     (["moons", "--split", "valid"], "unknown split"),
     (["moons", "--n", "0"], "--n must be >= 1"),
     (["digits", "--pad"], "drop --pad"),
+    (["fashion-mnist", "--path", "{tmp}/idx_zero"], "holds 0 images; re-download the data set"),
+    (["fashion-mnist", "--path", "{tmp}/idx_tiny"], "holds 1x1 images, but Fashion-MNIST images are 28x28"),
+    (["fashion-mnist", "--path", "{tmp}/idx_labels"], "has 7 labels for the 100 images"),
+    (["fashion-mnist", "--path", "{tmp}/idx_forged"], "more than gzip can hold (forged or corrupt); re-download"),
 ])
 def test_data_check_errors_in_process(tmp_path, capsys, monkeypatch, args, needle):
     from latentgeo.cli import main

@@ -286,3 +286,55 @@ def test_png_folder_errors(tmp_path):
         D.load_png_folder(tmp_path)
     with pytest.raises(LatentgeoError, match="not a folder"):
         D.load_png_folder(tmp_path / "a.png")
+
+
+# ----------------------------------------------------------------------------------- issue 21: forged IDX headers
+
+
+def test_read_idx_checks_the_header_before_reading_the_data(tmp_path):
+    head = bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 10_000_000, 28, 28)  # promises 7.8 GB
+    gz = tmp_path / "forged.gz"
+    gz.write_bytes(gzip.compress(head + bytes(28 * 28 * 1000)))
+    with pytest.raises(LatentgeoError, match=r"gzip file of [\d,]+ bytes whose IDX header promises 7,840,000,016 "
+                                             r"bytes .*more than gzip can hold"):
+        D.read_idx(gz)
+    raw = tmp_path / "forged.idx"
+    raw.write_bytes(head + bytes(28 * 28 * 10))
+    with pytest.raises(LatentgeoError, match="header promises 7840000016"):
+        D.read_idx(raw)
+    # within what gzip could hold, but the stream ends early: truncated, read only as far as it goes
+    short = tmp_path / "short.gz"
+    short.write_bytes(gzip.compress(bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 50, 28, 28) + bytes(28 * 28 * 10)))
+    with pytest.raises(LatentgeoError, match="truncated or corrupt IDX file .* after decompression"):
+        D.read_idx(short)
+    # the header alone (no data read): idx_shape
+    good = tmp_path / "good.gz"
+    good.write_bytes(gzip.compress(_idx_bytes(np.zeros((3, 28, 28), np.uint8))))
+    assert D.idx_shape(good) == (3, 28, 28)
+    for p in (gz, raw):
+        with pytest.raises(LatentgeoError):
+            D.idx_shape(p)
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_fashion_mnist_refuses_empty_tiny_and_mismatched_files(tmp_path, gz):
+    def write(folder, stem, arr):
+        folder.mkdir(exist_ok=True)
+        data = _idx_bytes(arr)
+        (folder / (stem + (".gz" if gz else ""))).write_bytes(gzip.compress(data) if gz else data)
+
+    write(tmp_path / "zero", "train-images-idx3-ubyte", np.zeros((0, 28, 28), np.uint8))
+    write(tmp_path / "tiny", "train-images-idx3-ubyte", np.zeros((100, 1, 1), np.uint8))
+    write(tmp_path / "lab", "train-images-idx3-ubyte", np.zeros((100, 28, 28), np.uint8))
+    write(tmp_path / "lab", "train-labels-idx1-ubyte", np.zeros(7, np.uint8))
+    write(tmp_path / "cls", "train-images-idx3-ubyte", np.zeros((2, 28, 28), np.uint8))
+    write(tmp_path / "cls", "train-labels-idx1-ubyte", np.array([3, 200], np.uint8))
+    for folder, kw, match in (("zero", {}, "holds 0 images; re-download"),
+                              ("tiny", {}, "holds 1x1 images, but Fashion-MNIST images are 28x28"),
+                              ("lab", {}, "has 7 labels for the 100 images"),  # even when labels are not asked for
+                              ("lab", {"return_labels": True}, "has 7 labels for the 100 images"),
+                              ("cls", {"return_labels": True}, "labels outside 0..9")):
+        with pytest.raises(LatentgeoError, match=match) as e:
+            D.fashion_mnist("train", path=tmp_path / folder, **kw)
+        assert "\n" not in str(e.value) and "; " in str(e.value)
+    assert D.fashion_mnist("train", path=tmp_path / "cls").shape == (2, 1, 28, 28)  # labels not asked for
