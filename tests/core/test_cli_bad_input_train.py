@@ -210,3 +210,47 @@ def test_train_ae_resume_refuses_changed_settings_and_records_growth(tmp_path, c
     rec = json.loads(cfg_file.read_text())
     assert rec["decoder_steps"] == 5 and rec["resume_history"] == [{"decoder_steps": [3, 5]}]
     assert json.loads((out / "autoencoder.json").read_text())["decoder_stage"]["steps"] == 5
+
+
+def _leaf_commands(cmd, path=()):
+    subs = getattr(cmd, "commands", None)
+    if not subs:
+        yield path, cmd
+        return
+    for name, sub in subs.items():
+        yield from _leaf_commands(sub, path + (name,))
+
+
+def test_ctrl_c_line_offers_resume_only_where_the_command_has_it():
+    """Issue 21: Ctrl-C in `geodesic` said "resume with --resume", an option geodesic does not have."""
+    import typer
+
+    from latentgeo.cli import _interrupted_message, app
+
+    leaves = list(_leaf_commands(typer.main.get_command(app)))
+    assert len(leaves) > 10
+    with_resume = set()
+    for path, cmd in leaves:
+        has = any("--resume" in getattr(p, "opts", ()) for p in cmd.params)
+        line = _interrupted_message(["--threads", "1", *path, "ARG"])
+        assert line.startswith("error: interrupted; ") and ("--resume" in line) == has, (path, line)
+        if has:
+            with_resume.add(" ".join(path))
+    assert {"train diffusion", "train flow", "train ae"} <= with_resume and "geodesic" not in with_resume
+
+
+def test_ctrl_c_in_geodesic_exits_130_without_promising_resume(tmp_path, capsys, monkeypatch):
+    from latentgeo.cli import _spacetime, main
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.delenv("LATENTGEO_DEBUG", raising=False)
+    monkeypatch.setattr(_spacetime, "_check_run", interrupted)
+    with pytest.raises(SystemExit) as e:
+        main(["geodesic", str(tmp_path / "run"), "--from", "0,0", "--to", "1,1", "--out", str(tmp_path / "g")])
+    err = capsys.readouterr().err
+    assert e.value.code == 130, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted; ") and "--resume" not in lines[0], err
+    assert "run it again" in lines[0] and "Traceback" not in err
