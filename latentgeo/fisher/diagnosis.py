@@ -126,14 +126,49 @@ def _dtype_safe(f, enc):
     return g
 
 
-def _encode(f, x, batch_size=256):
+def _batch_for(numel: int, cap: int = 256) -> int:
+    """Samples per batch so that one batch holds about 2M input / output values (large images: a few per batch,
+    which keeps a 256x256 VAE's activations within a few GB; small data: ``cap``)."""
+    return max(1, min(int(cap), (1 << 21) // max(1, int(numel))))
+
+
+class _Ticker:
+    """Progress of a slow stage whose total is unknown: counts the model calls through ``wrap`` and prints one line
+    at most every ``every`` seconds (only when ``enabled``)."""
+
+    def __init__(self, what: str, enabled: bool, every: float = 10.0):
+        self.what, self.enabled, self.every = what, enabled, every
+        self.t0 = self.last = time.perf_counter()
+        self.calls = 0
+
+    def wrap(self, fn):
+        if not self.enabled:
+            return fn
+
+        def g(*a, **k):
+            out = fn(*a, **k)
+            self.calls += 1
+            now = time.perf_counter()
+            if now - self.last >= self.every:
+                self.last = now
+                print(f"[diagnose] {self.what}: {self.calls} model calls, {now - self.t0:.0f}s", flush=True)
+            return out
+        return g
+
+
+def _encode(f, x, batch_size=None, progress: bool = False, what: str = "encoding"):
     outs = []
+    bs = int(batch_size or _batch_for(x[0].numel()))
+    nb = -(-x.shape[0] // bs)
+    t0 = time.perf_counter()
     with torch.no_grad():
-        for i in range(0, x.shape[0], batch_size):
-            z = f(x[i:i + batch_size])
+        for j, i in enumerate(range(0, x.shape[0], bs)):
+            z = f(x[i:i + bs])
             if isinstance(z, (tuple, list)):
                 z = z[0]
             outs.append(z.detach())
+            if nb > 1:
+                _bar(j + 1, nb, what, progress, t0)
     z = torch.cat(outs)
     check_finite(z, "latents")
     return z
@@ -340,7 +375,7 @@ def diagnose(encoders: Union[Mapping[str, Any], Sequence[Any]], x: torch.Tensor,
         enc, dec = _load_encoder(spec)
         _check_input(enc, x, name)
         f = _dtype_safe(encoder_function(enc), enc)
-        z = _encode(f, x)
+        z = _encode(f, x, progress=progress, what=f"{name}: encoding")
         dec = decoders.get(name, dec)
         shp = latent_shape.get(name) if isinstance(latent_shape, Mapping) else latent_shape
         if shp is not None:
@@ -437,9 +472,12 @@ def diagnose(encoders: Union[Mapping[str, Any], Sequence[Any]], x: torch.Tensor,
 
         log(f"{name}: penalties on {n_pen} samples, {k} tangent directions")
         t0 = _clock()
-        tan = tangential_distortion(enc_n, xp, tangents=T)
-        curv = curvature_penalty(enc_n, xp, tangents=T)
-        curv_h = curvature_penalty(enc_n, xp, tangents=T, step=h_curv)
+        pen_bs = max(1, min(2048, (1 << 20) // max(1, D)))  # JVP rows per batch: large images, a few
+        tick = _Ticker(f"{name}: penalties", progress)
+        enc_t = tick.wrap(enc_n)
+        tan = tangential_distortion(enc_t, xp, tangents=T, batch_size=pen_bs)
+        curv = curvature_penalty(enc_t, xp, tangents=T, batch_size=pen_bs)
+        curv_h = curvature_penalty(enc_t, xp, tangents=T, step=h_curv, batch_size=pen_bs)
         comp = dimensional_compression(D, d, intrinsic_dim=max(0, min(k_est, d - 1, D - 1)))
         lat_curv = _safe_curvature(zu[:n_pen], min(k_curv, d - 1), nb_curv) if d > 1 else None
         if lat_curv is not None and data_curv is not None and data_curv["kappa_h"] > 0:
@@ -451,7 +489,8 @@ def diagnose(encoders: Union[Mapping[str, Any], Sequence[Any]], x: torch.Tensor,
         band = band_energy_divergence(x[: min(512, x.shape[0])], z[: min(512, z.shape[0])], n_bands=n_bands)
         tm["spectrum"] = _clock() - t0
         t0 = _clock()
-        equi = equivariance_errors(f, x, n=min(n_equivariance, x.shape[0]))
+        equi = equivariance_errors(_Ticker(f"{name}: equivariance", progress).wrap(f), x,
+                                   n=min(n_equivariance, x.shape[0]), batch_size=_batch_for(D))
         tm["equivariance"] = _clock() - t0
         t0 = _clock()
         stats = latent_statistics(z)
@@ -462,7 +501,7 @@ def diagnose(encoders: Union[Mapping[str, Any], Sequence[Any]], x: torch.Tensor,
         rec = None
         if dec is not None:
             t0 = _clock()
-            x_hat = _decode(dec, z[:n_geo], x_geo)
+            x_hat = _decode(dec, z[:n_geo], x_geo, progress=progress, what=f"{name}: reconstructions")
             rec = reconstruction_metrics(x_geo, x_hat, data_range=data_range)
             tm["reconstruction"] = _clock() - t0
         gen = {"interpolation": None, "noise_sensitivity": None, "reference_generator": None}
@@ -687,7 +726,8 @@ def _generation_measures(dec, z, zu, z_mean, z_scale, x, feats, cfg, seed, log, 
     def decoded_features(zn):  # normalised latents [n, ...] -> features of the decoded, clamped images
         zr = zn * z_scale + z_mean
         xh = _decode(dec, zr.to(z.dtype), torch.empty((zn.shape[0],) + tuple(x.shape[1:]), dtype=x.dtype,
-                                                    device=x.device))
+                                                    device=x.device), progress=progress,
+                     what=f"{name}: decoding set {done[0] + 1}/{jobs}")
         out = feats(xh.clamp(lo, hi))
         done[0] += 1
         _bar(done[0], jobs, f"{name}: decode + features", progress, t_start)
@@ -781,14 +821,20 @@ def _diffusers_decode(vae: Any) -> Callable[[torch.Tensor], torch.Tensor]:
     return dec
 
 
-def _decode(dec: Any, z: torch.Tensor, like: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+def _decode(dec: Any, z: torch.Tensor, like: torch.Tensor, batch_size: Optional[int] = None,
+            progress: bool = False, what: str = "decoding") -> torch.Tensor:
     """Decoded reconstructions ``[N, ...]`` shaped and typed like ``like`` (decoders run in their own dtype)."""
     p = next(dec.parameters(), None) if isinstance(dec, torch.nn.Module) else None
     if isinstance(dec, torch.nn.Module):
         dec.eval()
     outs = []
+    batch_size = int(batch_size or _batch_for(like[0].numel() if like.shape[0] else 1))
+    nb = -(-z.shape[0] // batch_size)
+    t0 = time.perf_counter()
     with torch.no_grad():
-        for i in range(0, z.shape[0], batch_size):
+        for j, i in enumerate(range(0, z.shape[0], batch_size)):
+            if nb > 1:
+                _bar(j, nb, what, progress and j > 0, t0)
             zb = z[i:i + batch_size]
             if p is not None:
                 zb = zb.to(device=p.device, dtype=p.dtype)
