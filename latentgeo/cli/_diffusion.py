@@ -309,8 +309,8 @@ def _parse_shape(text: Optional[str]):
     except ValueError:
         v = []
     if not v or len(v) > 4 or any(i < 1 or i > MAX_WIDTH for i in v):
-        raise LatentgeoError(f"--shape must be 1 to 4 positive integers like 3,32,32 (one sample, no batch axis), "
-                             f"got '{text}'")
+        raise LatentgeoError(f"--shape must be 1 to 4 positive integers (one sample, no batch axis), got '{text}'; "
+                             "pass e.g. --shape 3,32,32")
     return v
 
 
