@@ -43,9 +43,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         out: str = opt_out_dir(..., "--out", help="output folder (paths.npz, summary.json, paths.png, "
                                                   "convergence.png)"),
         denoiser: str = typer.Option("mlp", "--denoiser", help="mlp (trained here) | kde (training-free)"),
-        n_points: Optional[int] = opt_int(None, "--n-points", help="geodesic points N (>= 2; default 128)", lo=2,
+        n_points: Optional[int] = opt_int(None, "--n-points", help="geodesic points N (>= 2; default 128, alanine-full 50)", lo=2,
                                           hi=MAX_POINTS),
-        k_steps: Optional[int] = opt_int(None, "--k-steps", help="Langevin steps per geodesic point K (>= 1; 64)",
+        k_steps: Optional[int] = opt_int(None, "--k-steps", help="Langevin steps per geodesic point K (>= 1; 64; alanine-full: MD steps per point, 20)",
                                          lo=1, hi=MAX_STEPS),
         geo_steps: Optional[int] = opt_int(None, "--geo-steps", help="Adam steps of the geodesic (1000; 0 keeps "
                                                                      "the initial curve)", lo=0, hi=MAX_STEPS),
@@ -96,6 +96,9 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                                         "Reference | CPU"),
         log_snr: Optional[float] = opt_float(None, "--log-snr", help="endpoint log-SNR of the geodesic "
                                              "(alanine-full; default 4)", lo=-20, hi=40),
+        centres: str = typer.Option("curve", "--centres", help="alanine-full: restraint centres: curve (the "
+                                    "geodesic's x_n, the posterior tether) | denoised (D(x_n, sigma_n); the "
+                                    "straight line's centres are denoised the same way)"),
         restrain: str = typer.Option("all", "--restrain", help="alanine-full: atoms the restraint acts on: all "
                                      "(the posterior tether) | heavy"),
         committor_frames: Optional[int] = opt_int(None, "--committor-frames", help="alanine-full: paths whose "
@@ -122,7 +125,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                           objective=objective, save_states=save_states, device=device, kappa_scale=kappa_scale,
                           kappa_cap=kappa_cap, anneal=anneal, data_frames=data_frames, data_hot_k=data_hot_k,
                           timestep_fs=timestep_fs, md_platform=md_platform, log_snr=log_snr,
-                          committor_frames=committor_frames, restrain=restrain)
+                          committor_frames=committor_frames, restrain=restrain, centres=centres)
             return
         if log_snr is not None:
             typer.echo("  note: --log-snr is used by alanine-full only", err=True)
@@ -166,7 +169,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 def _alanine_full(*, paths, out, denoiser, n_points, k_steps, geo_steps, train_steps, snr_penalty, snr_lambda, avoid,
                   data_kt, quick, no_baselines, seed, compile_geodesic, objective, save_states, device, kappa_scale,
                   kappa_cap, anneal, data_frames, data_hot_k, timestep_fs, md_platform, log_snr,
-                  committor_frames, restrain="all") -> None:
+                  committor_frames, restrain="all", centres="curve") -> None:
     """``latentgeo tps alanine-full``: every setting is checked before OpenMM is imported or any MD runs."""
     from latentgeo.errors import LatentgeoError, check_choice
 
@@ -179,6 +182,7 @@ def _alanine_full(*, paths, out, denoiser, n_points, k_steps, geo_steps, train_s
     check_choice(anneal, ("geodesic", "constant"), "--anneal")
     check_choice(md_platform, ("Reference", "CPU"), "--platform")
     check_choice(restrain, ("all", "heavy"), "--restrain")
+    check_choice(centres, ("curve", "denoised"), "--centres")
     check_choice(objective, ("abs", "relu"), "--objective")
     if anneal == "constant" and kappa_cap is None:
         raise LatentgeoError("--anneal constant needs --kappa-cap (the constant stiffness in kJ/mol/nm^2)")
@@ -188,7 +192,7 @@ def _alanine_full(*, paths, out, denoiser, n_points, k_steps, geo_steps, train_s
                     snr_penalty=snr_penalty, snr_lambda=snr_lambda, objective=objective, kappa_scale=kappa_scale,
                     kappa_cap=kappa_cap, schedule=anneal, data_frames=data_frames, data_hot_k=data_hot_k,
                     timestep_fs=timestep_fs, platform=md_platform, log_snr=log_snr,
-                    committor_frames=committor_frames, restrain=restrain)
+                    committor_frames=committor_frames, restrain=restrain, centres=centres)
     kw = dict(ALANINE_FULL_DEFAULTS)
     if quick:
         kw.update(QUICK)

@@ -61,10 +61,10 @@ THP_RADIUS = 0.75
 
 ALANINE_FULL_DEFAULTS: Dict[str, Any] = dict(
     temperature=300.0, timestep_fs=1.0, friction_per_ps=1.0, data_frames=4000, data_stride=50,
-    data_hot_k=800.0, train_steps=4000, hidden=256, depth=3, log_snr=4.0, n_points=100, n_nodes=10,
-    geo_steps=600, geo_lr=0.1, k_steps=10, kappa_scale=1.0, kappa_cap=20000.0, schedule="geodesic",
+    data_hot_k=800.0, train_steps=4000, hidden=128, depth=3, log_snr=4.0, n_points=50, n_nodes=10,
+    geo_steps=500, geo_lr=0.1, k_steps=20, kappa_scale=1.0, kappa_cap=20000.0, schedule="geodesic",
     snr_penalty=0.0, snr_lambda=3.0, objective="abs", shooting_paths=None, committor_frames=4,
-    committor_shots=20, committor_steps=500, platform="Reference", restrain="all")
+    committor_shots=20, committor_steps=500, platform="Reference", restrain="all", centres="curve")
 
 QUICK = dict(data_frames=300, data_stride=20, train_steps=200, hidden=64, depth=2, n_points=20, geo_steps=20,
              k_steps=5, committor_frames=1, committor_shots=4, committor_steps=100)
@@ -508,6 +508,8 @@ def _check_settings(n_paths, kw):
         raise LatentgeoError("schedule 'constant' needs --kappa-cap (the constant stiffness)")
     if kw["objective"] not in ("abs", "relu"):
         raise LatentgeoError(f"objective must be 'abs' or 'relu', got {kw['objective']!r}")
+    if kw["centres"] not in ("curve", "denoised"):
+        raise LatentgeoError(f"centres must be 'curve' (x_n) or 'denoised' (D(x_n, sigma_n)), got {kw['centres']!r}")
     if kw["restrain"] not in ("all", "heavy"):
         raise LatentgeoError(f"restrain must be 'all' or 'heavy', got {kw['restrain']!r}")
     if kw["platform"] not in ("Reference", "CPU"):
@@ -692,7 +694,9 @@ def run_alanine_full(n_paths: int, out: Optional[str] = None, *, quick: bool = F
     ``settings``: any key of :data:`ALANINE_FULL_DEFAULTS` (None keeps the default); ``quick``: tiny settings
     (:data:`QUICK`) for smoke tests. ``paths.npz``: ``positions [P, T, 22, 3]`` (nm, float32, atom order of
     ``topology.pdb``), ``energies [P, T]`` (kJ/mol, force field only, of those positions), ``geodesic_xs [N, 22, 3]``
-    (nm), ``geodesic_sigmas [N]`` (Angstrom, model units), ``kappas [N]`` (kJ/mol/nm^2). Returns the summary.
+    (nm), ``geodesic_means [N, 22, 3]`` (nm, the posterior means ``D(x_n, sigma_n)``), ``geodesic_sigmas [N]``
+    (Angstrom, model units), ``kappas [N]`` (kJ/mol/nm^2), ``centres [N, 22, 3]`` (nm, where the restraint pulled:
+    ``x_n`` with ``centres="curve"``, ``D(x_n, sigma_n)`` with ``"denoised"``). Returns the summary.
     """
     import torch
 
@@ -800,12 +804,18 @@ def run_alanine_full(n_paths: int, out: Optional[str] = None, *, quick: bool = F
     kappas = restraint_kappas(sig, T_K, kw["kappa_scale"], kw["kappa_cap"], kw["schedule"])
     tt = np.linspace(0.0, 1.0, kw["n_points"])[:, None, None]
     line_nm = (1 - tt) * start[None] + tt * target[None]
+    if kw["centres"] == "denoised":  # restraint centres: the posterior means of the curve's points (both curves)
+        with torch.no_grad():
+            line_c = den(torch.as_tensor(10.0 * line_nm.reshape(-1, 66)), gsg).numpy().reshape(-1, 22, 3) / 10.0
+        geo_c = geo_mean_nm
+    else:
+        geo_c, line_c = geo_nm, line_nm
 
     # 4. steered MD along the geodesic (and the straight line)
     T = kw["n_points"] * kw["k_steps"]
     methods: Dict[str, Any] = {}
     arrays: Dict[str, Tuple[np.ndarray, np.ndarray]] = {}
-    for name, centres in [("spacetime_geodesic", geo_nm)] + ([("straight_line", line_nm)] if baselines else []):
+    for name, centres in [("spacetime_geodesic", geo_c)] + ([("straight_line", line_c)] if baselines else []):
         t0 = time.perf_counter()
         say(f"steered MD ({name}): {n_paths} paths x {kw['n_points']} points x {kw['k_steps']} steps")
         sysm.force_evaluations = 0
@@ -932,10 +942,12 @@ def run_alanine_full(n_paths: int, out: Optional[str] = None, *, quick: bool = F
             if name in arrays:
                 pos, en = arrays[name]
                 extra = dict(geodesic_xs=geo_nm, geodesic_means=geo_mean_nm, geodesic_sigmas=sig,
-                             kappas=kappas) if name != \
+                             kappas=kappas, centres=geo_c) if name != \
                     "two_way_shooting" else {}
                 if name == "straight_line":
                     extra["geodesic_xs"] = line_nm
+                    extra["centres"] = line_c
+                    del extra["geodesic_means"]
                 atomic_write_bytes(o / fname, _npz_bytes(positions=pos.astype(np.float32), energies=en, **extra))
         atomic_write_bytes(o / "data.npz", _npz_bytes(frames_angstrom=data_A.astype(np.float32), phi_psi=data_pp))
         png = _png_report(data_pp, arrays, phi_psi(geo_mean_nm), phi_psi(line_nm), start_pp, target_pp, e_start,
