@@ -8,7 +8,8 @@ builds its alanine with PME, 1 nm cutoff), LangevinMiddleIntegrator, ETS relativ
 Rows (all from ``latentgeo.molecules.alanine_full.run_alanine_full``, one run folder per variant under ``--work``):
 - ``spacetime_geodesic``: steered MD along the spacetime geodesic (stiffness kT / sigma_n^2, capped), N x K = 1000;
 - ``straight_line``: the same restraint schedule along the straight line in aligned Cartesian space;
-- ``two_way_shooting``: fixed-length two-way shooting TPS Monte Carlo seeded in the geodesic path's transition segment;
+- ``two_way_shooting``: fixed-length two-way shooting TPS Monte Carlo, first shots from the highest-energy
+  transition-segment frames of 8 geodesic paths;
 - each variant of ``VARIANTS`` (restraint settings) repeats the geodesic and straight-line rows;
 - ``unbiased_md_floor``: 64 unbiased 1,000-step runs from the minimised C5 with fresh velocities (no transition): the
   thermal floor of "max potential energy minus the minimised start" at 300 K, which bounds any ETS from below.

@@ -16,7 +16,8 @@ Pipeline of :func:`run_alanine_full` (the ``latentgeo tps alanine-full`` command
    ``updateParametersInContext`` and the integrator takes ``K`` steps. ``kT / sigma^2`` is the posterior's tether
    ``|x - x_n|^2 / (2 sigma_n^2)`` in units of kT.
 4. Baselines with the same output format: the same restraint schedule along the straight line in aligned Cartesian
-   space, and a two-way shooting TPS Monte Carlo seeded at the highest-energy frame of a geodesic path.
+   space, and a two-way shooting TPS Monte Carlo whose first shots start at the highest-energy frames of the
+   transition segments (frames in neither end state) of the first 8 geodesic paths.
 5. Committor of the highest-energy frame of a few paths (fraction of short unbiased trajectories that reach C7ax).
 
 Metrics (the TPS-DPS protocol, sjeong9760/tps-dps): THP = fraction of paths whose final (phi, psi) lies within
@@ -541,14 +542,16 @@ def _sample_paths(sysm: AlanineFull, x0_nm, centres_nm, kappas, k_steps, n_paths
     return pos, en
 
 
-def _two_way_shooting(sysm: AlanineFull, seed_path: np.ndarray, seed_energy: np.ndarray, target_pp, n_paths: int,
-                      T: int, seed: int, burn_in: int = 16, max_init: int = 50):
-    """Fixed-length (T) two-way shooting TPS Monte Carlo with Langevin dynamics: the first shot from the highest-
-    energy frame of the transition segment of ``seed_path`` (frames in neither end state); then shooting points uniform over the current path's frames, fresh Maxwell-
-    Boltzmann velocities, half the steps forward and half backward (velocities reversed); a trial is accepted when
-    it is reactive (one end in the start basin, the other in the target's THP disc), and oriented start -> target.
-    Returns positions ``[P, T, 22, 3]``, energies ``[P, T]`` (the chain's path after each of the P recorded
-    iterations), and statistics."""
+def _two_way_shooting(sysm: AlanineFull, seed_paths: np.ndarray, seed_energies: np.ndarray, target_pp,
+                      n_paths: int, T: int, seed: int, burn_in: int = 16, max_init: int = 100):
+    """Fixed-length (T) two-way shooting TPS Monte Carlo with Langevin dynamics.
+
+    Initial path: shots from the frames of the transition segments of ``seed_paths`` ``[S, T', 22, 3]`` (frames in
+    neither end state), highest energy first, one shot per frame, at most ``max_init`` shots, until one is
+    reactive. Then shooting points uniform over the current path's frames, fresh Maxwell-Boltzmann velocities, half
+    the steps forward and half backward (velocities reversed); a trial is accepted when it is reactive (one end in the
+    start basin, the other in the target's THP disc), oriented start -> target. Returns positions
+    ``[P, T, 22, 3]``, energies ``[P, T]`` (the chain's path after each of the P recorded iterations), statistics."""
     rng = np.random.default_rng(seed)
     half = T // 2
 
@@ -564,22 +567,24 @@ def _two_way_shooting(sysm: AlanineFull, seed_path: np.ndarray, seed_energy: np.
             return path[::-1].copy(), e[::-1].copy()
         return None
 
-    pp_all = phi_psi(seed_path)
-    between = ~(_in_a(pp_all) | _in_b(pp_all, target_pp))
-    # the highest-energy frame of the transition segment (neither in the start basin nor in the target disc); the
-    # whole path when it has no such frame
-    e_sel = np.where(between, seed_energy, -np.inf) if between.any() else seed_energy
-    top = seed_path[int(np.argmax(e_sel))]
+    cands, energies = [], []
+    for path, en in zip(seed_paths, seed_energies):
+        pp_all = phi_psi(path)
+        between = ~(_in_a(pp_all) | _in_b(pp_all, target_pp))
+        cands.append(path[between])
+        energies.append(en[between])
+    cands = np.concatenate(cands) if cands else np.zeros((0, 22, 3))
+    order = np.argsort(-np.concatenate(energies)) if len(cands) else np.zeros(0, dtype=int)
     cur = None
     init_shots = 0
-    for i in range(max_init):
+    for i in order[:max_init]:
         init_shots += 1
-        cur = shoot(top, seed * 7919 + i)
+        cur = shoot(cands[i].astype(np.float64), seed * 7919 + init_shots)
         if cur is not None:
             break
     if cur is None:
-        return None, None, {"error": f"no reactive path in {max_init} shots from the highest-energy frame",
-                            "initial_shots": init_shots}
+        return None, None, {"error": f"no reactive path in {init_shots} shots from the transition-segment frames "
+                                     f"of {len(seed_paths)} geodesic paths", "initial_shots": init_shots}
     pos = np.empty((n_paths, T, 22, 3), dtype=np.float32)
     en = np.empty((n_paths, T))
     acc = 0
@@ -836,8 +841,7 @@ def run_alanine_full(n_paths: int, out: Optional[str] = None, *, quick: bool = F
             say(f"two-way shooting: {P_s} Monte Carlo paths of {T} steps")
             sysm.force_evaluations = 0
             gpos, gen_ = arrays["spacetime_geodesic"]
-            pos, en, shoot_info = _two_way_shooting(sysm, gpos[0].astype(np.float64), gen_[0], target_pp, P_s, T,
-                                                    seed + 3)
+            pos, en, shoot_info = _two_way_shooting(sysm, gpos[:8], gen_[:8], target_pp, P_s, T, seed + 3)
             n_sh = sysm.force_evaluations
             if pos is None:
                 methods["two_way_shooting"] = {**shoot_info, "force_evaluations": {"sampling": int(n_sh // 2),
