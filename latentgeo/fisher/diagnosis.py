@@ -127,9 +127,9 @@ def _dtype_safe(f, enc):
 
 
 def _batch_for(numel: int, cap: int = 256) -> int:
-    """Samples per batch so that one batch holds about 2M input / output values (large images: a few per batch,
+    """Samples per batch so that one batch holds about 1M input / output values (large images: a few per batch,
     which keeps a 256x256 VAE's activations within a few GB; small data: ``cap``)."""
-    return max(1, min(int(cap), (1 << 21) // max(1, int(numel))))
+    return max(1, min(int(cap), (1 << 20) // max(1, int(numel))))
 
 
 class _Ticker:
@@ -600,7 +600,7 @@ def _check_generation(generation, n_generation, alphas, scales, k, clf_steps, re
                       temperature):
     if not isinstance(generation, bool):
         raise LatentgeoError(f"generation must be True or False, got {generation!r}")
-    for v, nm, lo in ((n_generation, "n_generation", 8), (k, "interp_k", 1), (clf_steps, "classifier_steps", 1),
+    for v, nm, lo in ((n_generation, "n_generation", 4), (k, "interp_k", 1), (clf_steps, "classifier_steps", 1),
                       (n_boot, "n_boot", 2)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise LatentgeoError(f"{nm} must be an integer >= {lo}, got {v!r}")
