@@ -799,9 +799,11 @@ def seed_ceiling(names, truth) -> Dict[str, Any]:
                     "training seeds, whose reliability follows Spearman-Brown"}
 
 
-def controls(names, truth, diags) -> Dict[str, Any]:
+def controls(names, truth, diags, score: Optional[Mapping[str, Optional[float]]] = None) -> Dict[str, Any]:
     """Family B against its base: rotation should not change FD(gen); cond 30 and the checkerboard should raise it.
-    For each control, which measures move beyond twice their combined standard error in the right direction."""
+    For each control: the FD(gen) change against twice its training-seed standard error, the score's change and
+    verdict (a score measure moved beyond 2 SE and the score moved the same way), and which measures moved beyond
+    twice their combined standard error (the ones that explain the control)."""
     out = {}
     for base in B_BASES:
         if base not in names:
@@ -824,10 +826,17 @@ def controls(names, truth, diags) -> Dict[str, Any]:
                 dv = v - diags[base][m]
                 if se > 0 and abs(dv) > 2 * se:
                     moved[m] = dv
+            sm = {m: moved[m] * sgn for m, sgn in SCORE_MEASURES if m in moved}  # > 0: the measure says worse
+            sc_ch = (score[n] - score[base]) if score and score.get(n) is not None and score.get(base) is not None \
+                else None
             row[kind] = {"fd_gen_change": d, "fd_gen_noise_2se": lim,
                          "fd_gen_verdict": "worse" if d > lim else "better" if d < -lim else "within noise",
-                         "score_change": None, "measures_moved_2se": dict(sorted(moved.items(),
-                                                                               key=lambda kv: -abs(kv[1]))[:12])}
+                         "score_change": sc_ch,
+                         "score_verdict": ("worse" if any(v > 0 for v in sm.values()) and sc_ch is not None
+                                           and sc_ch < 0 else "better" if any(v < 0 for v in sm.values())
+                                           and sc_ch is not None and sc_ch > 0 else "within noise"),
+                         "score_measures_moved_2se": sm,
+                         "measures_moved_2se": dict(sorted(moved.items(), key=lambda kv: -abs(kv[1]))[:12])}
         out[base] = row
     return out
 
@@ -970,7 +979,7 @@ def main(argv=None) -> Dict[str, Any]:
     done = list(table)
     analysis = analyse(done, truth, diags, records, cfg, a.seed)
     ceil = seed_ceiling(done, truth)
-    ctl = controls(done, truth, diags)
+    ctl = controls(done, truth, diags, analysis["score"]["value"])
     flow_cpu = float(np.mean([truth[n]["flow_cpu_s_per_seed"] for n in done]))
     diag_cpu = float(np.mean([table[n]["diagnose_cpu_s"] for n in done]))
     gen_cpu = float(np.mean([(table[n]["timing_s"] or {}).get("generation", 0.0)

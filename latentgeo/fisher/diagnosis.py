@@ -15,6 +15,11 @@ Pipeline (REFERENCE.md §2):
    equivariance errors (image-shaped latents); latent statistics (per-channel mean / std, the LDM scaling factor,
    effective dimension); neighbourhood preservation (trustworthiness, continuity, distance Spearman, k-NN overlap);
    reconstruction MSE / PSNR / SSIM when a decoder is known (:mod:`latentgeo.fisher.diffusability`).
+   Generation side (issue 19, needs a decoder): FD / k-NN precision / recall of decoded neighbour slerps at
+   alpha 0.5 and 0.25 (the iFID recipe) and the decoder's noise sensitivity FD(decode(z_n + s eps)) - FD(recon), in
+   the feature space of latentgeo's classifier (or ``feature_fn``); with ``labels`` the class structure of the latent
+   (VIV, LNC); optionally a cheap-generator reference (``reference_flow_steps``). ``latent_shape`` reshapes flattened
+   spatial latents. The report shows beside each measure how well it predicted generation on latentgeo's zoo.
 5. One ``score`` per encoder (higher = more diffusable, :func:`latentgeo.fisher.diffusability.diffusability_score`)
    and the ``ranking``; write ``summary.json`` (numbers + a plain-language verdict) and plots. The HTML report is
    built from the summary by :func:`latentgeo.report.diffusability.write_diagnosis_report` (product layer).
@@ -294,7 +299,7 @@ def diagnose(encoders: Union[Mapping[str, Any], Sequence[Any]], x: torch.Tensor,
     check_finite(x, "data")
     x = x if x.is_floating_point() else x.float()
     for v, nm, lo in ((steps, "steps", 1), (n_eval, "n_eval", 2), (n_probes, "n_probes", 1),
-                      (n_penalty, "n_penalty", 2), (n_sigmas, "n_sigmas", 1), (n_geometry, "n_geometry", 8),
+                      (n_penalty, "n_penalty", 3), (n_sigmas, "n_sigmas", 1), (n_geometry, "n_geometry", 8),
                       (n_equivariance, "n_equivariance", 1), (n_bands, "n_bands", 2)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise LatentgeoError(f"{nm} must be an integer >= {lo}, got {v!r} (untrained or unmeasured denoisers "
