@@ -651,7 +651,16 @@ def _with_latent_shape(f, z, dec, shape, name, explicit):
     def f2(v, f=f):
         out = f(v)
         out = out[0] if isinstance(out, (tuple, list)) else out
-        return out.reshape(out.shape[0], *shp)
+        m = int(out[0].numel())
+        if m == d or len(shp) != 3:
+            return out.reshape(out.shape[0], *shp)
+        # a resized input (the scale-equivariance check): the same channels on a grid scaled like the image
+        r = math.sqrt(m / d)
+        h, w = round(shp[1] * r), round(shp[2] * r)
+        if shp[0] * h * w != m:
+            raise LatentgeoError(f"encoder '{name}' gives {m} values for a resized input, which does not fit "
+                                 f"{shp[0]} channels on a scaled grid; pass latent_shape only for spatial latents")
+        return out.reshape(out.shape[0], shp[0], h, w)
 
     dec2 = None
     if dec is not None:

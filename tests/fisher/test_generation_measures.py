@@ -120,3 +120,22 @@ def test_generation_input_checks():
         diagnose({"e": lambda v: v}, x, fisher=False, interp_alphas=(1.5,))
     with pytest.raises(LatentgeoError, match="latent_shape"):
         diagnose({"e": lambda v: v}, x, fisher=False, latent_shape={"e": (2, 2)})
+
+
+def test_latent_shape_makes_flat_spatial_latents_spatial():
+    # 2x2 average pooling, flattened: with latent_shape (1, 4, 4) the spatial measures apply, and pooling is exactly
+    # scale-equivariant (pool(down x) = down(pool x)); the decoder still receives flat latents
+    g = torch.Generator().manual_seed(4)
+    x = torch.randn(64, 1, 8, 8, generator=g)
+    pool = torch.nn.functional.avg_pool2d
+    enc = lambda v: pool(v, 2).flatten(1)  # noqa: E731
+    dec = lambda z: torch.nn.functional.interpolate(z.reshape(-1, 1, 4, 4), scale_factor=2)  # noqa: E731
+    s = diagnose({"p": enc}, x, decoders={"p": dec}, fisher=False, latent_shape=(1, 4, 4), n_penalty=16,
+                 n_geometry=32, n_generation=16, n_equivariance=8, noise_scales=(0.1,), interp_alphas=(0.5,))
+    e = s["encoders"]["p"]
+    assert e["latent_shape"] == [1, 4, 4] and e["spectrum_kind"].startswith("2-D")
+    assert e["equivariance"]["scale"]["error"] < 1e-6
+    assert e["reconstruction"]["mse"] > 0 and e["interpolation"]["alpha_0.5"]["fd"] >= 0
+    flat = diagnose({"p": enc}, x, decoders={"p": dec}, fisher=False, n_penalty=16, n_geometry=32,
+                    n_generation=16, n_equivariance=8, noise_scales=(0.1,), interp_alphas=(0.5,))
+    assert flat["encoders"]["p"]["spectrum_kind"].startswith("1-D")
