@@ -645,17 +645,20 @@ def _resolve_budget(budget: Union[str, float, Dict[str, Any]]) -> Dict[str, Any]
                 raise LatentgeoError(f"unknown budget entry '{k}'; choose among: {', '.join(PRESETS['full'])}")
             hi = _BUDGET_MAX.get(k, 10 ** 6)
             if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
-                raise LatentgeoError(f"budget entry {k} must be an integer in 1 .. {hi:,}, got {v!r}")
+                raise LatentgeoError(f"budget entry {k} must be an integer in 1 .. {hi:,}, got {v!r}; "
+                                     f"pass a whole number of at most {hi:,}")
         p.update(budget)
         return p
     if isinstance(budget, bool) or not isinstance(budget, (str, int, float)):
-        raise LatentgeoError(f"budget must be 'full', 'quick', a positive scale factor or a dict, got {budget!r}")
+        raise LatentgeoError(f"budget must be 'full', 'quick', a positive scale factor or a dict, got {budget!r}; "
+                             "pass e.g. budget='quick' or budget=0.1")
     if isinstance(budget, str):
         check_choice(budget, list(PRESETS), "budget")
         return dict(PRESETS[budget])
     f = float(budget)
     if not (math.isfinite(f) and 0 < f <= 1000):
-        raise LatentgeoError(f"budget must be 'full', 'quick' or a scale factor in (0, 1000], got {budget!r}")
+        raise LatentgeoError(f"budget must be 'full', 'quick' or a scale factor in (0, 1000], got {budget!r}; "
+                             "pass a factor such as 0.1 (a tenth of the full run)")
     p = dict(PRESETS["full"])
     for k in ("clf_steps", "enc_steps", "dec_steps", "den_steps", "lat_den_steps", "geo_steps", "flow_steps"):
         p[k] = max(5, int(round(p[k] * f)))
@@ -684,7 +687,7 @@ def run_demo(data: str = "digits", out: Union[str, os.PathLike] = "runs/demo", s
     p = _resolve_budget(budget)
     stages = list(STAGES) if stages is None else [check_choice(s, STAGES, "stage") for s in stages]
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2 ** 32:
-        raise LatentgeoError(f"seed must be an integer in 0 .. 2^32-1, got {seed!r}")
+        raise LatentgeoError(f"seed must be an integer in 0 .. 2^32-1, got {seed!r}; pass e.g. seed=0")
     if threads is not None and (isinstance(threads, bool) or not isinstance(threads, int) or not 1 <= threads <= 4096):
         raise LatentgeoError(f"threads must be an integer in 1 .. 4096, got {threads!r}; e.g. --threads 1")
     out = check_output_dir(out, "--out")

@@ -59,7 +59,7 @@ def check_choice(value: str, choices: Sequence[str], name: str) -> str:
 
 def check_positive(value: float, name: str) -> float:
     if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
-        raise LatentgeoError(f"{name} must be a positive finite number, got {value!r}")
+        raise LatentgeoError(f"{name} must be a positive finite number, got {value!r}; pass a value > 0")
     return value
 
 

@@ -160,14 +160,16 @@ def _canonical_parametrization(p: Any) -> Optional[str]:
 
 def _num(v: Any, name: str, positive: bool = True) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or (positive and v <= 0):
-        raise LatentgeoError(f"{name} must be a {'positive ' if positive else ''}finite number, got {v!r}")
+        raise LatentgeoError(f"{name} must be a {'positive ' if positive else ''}finite number, got {v!r}; "
+                             f"pass {'a number > 0' if positive else 'an ordinary number'}, e.g. 1.0")
     return float(v)
 
 
 def _from_code(code: Any) -> Any:
     """Import ``module`` and return ``factory()`` for ``code = "module:factory"`` — ONLY for code the user named."""
     if not isinstance(code, str) or not _CODE_RE.match(code):
-        raise LatentgeoError(f"code must look like 'package.module:factory', got {str(code)[:80]!r}")
+        raise LatentgeoError(f"code must look like 'package.module:factory', got {str(code)[:80]!r}; "
+                             "name the module and the function in it that builds the model, e.g. 'mypkg.nets:build'")
     mod_name, attr = code.split(":")
     try:
         obj: Any = importlib.import_module(mod_name)
@@ -206,10 +208,12 @@ def _check_spec_dict(spec: Dict[str, Any], role: str) -> Dict[str, Any]:
                              "file spec looks like as JSON")
     for k in ("subfolder", "parametrization", "decoder"):
         if spec.get(k) is not None and not isinstance(spec[k], str):
-            raise LatentgeoError(f"spec key '{k}' must be a string, got {type(spec[k]).__name__}")
+            raise LatentgeoError(f"spec key '{k}' must be a string, got {type(spec[k]).__name__}; "
+                                 "give its value in quotes")
     for k in ("ema", "extrapolate", "sample"):
         if spec.get(k) is not None and not isinstance(spec[k], bool):
-            raise LatentgeoError(f"spec key '{k}' must be true or false, got {spec[k]!r}")
+            raise LatentgeoError(f"spec key '{k}' must be true or false, got {spec[k]!r}; "
+                                 "give true or false (JSON booleans, without quotes)")
     return dict(spec)
 
 
@@ -258,10 +262,12 @@ def _sigma_range(sr: Any, default: Tuple[float, float]) -> Tuple[float, float]:
     if sr is None:
         return default
     if not (isinstance(sr, (list, tuple)) and len(sr) == 2):
-        raise LatentgeoError(f"sigma_range must be [sigma_min, sigma_max], got {sr!r}")
+        raise LatentgeoError(f"sigma_range must be [sigma_min, sigma_max], got {sr!r}; "
+                             "pass two numbers, e.g. [0.002, 80]")
     lo, hi = float(sr[0]), float(sr[1])
     if not (math.isfinite(lo) and lo >= 0 and hi > lo):
-        raise LatentgeoError(f"sigma_range must satisfy 0 <= sigma_min < sigma_max, got {list(sr)}")
+        raise LatentgeoError(f"sigma_range must satisfy 0 <= sigma_min < sigma_max, got {list(sr)}; "
+                             "pass the noise levels the model was trained on, e.g. [0.002, 80]")
     return lo, hi
 
 
@@ -334,7 +340,7 @@ def time_map_from_schedule(schedule: Any) -> Tuple[TimeMap, Any]:
     if isinstance(schedule, (str, Path)):
         s = str(schedule)
         if s == "scaled_linear":
-            raise LatentgeoError("schedule 'scaled_linear' needs its betas: pass schedule='sd' for Stable "
+            raise LatentgeoError("schedule 'scaled_linear' needs its betas; pass schedule='sd' for Stable "
                                  "Diffusion's (0.00085, 0.012) or a dict with beta_schedule, beta_start, beta_end")
         p = Path(s).expanduser()
         if not p.exists():
@@ -349,7 +355,9 @@ def time_map_from_schedule(schedule: Any) -> Tuple[TimeMap, Any]:
         typ = d.get("type")
         if "alphas_cumprod" in d:
             if set(d) != {"alphas_cumprod"}:
-                raise LatentgeoError("a schedule with alphas_cumprod takes no other keys")
+                extra = ", ".join(sorted(map(str, set(d) - {"alphas_cumprod"})))
+                raise LatentgeoError(f"a schedule with alphas_cumprod takes no other keys, got {extra}; "
+                                     "pass alphas_cumprod alone")
             tm = DiscreteTime(d["alphas_cumprod"])
             return tm, d
         if typ == "vp_sde":
@@ -377,7 +385,7 @@ def time_map_from_schedule(schedule: Any) -> Tuple[TimeMap, Any]:
         tm, keys = _discrete_from_config(d, "schedule")
         return tm, keys
     raise LatentgeoError(f"schedule must be a name ({', '.join(SCHEDULE_PRESETS)}), a scheduler folder or a dict, "
-                         f"got {type(schedule).__name__}")
+                         f"got {type(schedule).__name__}; pass e.g. schedule='sd'")
 
 
 def _scheduler_info(cfg: Dict[str, Any], where: str) -> Dict[str, Any]:
@@ -713,8 +721,9 @@ def _run_config(p: Path) -> Dict[str, Any]:
 def _wrap_denoiser(model: Any, p: Optional[str], *, sigma_data, schedule, time_scale, sigma_range, extrapolate,
                    what: str) -> VEAdapter:
     if p is None:
-        raise LatentgeoError(f"{what} needs parametrization= to be used as a denoiser: ve (already D(x, sigma)), "
-                             "edm (with sigma_data), eps / v / x0 (with schedule), velocity or velocity_latentgeo")
+        raise LatentgeoError(f"{what} needs parametrization= to be used as a denoiser; pass one of ve (already "
+                             "D(x, sigma)), edm (with sigma_data), eps / v / x0 (with schedule), velocity or "
+                             "velocity_latentgeo")
     if p == "ve":
         lo, hi = _sigma_range(sigma_range, (0.0, math.inf))
         return VEDenoiser(model, lo, hi, extrapolate=extrapolate)
@@ -730,7 +739,7 @@ def _wrap_denoiser(model: Any, p: Optional[str], *, sigma_data, schedule, time_s
     ts = 1.0 if time_scale is None else _num(time_scale, "time_scale")
     if p in ("epsilon", "v", "x0"):
         if schedule is None:
-            raise LatentgeoError(f"parametrization '{p}' needs schedule= (CLI --schedule): "
+            raise LatentgeoError(f"parametrization '{p}' needs schedule= (CLI --schedule); pass one of "
                                  f"{', '.join(SCHEDULE_PRESETS)}, a diffusers scheduler folder, or a dict of its keys")
         tm, _ = time_map_from_schedule(schedule)
         return VPToVE(model, time=tm, prediction=p, time_scale=ts, extrapolate=extrapolate)
@@ -836,7 +845,7 @@ def resolve_denoiser(spec: Any = None, *, parametrization: Optional[str] = None,
     dev, dt = _device(device), _dtype(dtype)
     if code is not None:
         if spec is not None:
-            raise LatentgeoError("pass either a model spec or code='module:factory', not both")
+            raise LatentgeoError("got both a model spec and code='module:factory'; pass one of them, not both")
         obj = _freeze(_from_code(code), dev, dt)
         return _in_memory_denoiser(obj, parametrization, sigma_data, schedule, time_scale, sigma_range, extrapolate,
                                    f"the model from code '{code}'", {"source": "code", "code": code})
@@ -980,14 +989,15 @@ def resolve_flow(spec: Any = None, *, parametrization: Optional[str] = None, tim
             return _attach(_freeze(model, dev, dt) if own else model, spec_d, info)
         if p not in ("velocity", "velocity_latentgeo"):
             raise LatentgeoError(f"{what} needs parametrization='velocity' (SD3/FLUX convention) or "
-                                 "'velocity_latentgeo' to be used as a flow")
+                                 f"'velocity_latentgeo' to be used as a flow, got {p!r}; pass the one its velocity "
+                                 "follows")
         ts = 1.0 if time_scale is None else _num(time_scale, "time_scale")
         f = AsLatentgeoFlow(model, "rectified_flow" if p == "velocity" else "latentgeo", ts)
         return _attach(_freeze(f, dev, dt) if own else f, spec_d, info)
 
     if code is not None:
         if spec is not None:
-            raise LatentgeoError("pass either a model spec or code='module:factory', not both")
+            raise LatentgeoError("got both a model spec and code='module:factory'; pass one of them, not both")
         return wrap(_from_code(code), f"the model from code '{code}'", None, {"source": "code", "code": code})
     if isinstance(spec, dict):
         d = _check_spec_dict(spec, "flow")
@@ -1161,7 +1171,7 @@ def resolve_encoder(spec: Any = None, *, decoder: Any = None, subfolder: Optiona
 
     if code is not None:
         if spec is not None:
-            raise LatentgeoError("pass either an encoder spec or code='module:factory', not both")
+            raise LatentgeoError("got both an encoder spec and code='module:factory'; pass one of them, not both")
         obj = _from_code(code)
         enc, dec = (obj if isinstance(obj, tuple) and len(obj) == 2 else (obj, None))
         return _freeze(enc, dev, dt), (dec_of(dec) if dec is not None else dec_of(decoder)), \
@@ -1214,7 +1224,8 @@ def resolve_encoder(spec: Any = None, *, decoder: Any = None, subfolder: Optiona
                                  "folder of `latentgeo train ae` or a diffusers VAE folder")
         enc = load_encoder(path)
         if not isinstance(enc, Encoder):  # pragma: no cover - load_encoder checks this
-            raise LatentgeoError(f"'{path}' holds no latentgeo encoder")
+            raise LatentgeoError(f"'{path}' holds no latentgeo encoder; pass the folder of `latentgeo train ae` "
+                                 "or a diffusers VAE folder")
         dec = None
         if path.is_dir() and (path / "decoder.safetensors").is_file():
             dec = _freeze(load_decoder(path), dev, dt)
@@ -1256,7 +1267,8 @@ def check_input_shape(encoder: Callable, sample_shape: Sequence[int]) -> Tuple[i
                              "check that the data match what it was trained on") from None
     z = getattr(z, "sample", z)
     if not isinstance(z, torch.Tensor):
-        raise LatentgeoError(f"the encoder returned a {type(z).__name__}, not a tensor of latents")
+        raise LatentgeoError(f"the encoder returned a {type(z).__name__}, not a tensor of latents; "
+                             "make it return the latents as a torch tensor")
     return tuple(int(v) for v in z.shape[1:])
 
 

@@ -198,7 +198,8 @@ class Encoder(nn.Module):
         super().__init__()
         shape = normalise_shape(in_shape)
         if not (isinstance(latent_dim, int) and latent_dim > 0):
-            raise LatentgeoError(f"latent dimension must be a positive integer, got {latent_dim!r}")
+            raise LatentgeoError(f"latent dimension must be a positive integer, got {latent_dim!r}; "
+                                 "pass e.g. latent_dim=2 (CLI --latent-dim 2)")
         if latent_dim > math.prod(shape):
             raise LatentgeoError(f"latent dimension {latent_dim} is larger than the data dimension "
                                  f"{math.prod(shape)}; choose --latent-dim <= {math.prod(shape)}")

@@ -83,7 +83,8 @@ def fit(module: nn.Module, loss_fn: Callable, data: Batch, *, steps: int, batch_
     check_choice(clock, ("wall", "cpu"), "clock")
     check_choice(lr_schedule, ("constant", "cosine"), "lr schedule")
     if not (isinstance(eval_every, int) and eval_every > 0):
-        raise LatentgeoError(f"eval_every must be a positive integer, got {eval_every!r}")
+        raise LatentgeoError(f"eval_every must be a positive integer, got {eval_every!r}; "
+                             "pass the number of steps between evaluations, e.g. 500")
     sdir = Path(out) / name if out is not None else None
     if sdir is not None and resume:
         _refuse_legacy(Path(out), (name,))

@@ -159,7 +159,7 @@ def _point(text: str, shape, what: str, data=None):
         v = [float(c) for c in t.replace(" ", "").split(",") if c]
     except ValueError:
         raise LatentgeoError(f"{what} must be comma-separated numbers like '0.5,-1.2' (or an index with --data), "
-                             f"got '{text}'") from None
+                             f"got '{text}'; write the coordinates as numbers separated by commas") from None
     if not v:
         raise LatentgeoError(f"{what} is empty; pass comma-separated coordinates like '0.5,-1.2'")
     for c in v:

@@ -62,7 +62,7 @@ def _check_dim(dim: int, minimum: int = 2) -> int:
 
 def _finite_nonneg(value: float, name: str) -> float:
     if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise LatentgeoError(f"{name} must be a finite number >= 0, got {value!r}")
+        raise LatentgeoError(f"{name} must be a finite number >= 0, got {value!r}; pass 0 or a positive number")
     return float(value)
 
 
@@ -219,7 +219,7 @@ def ripple(
     _check_n(n)
     for value, name in ((eps0, "eps0"), (omega, "omega")):
         if not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise LatentgeoError(f"{name} must be a finite number, got {value!r}")
+            raise LatentgeoError(f"{name} must be a finite number, got {value!r}; pass an ordinary number such as 0.5")
     x = torch.randn(n, 2, generator=_gen(seed), dtype=torch.float64)
     z = eps0 * torch.sin(omega * x[:, :1])
     return torch.cat([x, z], dim=1).to(dtype)

@@ -29,7 +29,8 @@ def check_sigma(sigma: Union[float, torch.Tensor], name: str = "sigma") -> None:
         try:
             v = float(sigma)
         except (TypeError, ValueError):
-            raise LatentgeoError(f"{name} must be a number or a tensor, got {type(sigma).__name__}") from None
+            raise LatentgeoError(f"{name} must be a number or a tensor, got {type(sigma).__name__}; "
+                                 "pass a float or a tensor of noise levels") from None
         ok = math.isfinite(v) and v >= 0
         bad = v
     if not ok:
@@ -184,9 +185,10 @@ def edm_sigmas(n: int, sigma_min: float = 0.002, sigma_max: float = 80.0, rho: f
     Returns a tensor of shape ``[n + 1]``. ``n = 1`` gives ``[sigma_max, 0]``.
     """
     if n < 1:
-        raise LatentgeoError(f"number of sampling steps must be >= 1, got {n}")
+        raise LatentgeoError(f"number of sampling steps must be >= 1, got {n}; pass steps=1 or more")
     if not (0 < sigma_min < sigma_max):
-        raise LatentgeoError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        raise LatentgeoError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}; "
+                             "pass a positive sigma_min below sigma_max, e.g. 0.002 and 80")
     if n == 1:
         s = torch.tensor([sigma_max], dtype=torch.float64)
     else:

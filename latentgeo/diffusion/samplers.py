@@ -159,7 +159,8 @@ def pf_ode_encode(denoiser: Denoiser, x0: torch.Tensor, sigma: float, steps: int
     up to discretisation error.
     """
     if not (0 < sigma_min < sigma):
-        raise LatentgeoError(f"need 0 < sigma_min < sigma for encoding, got sigma_min={sigma_min}, sigma={sigma}")
+        raise LatentgeoError(f"need 0 < sigma_min < sigma for encoding, got sigma_min={sigma_min}, sigma={sigma}; "
+                             "encode to a sigma above sigma_min, or lower sigma_min (it must stay > 0)")
     sig = _schedule(sigma_min, float(sigma), steps, rho, x0.dtype, x0.device).flip(0)
     with _ctx(grad):
         return _ode(denoiser, x0, sig, True)
@@ -173,7 +174,8 @@ def pf_ode_decode(denoiser: Denoiser, x_sigma: torch.Tensor, sigma: float, steps
     ``denoise=True`` a final step to 0 returns ``D(x, sigma_min)`` instead.
     """
     if not (0 < sigma_min < sigma):
-        raise LatentgeoError(f"need 0 < sigma_min < sigma for decoding, got sigma_min={sigma_min}, sigma={sigma}")
+        raise LatentgeoError(f"need 0 < sigma_min < sigma for decoding, got sigma_min={sigma_min}, sigma={sigma}; "
+                             "decode from a sigma above sigma_min, or lower sigma_min (it must stay > 0)")
     sig = _schedule(sigma_min, float(sigma), steps, rho, x_sigma.dtype, x_sigma.device)
     if denoise:
         sig = torch.cat([sig, sig.new_zeros(1)])

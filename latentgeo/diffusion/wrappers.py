@@ -193,7 +193,8 @@ class VPSDETime(TimeMap):
         b0, b1, e = float(beta_min), float(beta_max), float(eps)
         if not (b0 >= 0 and b1 >= b0 and b1 > 0 and 0 <= e < 1):
             raise LatentgeoError(f"VP-SDE needs 0 <= beta_min <= beta_max, beta_max > 0 and 0 <= eps < 1, got "
-                                 f"beta_min={b0}, beta_max={b1}, eps={e}")
+                                 f"beta_min={b0}, beta_max={b1}, eps={e}; pass e.g. the standard beta_min=0.1, "
+                                 "beta_max=20, eps=1e-5")
         self.beta_min, self.beta_max, self.eps = b0, b1, e
 
         def sig(t):
@@ -217,7 +218,8 @@ class CallableTime(TimeMap):
     def __init__(self, fn: Callable, sigma_min: float = 0.0, sigma_max: float = math.inf):
         super().__init__()
         if not callable(fn):
-            raise LatentgeoError(f"time must be a name or a callable sigma -> t, got {type(fn).__name__}")
+            raise LatentgeoError(f"time must be a name or a callable sigma -> t, got {type(fn).__name__}; "
+                                 "pass a function of sigma returning the model's time")
         self.fn = fn
         self.sigma_min, self.sigma_max = float(sigma_min), float(sigma_max)
 
@@ -330,10 +332,11 @@ class VEAdapter(ReferencedModel, nn.Module):
         super().__init__()
         if not callable(model):
             raise LatentgeoError(f"the model to wrap must be callable (an nn.Module or a function), got "
-                                 f"{type(model).__name__}")
+                                 f"{type(model).__name__}; pass the network itself")
         lo, hi = float(sigma_min), float(sigma_max)
         if not (math.isfinite(lo) and lo >= 0 and hi > lo):
-            raise LatentgeoError(f"the sigma range must satisfy 0 <= sigma_min < sigma_max, got [{lo}, {hi}]")
+            raise LatentgeoError(f"the sigma range must satisfy 0 <= sigma_min < sigma_max, got [{lo}, {hi}]; "
+                                 "pass the noise levels the model was trained on, e.g. 0.002 and 80")
         self.model = model
         self.sigma_min, self.sigma_max = lo, hi
         self.extrapolate = bool(extrapolate)
@@ -506,7 +509,8 @@ class VPToVE(VEAdapter):
                                  " comes from its schedule; drop sigma_min/sigma_max (use extrapolate=True to go "
                                  "beyond it)")
         if not (isinstance(time_scale, (int, float)) and math.isfinite(time_scale) and time_scale > 0):
-            raise LatentgeoError(f"time_scale must be a positive number, got {time_scale!r}")
+            raise LatentgeoError(f"time_scale must be a positive number, got {time_scale!r}; "
+                                 "pass the factor the model multiplies its time by, e.g. 1 or 1000")
         super().__init__(model, sigma_min=tmap.sigma_min, sigma_max=tmap.sigma_max, extrapolate=extrapolate,
                          model_dtype=model_dtype, time_arg=time_arg)
         self.time_map = tmap
@@ -563,7 +567,8 @@ class EDMToVE(VEAdapter):
             raise LatentgeoError(f"sigma_data must be a positive number (the data std the network was trained with), "
                                  f"got {sigma_data!r}; pass sigma_data=")
         if c_noise is not None and not callable(c_noise):
-            raise LatentgeoError("c_noise must be a callable sigma -> c_noise (default ln(sigma)/4)")
+            raise LatentgeoError("c_noise must be a callable sigma -> c_noise; pass a function of sigma, or leave "
+                                 "it out for the default ln(sigma)/4")
         super().__init__(model, sigma_min=sigma_min, sigma_max=sigma_max, extrapolate=extrapolate,
                          model_dtype=model_dtype, time_arg=time_arg)
         self.sigma_data = float(sigma_data)
@@ -606,9 +611,11 @@ class FlowToVE(VEAdapter):
                  model_dtype: Optional[torch.dtype] = None, time_arg: Optional[str] = None):
         check_choice(convention, list(self.CONVENTIONS), "flow convention")
         if not (0 <= float(t_min) < float(t_max) <= 1):
-            raise LatentgeoError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
+            raise LatentgeoError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}; "
+                                 "pass flow times inside [0, 1] with t_min below t_max")
         if not (isinstance(time_scale, (int, float)) and math.isfinite(time_scale) and time_scale > 0):
-            raise LatentgeoError(f"time_scale must be a positive number, got {time_scale!r}")
+            raise LatentgeoError(f"time_scale must be a positive number, got {time_scale!r}; "
+                                 "pass the factor the model multiplies its time by, e.g. 1 or 1000")
         a, b = float(t_min), float(t_max)
 
         def ratio(u, w):  # u / w with u/0 = inf
@@ -656,7 +663,8 @@ class AsLatentgeoFlow(ReferencedModel, nn.Module):
         super().__init__()
         check_choice(convention, list(FlowToVE.CONVENTIONS), "flow convention")
         if not callable(model):
-            raise LatentgeoError(f"the flow model must be callable, got {type(model).__name__}")
+            raise LatentgeoError(f"the flow model must be callable, got {type(model).__name__}; "
+                                 "pass the velocity network itself")
         self.model, self.convention, self.time_scale = model, convention, float(time_scale)
         self.spec: Optional[Dict[str, Any]] = None
         self.info: Dict[str, Any] = {}

@@ -82,7 +82,8 @@ class RippleDenoiser:
         self.omega = float(omega)
         self.n_quad = int(n_quad)
         if self.n_quad < 101:
-            raise LatentgeoError("n_quad must be at least 101 quadrature points")
+            raise LatentgeoError(f"n_quad must be at least 101 quadrature points, got {self.n_quad}; "
+                                 "pass n_quad=101 or more (default 1201)")
 
     def _parts(self, x: torch.Tensor, sigma, with_cov: bool = False):
         if x.ndim != 2 or x.shape[1] != 3:

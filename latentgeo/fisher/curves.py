@@ -347,9 +347,10 @@ def fisher_curves(denoiser: Callable, x0: torch.Tensor, sigmas: Union[Sequence[f
         x0 = x0.float()
     sig = torch.as_tensor(sigmas, dtype=torch.float64).reshape(-1)
     if sig.numel() == 0 or not torch.isfinite(sig).all() or (sig <= 0).any():
-        raise LatentgeoError("sigmas must be a non-empty list of positive finite noise levels, e.g. 0.002 ... 80")
+        raise LatentgeoError("sigmas must be a non-empty list of positive finite noise levels; "
+                             "pass e.g. latentgeo.fisher.default_sigmas() (0.01 ... 80)")
     if int(n_probes) < 1:
-        raise LatentgeoError(f"n_probes must be >= 1, got {n_probes}")
+        raise LatentgeoError(f"n_probes must be >= 1, got {n_probes}; pass n_probes=1 or more")
     if probe_batching not in ("auto", "vmap", "stack"):
         raise LatentgeoError(f"unknown probe_batching '{probe_batching}'; choose auto, vmap or stack")
     if probe not in ("rademacher", "gaussian"):
@@ -372,7 +373,7 @@ def fisher_curves(denoiser: Callable, x0: torch.Tensor, sigmas: Union[Sequence[f
     n = x0[0].numel()
     rows = int(batch_size or 4096)
     if rows < 1:
-        raise LatentgeoError(f"batch_size must be >= 1, got {batch_size}")
+        raise LatentgeoError(f"batch_size must be >= 1, got {batch_size}; pass a positive batch size, or None for 4096")
     noise = torch.randn(x0.shape, generator=generator, dtype=dtype, device=_gen_device(generator, device)).to(device)
     red = tuple(range(1, x0.ndim))
     _check_denoiser_output(denoiser, x0[:2] + float(sig[0]) * noise[:2], float(sig[0]))

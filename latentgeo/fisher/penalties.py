@@ -54,7 +54,8 @@ def dimensional_compression(D: int, d: int, intrinsic_dim: int = 2) -> Dict[str,
     """
     D, d, k = int(D), int(d), int(intrinsic_dim)
     if D < 1 or d < 1 or k < 0:
-        raise LatentgeoError(f"dimensions must be positive, got D={D}, d={d}, intrinsic_dim={k}")
+        raise LatentgeoError(f"dimensions must be positive, got D={D}, d={d}, intrinsic_dim={k}; "
+                             "pass D, d >= 1 and intrinsic_dim >= 0")
     if k >= D:
         raise LatentgeoError(f"intrinsic_dim ({k}) must be below the data dimension D ({D}); the small-tau "
                              "prediction needs data on a lower-dimensional set")

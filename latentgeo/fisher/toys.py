@@ -58,12 +58,12 @@ def toy_laws(name: str, param: float, D: int = 16, omega: float = 5.0):
     if name == "compression":
         d = int(param)
         if not 2 <= d <= D:
-            raise LatentgeoError(f"latent dimension d={d} must lie in [2, D={D}]")
+            raise LatentgeoError(f"latent dimension d={d} must lie in [2, D={D}]; pass an integer d in that range")
         return _embedded(D), _embedded(d), (lambda tau: cf.compression_dr(D, d, tau))
     if name == "tangential":
         delta = float(param)
         if not -1 < delta < 1:
-            raise LatentgeoError(f"delta0={delta} must lie strictly between -1 and 1")
+            raise LatentgeoError(f"delta0={delta} must lie strictly between -1 and 1; pass e.g. 0.5")
         return _diag_gauss([1.0, 1.0]), _diag_gauss([1 + delta, 1 - delta]), (lambda tau: cf.tangential_dr(delta, tau))
     return cf.RippleDenoiser(0.0, omega, n_quad=401), cf.RippleDenoiser(float(param), omega, n_quad=401), None
 
@@ -72,7 +72,7 @@ def _check_settings(name: str, params, *, n_eval, n_probes, n_train, steps, D, o
     """Refuse settings that would fail (or mean nothing) only after the first denoiser is fitted."""
     def pos_int(v, what, lo):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise LatentgeoError(f"{what} must be an integer >= {lo}, got {v!r}")
+            raise LatentgeoError(f"{what} must be an integer >= {lo}, got {v!r}; pass a whole number of at least {lo}")
 
     pos_int(n_eval, "n_eval", 2)
     pos_int(n_probes, "n_probes", 1)
@@ -82,7 +82,7 @@ def _check_settings(name: str, params, *, n_eval, n_probes, n_train, steps, D, o
     if name == "compression":
         pos_int(D, "D", 3)
     if name == "curvature" and not (isinstance(omega, (int, float)) and math.isfinite(omega) and omega > 0):
-        raise LatentgeoError(f"omega must be a positive finite number, got {omega!r}")
+        raise LatentgeoError(f"omega must be a positive finite number, got {omega!r}; pass e.g. omega=5 (the default)")
     for p in params:
         try:
             v = float(p)
@@ -91,9 +91,10 @@ def _check_settings(name: str, params, *, n_eval, n_probes, n_train, steps, D, o
         if not math.isfinite(v):
             raise LatentgeoError(f"toy parameter {p!r} is not finite; pass finite numbers")
         if name == "compression" and (v != int(v) or not 2 <= int(v) <= D):
-            raise LatentgeoError(f"latent dimension d={p!r} must be an integer in [2, D={D}]")
+            raise LatentgeoError(f"latent dimension d={p!r} must be an integer in [2, D={D}]; "
+                                 "pass whole numbers in that range")
         if name == "tangential" and not -1 < v < 1:
-            raise LatentgeoError(f"delta0={v:g} must lie strictly between -1 and 1")
+            raise LatentgeoError(f"delta0={v:g} must lie strictly between -1 and 1; pass values such as 0.5")
 
 
 def _denoiser_of(oracle):
@@ -130,7 +131,8 @@ def run_toy(name: str, out: Optional[str] = None, params: Optional[Sequence[floa
     lo = 0.01 if denoisers == "exact" else 0.02
     sig = torch.as_tensor(sigmas if sigmas is not None else torch.logspace(math.log10(lo), 1, 16), dtype=_F64)
     if sig.ndim != 1 or sig.numel() == 0 or not bool(torch.isfinite(sig).all()) or bool((sig <= 0).any()):
-        raise LatentgeoError(f"sigmas must be a non-empty list of positive finite noise levels, got {sigmas!r}")
+        raise LatentgeoError(f"sigmas must be a non-empty list of positive finite noise levels, got {sigmas!r}; "
+                             "pass e.g. [0.01, 0.1, 1, 10], or None for the default grid")
     net_kwargs = net_kwargs or {"hidden": 128, "depth": 2}
     dev = torch.device("cpu" if denoisers == "exact" else device)
 

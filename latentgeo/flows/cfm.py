@@ -59,7 +59,8 @@ def ot_pair(z0: torch.Tensor, z1: torch.Tensor) -> torch.Tensor:
 
     b = z1.shape[0]
     if z0.shape[0] != b:
-        raise LatentgeoError("OT coupling needs equal source and data batch sizes")
+        raise LatentgeoError(f"OT coupling needs equal source and data batch sizes, got {z0.shape[0]} and {b}; "
+                             "draw as many source samples as there are data samples in the batch")
     a0 = z0.detach().reshape(b, -1).double().cpu().numpy()
     a1 = z1.detach().reshape(b, -1).double().cpu().numpy()
     cost = ((a1[:, None, :] - a0[None, :, :]) ** 2).sum(-1)  # [data i, source j]
@@ -97,7 +98,7 @@ def flow_sample(model: Callable, z0: torch.Tensor, steps: int = 50, method: str 
     """
     check_choice(method, list(FLOW_METHODS), "ODE method")
     if steps < 1:
-        raise LatentgeoError(f"steps must be >= 1, got {steps}")
+        raise LatentgeoError(f"steps must be >= 1, got {steps}; pass steps=1 or more")
     ctx = torch.enable_grad() if grad else torch.no_grad()
     with ctx:
         if method in ("heun", "euler"):
@@ -139,7 +140,8 @@ def fit_flow(z: Any, steps: int = 2000, batch_size: int = 256, lr: float = 2e-3,
     if not zt.is_floating_point():
         zt = zt.float()
     if zt.ndim < 2 or zt.shape[0] < 2:
-        raise LatentgeoError(f"flow data must be [N, ...] with N >= 2, got shape {tuple(zt.shape)}")
+        raise LatentgeoError(f"flow data must be [N, ...] with N >= 2, got shape {tuple(zt.shape)}; "
+                             "pass a batch of at least 2 samples along the first dimension")
     check_finite(zt, "flow data")
     torch.manual_seed(seed)
     kw = dict(net_kwargs or {})

@@ -81,9 +81,10 @@ def sliced_wasserstein(x: ArrayLike, y: ArrayLike, n_projections: int = 256,
     y = _as_2d(y, "y")
     _same_dim(x, y)
     if not (isinstance(n_projections, int) and n_projections > 0):
-        raise LatentgeoError(f"n_projections must be a positive integer, got {n_projections!r}")
+        raise LatentgeoError(f"n_projections must be a positive integer, got {n_projections!r}; "
+                             "pass e.g. n_projections=256")
     if not (p >= 1):
-        raise LatentgeoError(f"p must be >= 1 for a Wasserstein distance, got {p}")
+        raise LatentgeoError(f"p must be >= 1 for a Wasserstein distance, got {p}; pass p=1 or p=2")
     d = x.shape[1]
     theta = torch.randn(d, n_projections, generator=generator, dtype=torch.float64)
     theta = theta / theta.norm(dim=0, keepdim=True)

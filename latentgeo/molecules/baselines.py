@@ -61,7 +61,7 @@ def string_method(potential, start: Sequence[float], end: Sequence[float], n_ima
         the string ``[n_images, 2]`` (unwrapped coordinates; wrap with ``potential.wrap`` to score).
     """
     if n_images < 3:
-        raise LatentgeoError(f"n_images must be at least 3, got {n_images}")
+        raise LatentgeoError(f"n_images must be at least 3, got {n_images}; pass n_images=3 or more")
     x = straight_path(start, end, n_images) if init is None else torch.as_tensor(init, dtype=torch.float64).clone()
     for _ in range(n_iter):
         g = potential.grad(x[1:-1])
@@ -121,9 +121,10 @@ def two_way_shooting(potential, start: Sequence[float], end: Sequence[float], n_
         ``record_curve`` also ``curve`` (``{"evaluations": [...], "best_max_energy": [...]}``, non-increasing).
     """
     if n_frames < 3:
-        raise LatentgeoError(f"n_frames must be at least 3, got {n_frames}")
+        raise LatentgeoError(f"n_frames must be at least 3, got {n_frames}; pass n_frames=3 or more")
     if n_chains < 1 or n_paths < 1:
-        raise LatentgeoError("n_chains and n_paths must be positive")
+        raise LatentgeoError(f"n_chains and n_paths must be positive, got {n_chains} and {n_paths}; "
+                             "pass 1 or more for each")
     C, T = int(n_chains), int(n_frames)
     g = torch.Generator().manual_seed(seed)
     n_eval0 = int(potential.n_grad_evals)
@@ -193,7 +194,8 @@ def two_way_shooting(potential, start: Sequence[float], end: Sequence[float], n_
         # others)
         i0 = T - 1 - max(T // 20, 1) if init_frame is None else int(init_frame)
         if not 0 <= i0 <= T - 1:
-            raise LatentgeoError(f"init_frame must lie in 0..{T - 1}, got {init_frame!r}")
+            raise LatentgeoError(f"init_frame must lie in 0..{T - 1}, got {init_frame!r}; pass a frame index "
+                                 "in that range, or None for the default")
         xs0 = torch.as_tensor(init_point, dtype=torch.float64).reshape(1, 1, 2).expand(C, T, 2).clone()
         have = torch.zeros(C, dtype=torch.bool)
         for _ in range(int(max_init_rounds)):

@@ -43,7 +43,8 @@ def minimax_path(
     if e.ndim != 2:
         raise LatentgeoError(f"energy grid has shape {e.shape}; pass a 2-D [H, W] array")
     if connectivity not in (4, 8):
-        raise LatentgeoError(f"connectivity must be 4 or 8, got {connectivity!r}")
+        raise LatentgeoError(f"connectivity must be 4 or 8, got {connectivity!r}; "
+                             "pass connectivity=8 (the default) or 4")
     h, w = e.shape
     s = (int(start[0]), int(start[1]))
     t = (int(end[0]), int(end[1]))

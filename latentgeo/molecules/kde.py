@@ -36,7 +36,7 @@ class KDEDenoiser(nn.Module):
         if s.ndim != 2 or s.shape[0] == 0:
             raise LatentgeoError(f"samples have shape {tuple(s.shape)}; pass a non-empty [M, d] array")
         if not (bandwidth >= 0):
-            raise LatentgeoError(f"bandwidth must be >= 0, got {bandwidth}")
+            raise LatentgeoError(f"bandwidth must be >= 0, got {bandwidth}; pass e.g. bandwidth=0.05 (the default)")
         if period is not None:
             check_positive(period, "period")
             d = s.shape[1]

@@ -72,7 +72,7 @@ def langevin(
     check_positive(step, "step")
     check_positive(kT, "kT")
     if not (isinstance(n_steps, int) and n_steps >= 0):
-        raise LatentgeoError(f"n_steps must be a non-negative integer, got {n_steps!r}")
+        raise LatentgeoError(f"n_steps must be a non-negative integer, got {n_steps!r}; pass a whole number >= 0")
     x = torch.as_tensor(x0).clone()
     if x.ndim != 2:
         raise LatentgeoError(f"x0 has shape {tuple(x.shape)}; pass [B, 2] starting points")

@@ -139,9 +139,11 @@ def best_so_far(max_energies: Sequence[float], evaluations: Sequence[int]) -> Di
         raise LatentgeoError(f"max_energies {m.shape} and evaluations {e.shape} differ in length; pass one "
                              "evaluation count per completed path")
     if e.size and (np.diff(e) < 0).any():
-        raise LatentgeoError("evaluations must be non-decreasing (cumulative counts in completion order)")
+        raise LatentgeoError("evaluations must be non-decreasing; pass cumulative evaluation counts, in the order "
+                             "the paths completed")
     if np.isnan(m).any():
-        raise LatentgeoError("max_energies contain NaN")
+        raise LatentgeoError("max_energies contain NaN; drop the paths whose MaxEnergy is NaN (use inf for a point at "
+                             "which no path had completed yet)")
     best = np.minimum.accumulate(m) if m.size else m
     fin = np.isfinite(best)
     if not fin.any():
@@ -216,7 +218,8 @@ def tps_metrics(paths_or_states, potential, start: Sequence[float], end: Sequenc
     if p.ndim != 3 or p.shape[-1] != 2 or p.shape[0] < 1 or p.shape[1] < 1:
         raise LatentgeoError(f"paths have shape {p.shape}; pass [P, T, 2] with P, T >= 1")
     if isinstance(n_energy_evals, bool) or int(n_energy_evals) != n_energy_evals or n_energy_evals < 0:
-        raise LatentgeoError(f"n_energy_evals must be a non-negative integer, got {n_energy_evals!r}")
+        raise LatentgeoError(f"n_energy_evals must be a non-negative integer, got {n_energy_evals!r}; "
+                             "pass the number of energy-gradient evaluations spent (0 or more)")
     P = p.shape[0]
     over_states = potential.score_energy(p).max(axis=1)
     if max_energy is None:
@@ -229,7 +232,8 @@ def tps_metrics(paths_or_states, potential, start: Sequence[float], end: Sequenc
             raise LatentgeoError("max_energy is below the maximum over the given states for some path; it must be "
                                  "the maximum over every state (a superset of paths_or_states)")
     if not np.isfinite(me).all():
-        raise LatentgeoError("MaxEnergy is not finite for some path")
+        raise LatentgeoError("MaxEnergy is not finite for some path; drop paths with NaN/inf coordinates (a diverged "
+                             "sampler: lower its step size) or NaN/inf max_energy values")
     ends = potential.score_energy(np.asarray([start, end], dtype=np.float64))
     ref = float(min(ends[0], ends[1]))
     d = p[:, -1] - np.asarray(end, dtype=np.float64)
@@ -239,7 +243,8 @@ def tps_metrics(paths_or_states, potential, start: Sequence[float], end: Sequenc
     dist = np.linalg.norm(d, axis=-1)
     r = float(radius) if radius is not None else target_radius(potential)
     if not r > 0:
-        raise LatentgeoError(f"radius must be positive, got {radius!r}")
+        raise LatentgeoError(f"radius must be positive, got {radius!r}; "
+                             "pass a positive radius, or None for the default")
     hit = dist < r
     extra = sorted({r, *(float(v) for v in (radii if radii is not None else (doob_state_radius(potential),)))})
     if curve is None and path_evals is not None:

@@ -126,7 +126,8 @@ class AlanineTable(Potential):
     def __init__(self, n_freq: int = 20, path: Optional[str] = None):
         super().__init__()
         if not (isinstance(n_freq, int) and 1 <= n_freq <= 44):
-            raise LatentgeoError(f"n_freq must be an integer in 1..44 (89-point grid), got {n_freq!r}")
+            raise LatentgeoError(f"n_freq must be an integer in 1..44 (89-point grid), got {n_freq!r}; "
+                                 "pass e.g. n_freq=20 (the default)")
         self.phi, self.psi, self.table = load_alanine_table(path)
         self.n_grid = self.phi.size
         self.spacing = 2 * math.pi / self.n_grid

@@ -125,9 +125,9 @@ def annealed_langevin(
     check_positive(step, "step")
     if isinstance(k_steps, bool) or not isinstance(k_steps, int) or k_steps < 1:
         raise LatentgeoError(f"k_steps must be an integer >= 1, got {k_steps!r} (with 0 no Langevin state is "
-                             "visited and MaxEnergy means nothing)")
+                             "visited and MaxEnergy means nothing); pass k_steps=1 or more")
     if isinstance(n_paths, bool) or not isinstance(n_paths, int) or n_paths < 1:
-        raise LatentgeoError(f"n_paths must be a positive integer, got {n_paths!r}")
+        raise LatentgeoError(f"n_paths must be a positive integer, got {n_paths!r}; pass n_paths=1 or more")
     return_max_states = return_max_states or keep_states
     track_max = track_max or return_max_states
     inv_var = 1.0 / sg ** 2
@@ -326,9 +326,10 @@ def transition_paths(
     for v, nm in ((log_snr, "log_snr"), (snr_penalty, "snr_penalty"), (snr_lambda, "snr_lambda"),
                   (avoid_weight, "avoid_weight")):
         if not (isinstance(v, (int, float)) and math.isfinite(v)):
-            raise LatentgeoError(f"{nm} must be a finite number, got {v!r}")
+            raise LatentgeoError(f"{nm} must be a finite number, got {v!r}; pass an ordinary number")
     if snr_penalty < 0 or avoid_weight < 0:
-        raise LatentgeoError(f"snr_penalty and avoid_weight must be >= 0, got {snr_penalty!r} and {avoid_weight!r}")
+        raise LatentgeoError(f"snr_penalty and avoid_weight must be >= 0, got {snr_penalty!r} and {avoid_weight!r}; "
+                             "pass 0 (off) or a positive weight")
     if avoid is not None:
         _avoid_state(avoid)
     periodic = potential.period is not None
@@ -394,7 +395,7 @@ def _check_tps_settings(*, n_paths, n_chains, data_steps, train_steps, n_points,
     """Refuse settings that would fail late (after data generation / training) or give a meaningless MaxEnergy."""
     def int_at_least(v, nm, lo, why=""):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise LatentgeoError(f"{nm} must be an integer >= {lo}, got {v!r}{why}")
+            raise LatentgeoError(f"{nm} must be an integer >= {lo}, got {v!r}{why}; pass {nm}={lo} or more")
 
     int_at_least(n_paths, "n_paths", 1)
     int_at_least(n_chains, "n_chains", 1)

@@ -58,7 +58,8 @@ def use_math_attention(model: nn.Module) -> int:
     switched. Values are unchanged up to float rounding; attention then materialises its score matrix (memory grows
     with the square of the token count, as the classic processor's does)."""
     if not isinstance(model, nn.Module):
-        raise LatentgeoError(f"use_math_attention needs a torch module, got {type(model).__name__}")
+        raise LatentgeoError(f"use_math_attention needs a torch module, got {type(model).__name__}; "
+                             "pass the diffusers model (an nn.Module) itself")
     n = 0
     for m in model.modules():
         proc = getattr(m, "processor", None)

@@ -91,7 +91,8 @@ def _codes(y) -> np.ndarray:
 def _check_matrix(D, y=None, name: str = "D") -> np.ndarray:
     D = np.asarray(D, dtype=float)
     if D.ndim != 2 or D.shape[0] != D.shape[1]:
-        raise LatentgeoError(f"{name} must be a square N x N distance matrix, got shape {D.shape}")
+        raise LatentgeoError(f"{name} must be a square N x N distance matrix, got shape {D.shape}; "
+                             "pass the distances between all pairs of the N images")
     if y is not None and np.asarray(y).reshape(-1).shape[0] != D.shape[0]:
         raise LatentgeoError(f"{name} is {D.shape[0]} x {D.shape[0]} but there are {np.asarray(y).size} labels; "
                              "pass one label per row")
@@ -109,7 +110,7 @@ def knn_correct(D: np.ndarray, y, k: int = 1) -> np.ndarray:
     c = _codes(y)
     N = D.shape[0]
     if not 1 <= int(k) <= N - 1:
-        raise LatentgeoError(f"k must be in 1..{N - 1} (N - 1 other images), got {k}")
+        raise LatentgeoError(f"k must be in 1..{N - 1} (N - 1 other images), got {k}; pass a k in that range")
     Dm = D.copy()
     np.fill_diagonal(Dm, np.inf)
     nn = np.argsort(Dm, axis=1, kind="stable")[:, : int(k)]
@@ -202,7 +203,8 @@ def semantic_statistics(mats: Dict[str, np.ndarray], y, boot: int = 1000, seed: 
         bootstrap: the same resample for both, so its CI is that of the difference).
     """
     if not mats:
-        raise LatentgeoError("semantic_statistics needs at least one distance matrix")
+        raise LatentgeoError("semantic_statistics needs at least one distance matrix; pass them as a dict name -> "
+                             "N x N matrix")
     c = _codes(y)
     N = c.size
     mats = {k: _check_matrix(v, c, name=k) for k, v in mats.items()}
@@ -210,7 +212,7 @@ def semantic_statistics(mats: Dict[str, np.ndarray], y, boot: int = 1000, seed: 
         raise LatentgeoError(f"class statistics need >= 4 images, >= 2 classes and a class with >= 2 images; got "
                              f"{N} images of {np.unique(c).size} classes")
     if int(boot) < 0:
-        raise LatentgeoError(f"boot must be >= 0, got {boot}")
+        raise LatentgeoError(f"boot must be >= 0, got {boot}; pass the number of bootstrap resamples (0 for none)")
     correct = {name: {k: knn_correct(M, c, k) for k in (1, 3)} for name, M in mats.items()}
     point = _stats(mats, c, np.arange(N), correct)
     rng = np.random.default_rng(seed)
@@ -279,7 +281,8 @@ def mean_distance(D: np.ndarray, boot: int = 1000, seed: int = 0) -> Dict[str, A
     D = _check_matrix(D)
     N = D.shape[0]
     if N < 2:
-        raise LatentgeoError("mean_distance needs at least 2 images")
+        raise LatentgeoError(f"mean_distance needs at least 2 images, got {N}; "
+                             "pass the distance matrix of 2 or more images")
     iu = np.triu_indices(N, 1)
     value = float(D[iu].mean())
     rng = np.random.default_rng(seed)

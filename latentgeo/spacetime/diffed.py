@@ -41,7 +41,8 @@ def pf_ode_path(denoiser: Denoiser, x: torch.Tensor, sigmas: torch.Tensor, grad:
     x = torch.as_tensor(x)
     sigmas = torch.as_tensor(sigmas, device=x.device)
     if not bool(torch.isfinite(sigmas).all()) or bool((sigmas <= 0).any()):
-        raise LatentgeoError("PF-ODE noise levels must be finite and > 0 (the ODE is singular at sigma = 0)")
+        raise LatentgeoError("PF-ODE noise levels must be finite and > 0 (the ODE is singular at sigma = 0); "
+                             "pass a positive sigma_min, e.g. 0.002")
     check_finite(x, "x")
     out = [x]
     ctx = torch.enable_grad() if grad else torch.no_grad()
@@ -118,7 +119,7 @@ def default_warm_profile(n_nodes: int) -> torch.Tensor:
     """:data:`DEFAULT_WARM_PROFILE` at ``n_nodes`` interior knots [n_nodes] (float64; linear interpolation over the
     knots' relative positions ``k / (n_nodes + 1)``, zero at the endpoints)."""
     if int(n_nodes) < 1:
-        raise LatentgeoError(f"n_nodes must be >= 1, got {n_nodes}")
+        raise LatentgeoError(f"n_nodes must be >= 1, got {n_nodes}; pass n_nodes=1 or more")
     base = np.concatenate([[0.0], np.asarray(DEFAULT_WARM_PROFILE), [0.0]])
     t0 = np.linspace(0, 1, base.size)
     t = np.arange(1, int(n_nodes) + 1) / (int(n_nodes) + 1)
@@ -173,7 +174,7 @@ def edit_distance_pairs(denoiser: Denoiser, A: torch.Tensor, B: torch.Tensor, si
         A, B = both[: A.shape[0]], both[A.shape[0]:]
     if warm_start is not None:
         if init_nodes is not None:
-            raise LatentgeoError("pass either init_nodes or warm_start, not both")
+            raise LatentgeoError("got both init_nodes and warm_start; pass one of them, not both")
         if isinstance(warm_start, str):
             if warm_start != "default":
                 raise LatentgeoError(f"warm_start must be None, 'default' or a tensor of {n_nodes} log-SNR offsets; "
@@ -273,7 +274,8 @@ def read_matrix_cache(path: Union[str, os.PathLike]) -> Tuple[np.ndarray, np.nda
             D, done, neg = z["D"], z["done"].astype(bool), z["neg"]
             meta = json.loads(str(z["meta"]))
     except FileNotFoundError:
-        raise LatentgeoError(f"DiffED matrix cache '{path}' does not exist") from None
+        raise LatentgeoError(f"DiffED matrix cache '{path}' does not exist; pass the out= file of an "
+                             "edit_distance_matrix run") from None
     except Exception as exc:  # truncated / not an npz / missing keys
         raise LatentgeoError(f"'{path}' is not a readable DiffED matrix cache ({type(exc).__name__}: {exc}); delete "
                              "it or pass resume=False to overwrite it") from exc
@@ -386,16 +388,18 @@ def edit_distance_matrix(denoiser: Denoiser, X: torch.Tensor, Y: Optional[torch.
         check_finite(Y, "Y")
     check_positive(float(sigma_min), "sigma_min")
     if int(pair_batch) < 1:
-        raise LatentgeoError(f"pair_batch must be >= 1, got {pair_batch}")
+        raise LatentgeoError(f"pair_batch must be >= 1, got {pair_batch}; pass e.g. pair_batch=64 (the default)")
     pair_batch = int(pair_batch)
     if max_points is not None:
         if kwargs.get("chunk_size") not in (None, max_points):
             raise LatentgeoError("max_points is an alias of chunk_size; pass only one of them")
         if int(max_points) < 1:
-            raise LatentgeoError(f"max_points must be >= 1 (or None), got {max_points}")
+            raise LatentgeoError(f"max_points must be >= 1 (or None), got {max_points}; pass a positive number of "
+                                 "points per chunk, or None for all at once")
         kwargs["chunk_size"] = int(max_points)
     if kwargs.get("progress") not in (None, False) and not isinstance(kwargs.get("progress"), bool):
-        raise LatentgeoError("pass a progress callback as progress= of edit_distance_matrix")
+        raise LatentgeoError("a per-geodesic progress= is not supported here; pass a progress callback as progress= "
+                             "of edit_distance_matrix")
     kwargs.pop("return_geodesic", None)
     generator = kwargs.pop("generator", None)
     enc_steps = kwargs.pop("encode_steps", _DEFAULTS["encode_steps"])
@@ -425,7 +429,7 @@ def edit_distance_matrix(denoiser: Denoiser, X: torch.Tensor, Y: Optional[torch.
                                  f"offsets; got '{warm_start}'")
         if int(pilot_pairs) < 1 or int(pilot_steps) < 1:
             raise LatentgeoError(f"warm_start='auto' needs pilot_pairs >= 1 and pilot_steps >= 1, got {pilot_pairs} "
-                                 f"and {pilot_steps}")
+                                 f"and {pilot_steps}; pass e.g. pilot_pairs=16, pilot_steps=150 (the defaults)")
         settings["warm_start"] = ["auto", int(pilot_pairs), int(pilot_steps)]
     elif warm_start is not None:
         profile = torch.as_tensor(warm_start, dtype=torch.float64).reshape(-1).cpu()

@@ -116,9 +116,11 @@ def _n_probes(n_probes) -> Optional[int]:
     except (TypeError, ValueError, OverflowError):
         ok = False
     if not ok:
-        raise LatentgeoError(f"n_probes must be a positive integer or None (exact divergence), got {n_probes!r}")
+        raise LatentgeoError(f"n_probes must be a positive integer or None (exact divergence), got {n_probes!r}; "
+                             "pass e.g. n_probes=1, or None")
     if int(n_probes) < 1:
-        raise LatentgeoError(f"n_probes must be >= 1 or None (exact divergence), got {n_probes}")
+        raise LatentgeoError(f"n_probes must be >= 1 or None (exact divergence), got {n_probes}; "
+                             "pass e.g. n_probes=1, or None")
     return int(n_probes)
 
 
@@ -361,7 +363,8 @@ OBJECTIVES = ("abs", "relu", "signed")
 
 def _check_objective(objective: str) -> str:
     if not isinstance(objective, str) or objective not in OBJECTIVES:
-        raise LatentgeoError(f"objective must be one of {', '.join(repr(o) for o in OBJECTIVES)}, got {objective!r}")
+        raise LatentgeoError(f"objective must be one of {', '.join(repr(o) for o in OBJECTIVES)}, got {objective!r}; "
+                             "pass one of those")
     return objective
 
 
@@ -444,7 +447,8 @@ def kl_from_state(denoiser: Denoiser, x_star: torch.Tensor, sigma_star: float, x
     xs3, s2, batched = _curve_shapes(xs, sigmas)
     P, N = s2.shape
     if int(n_bridge) < 2:
-        raise LatentgeoError(f"n_bridge must be >= 2 (the bridge from z* to the curve needs both ends), got {n_bridge}")
+        raise LatentgeoError(f"n_bridge must be >= 2 (the bridge from z* to the curve needs both ends), got "
+                             f"{n_bridge}; pass n_bridge=2 or more")
     n_bridge = int(n_bridge)
     xstar = torch.as_tensor(x_star, dtype=xs3.dtype, device=xs3.device)
     if xstar.numel() != xs3[0, 0].numel():

@@ -98,9 +98,10 @@ def compiled_energy_step(denoiser, curve: SplineCurve, n_points: int, robust: bo
     if backend not in BACKENDS:
         raise LatentgeoError(f"unknown compile backend {backend!r}; choose one of {', '.join(BACKENDS)}")
     if not isinstance(curve, SplineCurve):
-        raise LatentgeoError(f"curve must be a SplineCurve, got {type(curve).__name__}")
+        raise LatentgeoError(f"curve must be a SplineCurve, got {type(curve).__name__}; "
+                             "build one with latentgeo.spacetime.SplineCurve(...)")
     if int(n_points) < 2:
-        raise LatentgeoError(f"n_points must be >= 2, got {n_points}")
+        raise LatentgeoError(f"n_points must be >= 2, got {n_points}; pass n_points=2 or more")
     n_points = int(n_points)
     objective = resolve_objective(objective, robust)
     if curve.nodes.dtype in (torch.float16, torch.bfloat16):

@@ -239,15 +239,16 @@ def geodesic(denoiser: Denoiser, start, end, n_points: int = 64, n_nodes: int = 
         raise LatentgeoError("endpoint sigmas must be > 0 (the family degenerates at sigma = 0); use a small "
                              "sigma_min such as 0.01-0.1")
     if n_points < 2:
-        raise LatentgeoError(f"n_points must be >= 2, got {n_points}")
+        raise LatentgeoError(f"n_points must be >= 2, got {n_points}; pass n_points=2 or more (both end points)")
     if steps < 0:
-        raise LatentgeoError(f"steps must be >= 0, got {steps}")
+        raise LatentgeoError(f"steps must be >= 0, got {steps}; pass 0 (the initial curve) or more")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
         raise LatentgeoError(f"lr must be a positive finite number, got {lr!r}; the anchor uses lr = 0.1")
     if int(log_every) < 1:
-        raise LatentgeoError(f"log_every must be >= 1, got {log_every}")
+        raise LatentgeoError(f"log_every must be >= 1, got {log_every}; pass the number of steps between log lines")
     if chunk_size is not None and int(chunk_size) < 1:
-        raise LatentgeoError(f"chunk_size must be >= 1 (or None for all points at once), got {chunk_size}")
+        raise LatentgeoError(f"chunk_size must be >= 1 (or None for all points at once), got {chunk_size}; "
+                             "pass a positive number of points, or None")
     n_probes = _n_probes(n_probes)
     objective = resolve_objective(objective, robust)
     if eval_probes not in (_AUTO, "same"):

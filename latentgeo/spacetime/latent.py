@@ -62,7 +62,8 @@ def _latent(z: Any) -> torch.Tensor:
     z = getattr(z, "mean", z) if not isinstance(z, torch.Tensor) else z
     z = z[0] if isinstance(z, (tuple, list)) else z
     if not isinstance(z, torch.Tensor):
-        raise LatentgeoError(f"the encoder returned a {type(z).__name__}, not a tensor of latents")
+        raise LatentgeoError(f"the encoder returned a {type(z).__name__}, not a tensor of latents; "
+                             "make it return the latents as a torch tensor")
     return z
 
 

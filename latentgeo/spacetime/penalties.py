@@ -44,10 +44,11 @@ def _finite(value, name: str, low: Optional[float] = None) -> float:
     try:
         v = float(value)
     except (TypeError, ValueError):
-        raise LatentgeoError(f"{name} must be a number, got {value!r}") from None
+        raise LatentgeoError(f"{name} must be a number, got {value!r}; pass an ordinary number") from None
     if not math.isfinite(v) or (low is not None and v < low):
         bound = f" and >= {low:g}" if low is not None else ""
-        raise LatentgeoError(f"{name} must be finite{bound}, got {value!r}")
+        raise LatentgeoError(f"{name} must be finite{bound}, got {value!r}; "
+                             f"pass a finite number{'' if low is None else f' >= {low:g}'}")
     return v
 
 
@@ -103,7 +104,8 @@ class RegionAvoidance(_Ramped):
         self.sigma_star = check_positive(float(sigma_star), "sigma_star")
         self.kl_min = _finite(kl_min, "kl_min")
         if int(n_bridge) < 2:
-            raise LatentgeoError(f"n_bridge must be >= 2, got {n_bridge}")
+            raise LatentgeoError(f"n_bridge must be >= 2, got {n_bridge}; "
+                                 "pass n_bridge=2 or more (both ends of the bridge)")
         self.n_probes, self.n_bridge, self.generator = n_probes, int(n_bridge), generator
 
     def kl(self, xs: torch.Tensor, sigmas: torch.Tensor) -> torch.Tensor:

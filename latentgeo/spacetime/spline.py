@@ -25,7 +25,7 @@ def spline_basis(n_points: int, n_nodes: int, s: Optional[np.ndarray] = None) ->
     is C2, and its values vanish at s = 0 and s = 1 for any knot values.
     """
     if n_nodes < 1:
-        raise LatentgeoError(f"n_nodes must be >= 1, got {n_nodes}")
+        raise LatentgeoError(f"n_nodes must be >= 1, got {n_nodes}; pass n_nodes=1 or more")
     K = int(n_nodes)
     h = 1.0 / (K + 1)
     # Natural spline: second derivatives M_0 = M_{K+1} = 0 and, at interior knots,
@@ -78,7 +78,7 @@ class SplineCurve:
                  n_nodes: int, nodes: Optional[torch.Tensor] = None):
         _validate_ends(x_a, sigma_a, x_b, sigma_b)
         if int(n_nodes) < 1:
-            raise LatentgeoError(f"n_nodes must be >= 1, got {n_nodes}")
+            raise LatentgeoError(f"n_nodes must be >= 1, got {n_nodes}; pass n_nodes=1 or more")
         self.shape = tuple(x_a.shape[1:])
         self.P = x_a.shape[0]
         self.xa = x_a.reshape(self.P, -1)
@@ -93,7 +93,8 @@ class SplineCurve:
             nodes = torch.as_tensor(nodes, dtype=x_a.dtype, device=x_a.device)
             if nodes.numel() != self.P * self.n_nodes * dim:
                 raise LatentgeoError(f"nodes has shape {tuple(nodes.shape)} but the curves need [P, K, 1 + n] = "
-                                     f"[{self.P}, {self.n_nodes}, {dim}]")
+                                     f"[{self.P}, {self.n_nodes}, {dim}]; pass nodes of that shape, or None for the "
+                                     "straight segment")
             if not bool(torch.isfinite(nodes).all()):
                 raise LatentgeoError("nodes contains NaN or inf values; pass finite knot values")
             nodes = nodes.reshape(self.P, self.n_nodes, dim)

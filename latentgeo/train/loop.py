@@ -133,7 +133,8 @@ class _Data:
             raise LatentgeoError("training data is empty; pass at least one sample")
         n = out[0].shape[0]
         if any(t.shape[0] != n for t in out):
-            raise LatentgeoError("all training arrays must have the same number of samples (first dimension)")
+            raise LatentgeoError(f"all training arrays must have the same number of samples (first dimension), got "
+                                 f"{[int(t.shape[0]) for t in out]}; pass arrays with one row per sample each")
         self.arrays = out
         self.n = n
         self.single = not isinstance(data, (tuple, list))
@@ -213,17 +214,19 @@ def train_loop(model: nn.Module, loss_fn: Callable, data: Any, *, steps: int, ba
                clock: str = "wall", lr_schedule: Union[None, str, Callable[[float], float]] = None) -> TrainResult:
     """Train ``model`` by minimising ``loss_fn(model, batch, generator)``; see :mod:`latentgeo.train`."""
     if not (isinstance(steps, int) and steps >= 0):
-        raise LatentgeoError(f"steps must be a non-negative integer, got {steps!r}")
+        raise LatentgeoError(f"steps must be a non-negative integer, got {steps!r}; pass a whole number >= 0")
     if not (isinstance(batch_size, int) and batch_size > 0):
-        raise LatentgeoError(f"batch size must be a positive integer, got {batch_size!r}")
+        raise LatentgeoError(f"batch size must be a positive integer, got {batch_size!r}; pass e.g. 256")
     if not (isinstance(lr, (int, float)) and math.isfinite(lr) and lr > 0):
-        raise LatentgeoError(f"learning rate must be positive and finite, got {lr!r}")
+        raise LatentgeoError(f"learning rate must be positive and finite, got {lr!r}; pass e.g. 1e-3")
     check_choice(clock, ("wall", "cpu"), "clock")
     if budget_s is not None and not (isinstance(budget_s, (int, float)) and not isinstance(budget_s, bool)
                                      and math.isfinite(budget_s) and budget_s > 0):
-        raise LatentgeoError(f"time budget must be a positive number of seconds, got {budget_s!r}")
+        raise LatentgeoError(f"time budget must be a positive number of seconds, got {budget_s!r}; "
+                             "pass e.g. 60, or None for no limit")
     if eval_every is not None and not (isinstance(eval_every, int) and eval_every > 0):
-        raise LatentgeoError(f"eval_every must be a positive integer, got {eval_every!r}")
+        raise LatentgeoError(f"eval_every must be a positive integer, got {eval_every!r}; "
+                             "pass the number of steps between evaluations, or None")
     sched = _schedule(lr_schedule)
     hooks = _Hooks(eval_fn, eval_every or max(1, int(log_every)), stop_fn, budget_s, clock, sched,
                    _schedule_name(lr_schedule))
@@ -263,7 +266,8 @@ def _schedule(s: Union[None, str, Callable[[float], float]]) -> Optional[Callabl
     if s is None or callable(s):
         return s
     if not isinstance(s, str):
-        raise LatentgeoError(f"lr schedule must be None, 'constant', 'cosine' or a callable, got {s!r}")
+        raise LatentgeoError(f"lr schedule must be None, 'constant', 'cosine' or a callable, got {s!r}; "
+                             "pass e.g. 'cosine'")
     check_choice(s, ("constant", "cosine"), "lr schedule")
     return cosine_schedule if s == "cosine" else None
 
@@ -298,7 +302,7 @@ def _run(model, loss_fn, data, steps, batch_size, lr, out, resume, seed, grad_cl
     model.to(dev).train()
     p0 = next(model.parameters(), None)
     if p0 is None:
-        raise LatentgeoError("the model has no parameters to train")
+        raise LatentgeoError("the model has no parameters to train; pass an nn.Module with trainable weights")
     src = _Data(data, dev, p0.dtype)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = optimizer(params) if optimizer is not None else torch.optim.Adam(
@@ -412,7 +416,8 @@ def _run(model, loss_fn, data, steps, batch_size, lr, out, resume, seed, grad_cl
         finally:
             model.train(was)
         if not isinstance(got, dict):
-            raise LatentgeoError(f"eval_fn must return a dict of metrics, got {type(got).__name__}")
+            raise LatentgeoError(f"eval_fn must return a dict of metrics, got {type(got).__name__}; "
+                             "make it return e.g. {'loss': value}")
         return _jsonable(got)
 
     def wants_stop(rec: Dict[str, Any]) -> bool:
