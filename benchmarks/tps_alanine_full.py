@@ -56,6 +56,7 @@ VARIANTS = [
     ("denoised_centres", dict(MAIN, centres="denoised")),
     ("constant_k2000", dict(MAIN, schedule="constant", kappa_cap=2000.0)),
     ("snr_penalty_100", dict(MAIN, snr_penalty=100.0, snr_lambda=3.0)),
+    ("hot_data_1200K", dict(MAIN, data_hot_k=1200.0)),
 ]
 
 
