@@ -111,7 +111,14 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         exactly; all_states [P, N*K, 2] with --save-states), DIR/summary.json (with a `metrics` section for every
         method: MaxEnergy, barrier, target reach, MaxEnergy of the reaching paths, evaluations, the best path's
         MaxEnergy against evaluations), DIR/paths.png and DIR/convergence.png (those curves, sampler vs two-way
-        shooting)."""
+        shooting).
+
+        alanine-full (22 atoms, OpenMM, amber99sb-ildn in vacuum): MD data -> denoiser of the aligned coordinates ->
+        geodesic -> steered MD in OpenMM (restraint kT / sigma_n^2 towards x_n, --k-steps MD steps per point), plus
+        the straight-line and two-way shooting baselines and a committor check; writes DIR/paths.npz (positions
+        [P, T, 22, 3] nm, energies [P, T] kJ/mol), paths_straight_line.npz, paths_two_way_shooting.npz,
+        topology.pdb, data.npz, summary.json (thp, rmsd_final_angstrom, ets_kj_mol, force_evaluations),
+        report.png and report.html."""
         from latentgeo.errors import check_choice
         from latentgeo.molecules.run import SYSTEMS, run_tps
         from latentgeo.molecules.tps import _check_tps_settings
@@ -125,7 +132,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                           objective=objective, save_states=save_states, device=device, kappa_scale=kappa_scale,
                           kappa_cap=kappa_cap, anneal=anneal, data_frames=data_frames, data_hot_k=data_hot_k,
                           timestep_fs=timestep_fs, md_platform=md_platform, log_snr=log_snr,
-                          committor_frames=committor_frames, restrain=restrain, centres=centres)
+                          committor_frames=committor_frames, restrain=restrain, centres=centres, scheme=scheme)
             return
         if log_snr is not None:
             typer.echo("  note: --log-snr is used by alanine-full only", err=True)
@@ -169,13 +176,13 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 def _alanine_full(*, paths, out, denoiser, n_points, k_steps, geo_steps, train_steps, snr_penalty, snr_lambda, avoid,
                   data_kt, quick, no_baselines, seed, compile_geodesic, objective, save_states, device, kappa_scale,
                   kappa_cap, anneal, data_frames, data_hot_k, timestep_fs, md_platform, log_snr,
-                  committor_frames, restrain="all", centres="curve") -> None:
+                  committor_frames, restrain="all", centres="curve", scheme="em") -> None:
     """``latentgeo tps alanine-full``: every setting is checked before OpenMM is imported or any MD runs."""
     from latentgeo.errors import LatentgeoError, check_choice
 
     for flag, given in (("--denoiser kde", denoiser != "mlp"), ("--avoid", avoid is not None),
                         ("--data-kt", data_kt is not None), ("--compile", compile_geodesic),
-                        ("--save-states", save_states)):
+                        ("--save-states", save_states), ("--scheme", scheme != "em")):
         if given:
             raise LatentgeoError(f"{flag} does not apply to alanine-full; drop it (alanine-full trains an MLP "
                                  "denoiser and records every MD state in paths.npz)")

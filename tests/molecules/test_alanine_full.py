@@ -185,7 +185,8 @@ def test_cli_bad_alanine_full_inputs(tmp_path, capsys):
 
     for argv, msg in ((["--anneal", "constant"], "--kappa-cap"), (["--denoiser", "kde"], "--denoiser kde"),
                       (["--kappa-scale", "0"], "--kappa-scale"), (["--timestep-fs", "9"], "--timestep-fs"),
-                      (["--platform", "CUDA"], "--platform")):
+                      (["--platform", "CUDA"], "--platform"), (["--scheme", "lm"], "--scheme"),
+                      (["--restrain", "side-chain"], "--restrain"), (["--centres", "x"], "--centres")):
         with pytest.raises(SystemExit) as e:
             main(["tps", "alanine-full", "--out", str(tmp_path / "x")] + argv)
         assert e.value.code == 2
