@@ -43,10 +43,10 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
         out: str = opt_out_dir(..., "--out", help="output folder (paths.npz, summary.json, paths.png, "
                                                   "convergence.png)"),
         denoiser: str = typer.Option("mlp", "--denoiser", help="mlp (trained here) | kde (training-free)"),
-        n_points: Optional[int] = opt_int(None, "--n-points", help="geodesic points N (>= 2; default 128, alanine-full 50)", lo=2,
-                                          hi=MAX_POINTS),
-        k_steps: Optional[int] = opt_int(None, "--k-steps", help="Langevin steps per geodesic point K (>= 1; 64; alanine-full: MD steps per point, 20)",
-                                         lo=1, hi=MAX_STEPS),
+        n_points: Optional[int] = opt_int(None, "--n-points", help="geodesic points N (>= 2; default 128, "
+                                          "alanine-full 50)", lo=2, hi=MAX_POINTS),
+        k_steps: Optional[int] = opt_int(None, "--k-steps", help="Langevin steps per geodesic point K (>= 1; 64; "
+                                         "alanine-full: MD steps per point, 20)", lo=1, hi=MAX_STEPS),
         geo_steps: Optional[int] = opt_int(None, "--geo-steps", help="Adam steps of the geodesic (1000; 0 keeps "
                                                                      "the initial curve)", lo=0, hi=MAX_STEPS),
         train_steps: Optional[int] = opt_int(None, "--train-steps", help="denoiser training steps (>= 1; 3000)",
@@ -192,7 +192,8 @@ def _alanine_full(*, paths, out, denoiser, n_points, k_steps, geo_steps, train_s
     check_choice(centres, ("curve", "denoised"), "--centres")
     check_choice(objective, ("abs", "relu"), "--objective")
     if anneal == "constant" and kappa_cap is None:
-        raise LatentgeoError("--anneal constant needs --kappa-cap (the constant stiffness in kJ/mol/nm^2)")
+        raise LatentgeoError("--anneal constant has no stiffness; pass --kappa-cap (the constant stiffness in "
+                             "kJ/mol/nm^2)")
     from latentgeo.molecules.alanine_full import ALANINE_FULL_DEFAULTS, QUICK, _check_settings, run_alanine_full
 
     settings = dict(n_points=n_points, k_steps=k_steps, geo_steps=geo_steps, train_steps=train_steps,

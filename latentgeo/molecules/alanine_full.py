@@ -82,7 +82,7 @@ def _require():
 def pdb_path(state: str = "c5") -> Path:
     """The shipped PDB of the minimised ``state`` ("c5" start, "c7ax" target)."""
     if state not in STATES:
-        raise LatentgeoError(f"state must be one of {', '.join(STATES)}, got {state!r}")
+        raise LatentgeoError(f"state must be one of {', '.join(STATES)}, got {state!r}; pass 'c5' or 'c7ax'")
     return Path(__file__).resolve().parent.parent / "data" / "molecules" / f"alanine_dipeptide_{state}.pdb"
 
 
@@ -142,7 +142,8 @@ def kabsch(P: np.ndarray, Q: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     P = np.asarray(P, dtype=np.float64)
     Q = np.asarray(Q, dtype=np.float64)
     if P.shape[-1] != 3 or P.shape[-2:] != Q.shape[-2:]:
-        raise LatentgeoError(f"kabsch needs [..., n, 3] point sets of one shape, got {P.shape} and {Q.shape}")
+        raise LatentgeoError(f"kabsch needs [..., n, 3] point sets of one shape, got {P.shape} and {Q.shape}; "
+                             "pass two arrays of the same [..., n, 3] shape")
     cp, cq = P.mean(-2, keepdims=True), Q.mean(-2, keepdims=True)
     H = np.swapaxes(P - cp, -1, -2) @ (Q - cq)
     U, _, Vt = np.linalg.svd(H)
@@ -222,7 +223,7 @@ def path_metrics(positions_nm: np.ndarray, energies: np.ndarray, target_nm: np.n
     E = np.asarray(energies, dtype=np.float64)
     if pos.ndim != 4 or pos.shape[2:] != (22, 3) or E.shape != pos.shape[:2]:
         raise LatentgeoError(f"paths must be positions [P, T, 22, 3] and energies [P, T], got {pos.shape} and "
-                             f"{E.shape}")
+                             f"{E.shape}; pass one energy per stored frame")
     final = pos[:, -1]
     hit = thp_hits(final, target_nm)
     hit_tpsdps = thp_hits(final, target_nm, phi_atoms=TPSDPS_PHI_ATOMS)
@@ -245,7 +246,7 @@ def restraint_kappas(sigmas_angstrom: np.ndarray, temperature: float, scale: flo
     """
     s = np.asarray(sigmas_angstrom, dtype=np.float64)
     if schedule not in ("geodesic", "constant"):
-        raise LatentgeoError(f"schedule must be 'geodesic' or 'constant', got {schedule!r}")
+        raise LatentgeoError(f"schedule must be 'geodesic' or 'constant', got {schedule!r}; pick one of the two")
     if schedule == "constant":
         if cap is None:
             raise LatentgeoError("schedule 'constant' needs a cap (the constant stiffness); pass --kappa-cap")
@@ -285,7 +286,7 @@ class AlanineFull:
         for f in self.system.getForces():
             f.setForceGroup(0)
         if restrain not in ("all", "heavy"):
-            raise LatentgeoError(f"restrain must be 'all' or 'heavy', got {restrain!r}")
+            raise LatentgeoError(f"restrain must be 'all' or 'heavy', got {restrain!r}; pick one of the two")
         self.restrain = restrain
         heavy = set(HEAVY_ATOMS.tolist())
         self.restraint_weights = np.array([1.0 if (restrain == "all" or i in heavy) else 0.0 for i in range(22)])
@@ -478,10 +479,10 @@ def _check_settings(n_paths, kw):
     def pos_int(name, lo=1):
         v = kw[name]
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise LatentgeoError(f"{name} must be an integer >= {lo}, got {v!r}")
+            raise LatentgeoError(f"{name} must be an integer >= {lo}, got {v!r}; pass a whole number >= {lo}")
 
     if isinstance(n_paths, bool) or not isinstance(n_paths, int) or n_paths < 1:
-        raise LatentgeoError(f"--paths must be a positive integer, got {n_paths!r}")
+        raise LatentgeoError(f"--paths must be a positive integer, got {n_paths!r}; pass e.g. --paths 64")
     for nm in ("data_frames", "data_stride", "train_steps", "hidden", "depth", "n_nodes", "k_steps",
                "committor_shots", "committor_steps"):
         pos_int(nm)
@@ -493,31 +494,31 @@ def _check_settings(n_paths, kw):
     for nm in ("temperature", "timestep_fs", "friction_per_ps", "geo_lr", "kappa_scale"):
         v = kw[nm]
         if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-            raise LatentgeoError(f"{nm} must be a positive finite number, got {v!r}")
+            raise LatentgeoError(f"{nm} must be a positive finite number, got {v!r}; pass a value above 0")
     if kw["timestep_fs"] > 4:
         raise LatentgeoError(f"timestep_fs {kw['timestep_fs']} is too large for H-bond constraints; use <= 4 fs "
                              "(the protocol uses 1)")
     hot = kw["data_hot_k"]
     if hot is not None and not (isinstance(hot, (int, float)) and math.isfinite(hot) and hot >= 0):
-        raise LatentgeoError(f"data_hot_k must be >= 0 Kelvin (0 = no hot run), got {hot!r}")
+        raise LatentgeoError(f"data_hot_k must be >= 0 Kelvin, got {hot!r}; pass e.g. 800, or 0 for no hot run")
     cap = kw["kappa_cap"]
     if cap is not None and not (isinstance(cap, (int, float)) and math.isfinite(cap) and cap > 0):
-        raise LatentgeoError(f"kappa_cap must be a positive number of kJ/mol/nm^2, got {cap!r}")
+        raise LatentgeoError(f"kappa_cap must be a positive number of kJ/mol/nm^2, got {cap!r}; pass e.g. 20000")
     if kw["schedule"] not in ("geodesic", "constant"):
-        raise LatentgeoError(f"schedule must be 'geodesic' or 'constant', got {kw['schedule']!r}")
+        raise LatentgeoError(f"schedule must be 'geodesic' or 'constant', got {kw['schedule']!r}; pick one of the two")
     if kw["schedule"] == "constant" and cap is None:
-        raise LatentgeoError("schedule 'constant' needs --kappa-cap (the constant stiffness)")
+        raise LatentgeoError("schedule 'constant' has no stiffness; pass --kappa-cap (the constant stiffness)")
     if kw["objective"] not in ("abs", "relu"):
-        raise LatentgeoError(f"objective must be 'abs' or 'relu', got {kw['objective']!r}")
+        raise LatentgeoError(f"objective must be 'abs' or 'relu', got {kw['objective']!r}; pick one of the two")
     if kw["centres"] not in ("curve", "denoised"):
-        raise LatentgeoError(f"centres must be 'curve' (x_n) or 'denoised' (D(x_n, sigma_n)), got {kw['centres']!r}")
+        raise LatentgeoError(f"centres must be 'curve' or 'denoised', got {kw['centres']!r}; pick one of the two")
     if kw["restrain"] not in ("all", "heavy"):
-        raise LatentgeoError(f"restrain must be 'all' or 'heavy', got {kw['restrain']!r}")
+        raise LatentgeoError(f"restrain must be 'all' or 'heavy', got {kw['restrain']!r}; pick one of the two")
     if kw["platform"] not in ("Reference", "CPU"):
-        raise LatentgeoError(f"platform must be 'Reference' or 'CPU', got {kw['platform']!r}")
+        raise LatentgeoError(f"platform must be 'Reference' or 'CPU', got {kw['platform']!r}; pick one of the two")
     for nm in ("log_snr", "snr_penalty", "snr_lambda"):
         if not (isinstance(kw[nm], (int, float)) and math.isfinite(kw[nm])):
-            raise LatentgeoError(f"{nm} must be a finite number, got {kw[nm]!r}")
+            raise LatentgeoError(f"{nm} must be a finite number, got {kw[nm]!r}; pass a finite value")
     frames = n_paths * kw["n_points"] * kw["k_steps"]
     if frames * 22 * 3 * 4 > 2 * 1024 ** 3:
         raise LatentgeoError(f"{frames:,} recorded MD states would need more than 2 GiB in paths.npz; use fewer "
@@ -915,7 +916,8 @@ def run_alanine_full(n_paths: int, out: Optional[str] = None, *, quick: bool = F
         "methods": methods,
         "committor": {"frames": committor, "force_evaluations": int(n_comm),
                       "mean_p_target": (float(np.mean([c["p_target"] for c in committor])) if committor else None),
-                      "note": "highest-energy frame of each of the first geodesic paths; unbiased MD with fresh velocities; "
+                      "note": "highest-energy frame of each of the first geodesic paths; unbiased MD with fresh "
+                              "velocities; "
                               "p_target = fraction ending in the target's THP disc, p_start in the start basin"},
         "model_quality": quality,
         "geodesic": {**ginfo, "sigma_end_angstrom": sigma_end, "sigma_min_angstrom": float(sig.min()),
@@ -956,7 +958,8 @@ def run_alanine_full(n_paths: int, out: Optional[str] = None, *, quick: bool = F
         atomic_write_bytes(o / "data.npz", _npz_bytes(frames_angstrom=data_A.astype(np.float32), phi_psi=data_pp))
         png = _png_report(data_pp, arrays, phi_psi(geo_mean_nm), phi_psi(line_nm), start_pp, target_pp, e_start,
                           f"{n_paths} paths: geodesic THP {100 * geo['thp']:.0f}%, RMSD "
-                          f"{geo['rmsd_final_angstrom']['mean']:.2f} A, ETS {geo['ets_kj_mol']['mean'] or float('nan'):.1f}"
+                          f"{geo['rmsd_final_angstrom']['mean']:.2f} A, ETS "
+                          f"{geo['ets_kj_mol']['mean'] or float('nan'):.1f}"
                           " kJ/mol")
         atomic_write_bytes(o / "report.png", png)
         atomic_write_bytes(o / "report.html", _html(summary, png).encode())
