@@ -47,7 +47,7 @@ def openmm_alanine_samples(n_samples: int = 1000, steps_between: int = 100, temp
     from openmmtools import testsystems
 
     if not (isinstance(n_samples, int) and n_samples > 0):
-        raise LatentgeoError(f"n_samples must be a positive integer, got {n_samples!r}")
+        raise LatentgeoError(f"n_samples must be a positive integer, got {n_samples!r}; pass e.g. n_samples=1000")
     check_positive(temperature, "temperature")
     ts = testsystems.AlanineDipeptideVacuum()
     integ = openmm.LangevinMiddleIntegrator(temperature * unit.kelvin, friction_per_ps / unit.picosecond,
