@@ -35,7 +35,25 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from latentgeo.checkpoint import atomic_write_bytes, atomic_write_json  # noqa: E402
-from latentgeo.molecules.alanine_full import AlanineFull, run_alanine_full  # noqa: E402
+from latentgeo.molecules.alanine_full import (AlanineFull, _sample_paths, path_metrics,  # noqa: E402
+                                              reparam_arclength, restraint_kappas, run_alanine_full)
+
+# MD-stage variants (issue 20 follow-up): the saved geodesic of each seed's run (paths.npz: x_n, D(x_n, sigma_n),
+# sigma_n) with other restraint centres / stiffness schedules, against the straight line with the same schedule and
+# the same MD seeds. (name, centres: "curve" x_n | "means" D(x_n, sigma_n), reparam, schedule, kappa_floor, cap,
+# restrain)
+MD_STAGE = [
+    ("tether (as main)", "curve", "none", "geodesic", None, 20000.0, "all"),
+    ("arclength", "curve", "arclength", "geodesic", None, 20000.0, "all"),
+    ("arclength, floor 2000", "curve", "arclength", "geodesic", 2000.0, 20000.0, "all"),
+    ("floor 2000", "curve", "none", "geodesic", 2000.0, 20000.0, "all"),
+    ("arclength, floor 2000, heavy", "curve", "arclength", "geodesic", 2000.0, 20000.0, "heavy"),
+    ("means arclength", "means", "arclength", "geodesic", None, 20000.0, "all"),
+    ("means arclength, floor 2000", "means", "arclength", "geodesic", 2000.0, 20000.0, "all"),
+    ("means arclength, constant 2000", "means", "arclength", "constant", None, 2000.0, "all"),
+    ("arclength, constant 2000", "curve", "arclength", "constant", None, 2000.0, "all"),
+    ("means arclength, constant 2000, heavy", "means", "arclength", "constant", None, 2000.0, "heavy"),
+]
 
 PUBLISHED = [
     {"method": "TPS-DPS (published, 3 seeds)", "rmsd_angstrom": "0.47 +- 0.18", "thp_percent": "39.6 +- 28.1",
@@ -90,6 +108,73 @@ def _floor(n_paths, steps, seed=0):
             "force_evaluations": {"sampling": n_paths * steps}, "seconds": time.perf_counter() - t0}
 
 
+def _se_over(x):
+    x = np.asarray(x, dtype=np.float64)
+    return {"mean": float(x.mean()), "se": float(x.std(ddof=1) / math.sqrt(len(x))) if len(x) > 1 else None,
+            "per_seed": x.tolist()}
+
+
+def md_stage_variants(work: Path, runs=("main", "main_seed1", "main_seed2"), n_paths: int = 64, k_steps: int = 20,
+                      only=None) -> dict:
+    """Every MD_STAGE variant on the saved geodesic of each run in ``runs``: 64 steered paths along the (possibly
+    reparametrised) geodesic centres and 64 along the straight line, same stiffness, same MD seeds."""
+    systems = {r: AlanineFull(restrain=r) for r in ("all", "heavy")}
+    out = {}
+    for name, cen, rep_, sched, floor, cap, restr in MD_STAGE:
+        if only and name not in only:
+            continue
+        t0 = time.perf_counter()
+        per = []
+        for run in runs:
+            z = np.load(work / run / "paths.npz")
+            zl = np.load(work / run / "paths_straight_line.npz")
+            summ = json.loads((work / run / "summary.json").read_text())
+            e_start = summ["e_start_kj_mol"]
+            line = zl["geodesic_xs"]
+            start, target = line[0].astype(np.float64), line[-1].astype(np.float64)
+            c = z["geodesic_xs"] if cen == "curve" else z["geodesic_means"]
+            sig = z["geodesic_sigmas"]
+            if rep_ == "arclength":
+                c, sig = reparam_arclength(c, sig)
+            kap = restraint_kappas(sig, 300.0, 1.0, cap, sched, floor)
+            sysm = systems[restr]
+            seed = int(summ["seed"]) * 1000 + 500
+            res = {}
+            for curve, cc in (("geodesic", c), ("line", line)):
+                pos, en = _sample_paths(sysm, start, np.asarray(cc, dtype=np.float64), kap, k_steps, n_paths, seed,
+                                        lambda m: None, curve)
+                res[curve] = path_metrics(pos, en, target, e_start)
+            a, b = np.array(res["geodesic"]["ets_per_path"]), np.array(res["line"]["ets_per_path"])
+            spacing = np.linalg.norm(np.diff(np.asarray(c).reshape(len(c), -1), axis=0), axis=1) * 10
+            per.append({"run": run, "res": res, "diff": float(a.mean() - b.mean()),
+                        "diff_se": math.sqrt(a.var() / len(a) + b.var() / len(b)),
+                        "centre_spacing_angstrom_max_over_mean": float(spacing.max() / spacing.mean()),
+                        "kappa_min": float(kap.min()), "kappa_max": float(kap.max())})
+        row = {"centres": cen, "reparam": rep_, "schedule": sched, "kappa_floor": floor, "kappa_cap": cap,
+               "restrain": restr, "seeds": len(per), "seconds": time.perf_counter() - t0}
+        for curve in ("geodesic", "line"):
+            row[curve] = {"thp_percent": _se_over([100 * p["res"][curve]["thp"] for p in per]),
+                          "rmsd_angstrom": _se_over([p["res"][curve]["rmsd_final_angstrom"]["mean"] for p in per]),
+                          "ets_kj_mol": _se_over([p["res"][curve]["ets_kj_mol"]["mean"] for p in per
+                                                  if p["res"][curve]["ets_kj_mol"]["mean"] is not None]),
+                          "ets_all_paths_kj_mol": _se_over([p["res"][curve]["ets_all_paths_kj_mol"]["mean"]
+                                                           for p in per])}
+        d = np.array([p["diff"] for p in per])
+        se = math.sqrt(sum(p["diff_se"] ** 2 for p in per)) / len(per)
+        row["geodesic_minus_line_ets_all_paths"] = {
+            "mean": float(d.mean()), "se_paths": se, "se_over_seeds": _se_over(d)["se"], "per_seed": d.tolist(),
+            "per_seed_se": [p["diff_se"] for p in per],
+            "geodesic_better_by_more_than_se": bool(-d.mean() > max(se, _se_over(d)["se"] or 0.0))}
+        row["centre_spacing_max_over_mean"] = [p["centre_spacing_angstrom_max_over_mean"] for p in per]
+        row["kappa_range"] = [min(p["kappa_min"] for p in per), max(p["kappa_max"] for p in per)]
+        out[name] = row
+        g, ln = row["geodesic"], row["line"]
+        print(f"[md-stage] {name}: geo ETS {g['ets_kj_mol']['mean']:.1f} THP {g['thp_percent']['mean']:.0f} | line "
+              f"{ln['ets_kj_mol']['mean']:.1f} THP {ln['thp_percent']['mean']:.0f} | diff(all) {d.mean():+.1f} "
+              f"+- {se:.1f} (seeds {d.round(1).tolist()}) {row['seconds']:.0f}s", flush=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--paths", type=int, default=64)
@@ -97,7 +182,22 @@ def main() -> None:
     ap.add_argument("--work", default=str(ROOT / "runs" / "tps_alanine_full"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "tps_alanine_full.json"))
     ap.add_argument("--only", default=None, help="comma list of variant names to run")
+    ap.add_argument("--md-stage", action="store_true", help="only the MD-stage variants on the saved geodesics of "
+                    "main, main_seed1, main_seed2 (run those first); merged into --out")
+    ap.add_argument("--md-only", default=None, help="';'-separated MD-stage variant names")
     args = ap.parse_args()
+    if args.md_stage:
+        res = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+        prev = res.get("md_stage_variants", {})
+        prev.update(md_stage_variants(Path(args.work), n_paths=args.paths,
+                                      only=set(args.md_only.split(";")) if args.md_only else None))
+        res["md_stage_variants"] = prev
+        res["md_stage_note"] = ("saved geodesic of seeds 0, 1, 2 (x_n, D(x_n, sigma_n), sigma_n); 64 paths per curve "
+                                "and seed, 50 points x 20 steps; the line gets the same stiffness and MD seeds; "
+                                "ETS means over seeds +- SE over seeds; geodesic_minus_line: all-paths ETS, pooled "
+                                "over seeds, se_paths from the path spread")
+        atomic_write_json(args.out, res)
+        return
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     results = {"protocol": None, "variants": {}, "published": PUBLISHED, "published_note": PUBLISHED_NOTE}

@@ -101,6 +101,12 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                                     "straight line's centres are denoised the same way)"),
         restrain: str = typer.Option("all", "--restrain", help="alanine-full: atoms the restraint acts on: all "
                                      "(the posterior tether) | heavy"),
+        reparam: Optional[str] = typer.Option(None, "--reparam", help="alanine-full: restraint centres as the "
+                                              "geodesic gives them (none) or resampled at equal data-space arc "
+                                              "length, sigma interpolated along (arclength)"),
+        kappa_floor: Optional[float] = opt_float(None, "--kappa-floor", help="alanine-full: smallest stiffness "
+                                                 "in kJ/mol/nm^2 (kT / sigma_n^2 raised to it mid-curve; default "
+                                                 "none)", lo=0, lo_open=True, hi=1e9),
         committor_frames: Optional[int] = opt_int(None, "--committor-frames", help="alanine-full: paths whose "
                                                   "highest-energy frame gets a committor estimate (default 4; 0 "
                                                   "= none)", lo=0, hi=10_000),
@@ -132,7 +138,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
                           objective=objective, save_states=save_states, device=device, kappa_scale=kappa_scale,
                           kappa_cap=kappa_cap, anneal=anneal, data_frames=data_frames, data_hot_k=data_hot_k,
                           timestep_fs=timestep_fs, md_platform=md_platform, log_snr=log_snr,
-                          committor_frames=committor_frames, restrain=restrain, centres=centres, scheme=scheme)
+                          committor_frames=committor_frames, restrain=restrain, centres=centres, scheme=scheme,
+                          reparam=reparam, kappa_floor=kappa_floor)
             return
         if log_snr is not None:
             typer.echo("  note: --log-snr is used by alanine-full only", err=True)
@@ -176,7 +183,8 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
 def _alanine_full(*, paths, out, denoiser, n_points, k_steps, geo_steps, train_steps, snr_penalty, snr_lambda, avoid,
                   data_kt, quick, no_baselines, seed, compile_geodesic, objective, save_states, device, kappa_scale,
                   kappa_cap, anneal, data_frames, data_hot_k, timestep_fs, md_platform, log_snr,
-                  committor_frames, restrain="all", centres="curve", scheme="em") -> None:
+                  committor_frames, restrain="all", centres="curve", scheme="em", reparam=None,
+                  kappa_floor=None) -> None:
     """``latentgeo tps alanine-full``: every setting is checked before OpenMM is imported or any MD runs."""
     from latentgeo.errors import LatentgeoError, check_choice
 
@@ -190,6 +198,8 @@ def _alanine_full(*, paths, out, denoiser, n_points, k_steps, geo_steps, train_s
     check_choice(md_platform, ("Reference", "CPU"), "--platform")
     check_choice(restrain, ("all", "heavy"), "--restrain")
     check_choice(centres, ("curve", "denoised"), "--centres")
+    if reparam is not None:
+        check_choice(reparam, ("none", "arclength"), "--reparam")
     check_choice(objective, ("abs", "relu"), "--objective")
     if anneal == "constant" and kappa_cap is None:
         raise LatentgeoError("--anneal constant has no stiffness; pass --kappa-cap (the constant stiffness in "
@@ -200,7 +210,8 @@ def _alanine_full(*, paths, out, denoiser, n_points, k_steps, geo_steps, train_s
                     snr_penalty=snr_penalty, snr_lambda=snr_lambda, objective=objective, kappa_scale=kappa_scale,
                     kappa_cap=kappa_cap, schedule=anneal, data_frames=data_frames, data_hot_k=data_hot_k,
                     timestep_fs=timestep_fs, platform=md_platform, log_snr=log_snr,
-                    committor_frames=committor_frames, restrain=restrain, centres=centres)
+                    committor_frames=committor_frames, restrain=restrain, centres=centres, reparam=reparam,
+                    kappa_floor=kappa_floor)
     kw = dict(ALANINE_FULL_DEFAULTS)
     if quick:
         kw.update(QUICK)

@@ -43,7 +43,7 @@ from latentgeo.errors import LatentgeoError
 
 __all__ = ["ATOM_NAMES", "HEAVY_ATOMS", "PHI_ATOMS", "PSI_ATOMS", "TPSDPS_PHI_ATOMS", "KB_KJ_MOL_K", "pdb_path",
            "build_coordinates", "kabsch", "align", "dihedrals", "phi_psi", "thp_hits", "rmsd_heavy", "path_metrics",
-           "AlanineFull", "restraint_kappas", "run_alanine_full", "ALANINE_FULL_DEFAULTS"]
+           "AlanineFull", "restraint_kappas", "reparam_arclength", "run_alanine_full", "ALANINE_FULL_DEFAULTS"]
 
 _HINT = "install the optional extra with: pip install 'latentgeo[molecules]' (OpenMM)"
 
@@ -65,7 +65,8 @@ ALANINE_FULL_DEFAULTS: Dict[str, Any] = dict(
     data_hot_k=800.0, train_steps=4000, hidden=128, depth=3, log_snr=4.0, n_points=50, n_nodes=10,
     geo_steps=500, geo_lr=0.1, k_steps=20, kappa_scale=1.0, kappa_cap=20000.0, schedule="geodesic",
     snr_penalty=0.0, snr_lambda=3.0, objective="abs", shooting_paths=None, committor_frames=4,
-    committor_shots=20, committor_steps=500, platform="Reference", restrain="all", centres="curve")
+    committor_shots=20, committor_steps=500, platform="Reference", restrain="all", centres="curve",
+    reparam="none", kappa_floor=None)
 
 QUICK = dict(data_frames=300, data_stride=20, train_steps=200, hidden=64, depth=2, n_points=20, geo_steps=20,
              k_steps=5, committor_frames=1, committor_shots=4, committor_steps=100)
@@ -238,11 +239,13 @@ def path_metrics(positions_nm: np.ndarray, energies: np.ndarray, target_nm: np.n
 
 
 def restraint_kappas(sigmas_angstrom: np.ndarray, temperature: float, scale: float = 1.0,
-                     cap: Optional[float] = None, schedule: str = "geodesic") -> np.ndarray:
+                     cap: Optional[float] = None, schedule: str = "geodesic",
+                     floor: Optional[float] = None) -> np.ndarray:
     """Restraint stiffness ``[N]`` in kJ/mol/nm^2 for model noise levels ``sigma_n`` in Angstrom.
 
     ``"geodesic"``: ``k_n = scale * kB T / (sigma_n / 10)^2`` (the posterior tether ``|x - x_n|^2 / (2 sigma_n^2)``
-    at temperature T, lengths converted Angstrom -> nm), capped at ``cap``; ``"constant"``: ``k_n = cap``.
+    at temperature T, lengths converted Angstrom -> nm), capped at ``cap`` and raised to ``floor`` where weaker
+    (so the tether is not weak mid-curve); ``"constant"``: ``k_n = cap``.
     """
     s = np.asarray(sigmas_angstrom, dtype=np.float64)
     if schedule not in ("geodesic", "constant"):
@@ -252,7 +255,45 @@ def restraint_kappas(sigmas_angstrom: np.ndarray, temperature: float, scale: flo
             raise LatentgeoError("schedule 'constant' needs a cap (the constant stiffness); pass --kappa-cap")
         return np.full(s.shape, float(cap))
     k = scale * KB_KJ_MOL_K * temperature / (s / 10.0) ** 2
+    if floor is not None:
+        k = np.maximum(k, float(floor))
     return np.minimum(k, cap) if cap is not None else k
+
+
+def reparam_arclength(points: np.ndarray, values: Optional[np.ndarray] = None, n: Optional[int] = None
+                      ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Resample the polyline through ``points [N, ...]`` at ``n`` (default N) points equally spaced in Euclidean
+    arc length (all trailing axes flattened), keeping both ends; ``values [N, ...]`` (e.g. the noise levels
+    ``sigma_n``) are interpolated at the same curve parameters. Consecutive output points are equally far apart
+    along the polyline (and exactly so in straight distance where no output segment spans a corner).
+    Returns ``(points [n, ...], values [n, ...] or None)``."""
+    P = np.asarray(points, dtype=np.float64)
+    if P.ndim < 1 or P.shape[0] < 2:
+        raise LatentgeoError(f"reparam_arclength needs at least 2 points, got shape {P.shape}; pass a curve [N, ...]")
+    n = P.shape[0] if n is None else int(n)
+    if n < 2:
+        raise LatentgeoError(f"reparam_arclength needs n >= 2 output points, got {n}; pass n >= 2")
+    flat = P.reshape(P.shape[0], -1)
+    seg = np.linalg.norm(np.diff(flat, axis=0), axis=1)
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    V = None if values is None else np.asarray(values, dtype=np.float64)
+    if V is not None and V.shape[0] != P.shape[0]:
+        raise LatentgeoError(f"values have {V.shape[0]} rows for {P.shape[0]} points; pass one value per point")
+    if s[-1] <= 0.0:
+        idx = np.zeros(n, dtype=np.int64)
+        return P[idx].copy(), (None if V is None else V[idx].copy())
+    want = np.linspace(0.0, s[-1], n)
+    j = np.clip(np.searchsorted(s, want, side="right") - 1, 0, len(seg) - 1)
+    # zero-length segments never receive a target strictly inside them; guard the division anyway
+    w = np.where(seg[j] > 0, (want - s[j]) / np.where(seg[j] > 0, seg[j], 1.0), 0.0)
+    out = (1 - w)[:, None] * flat[j] + w[:, None] * flat[j + 1]
+    out[0], out[-1] = flat[0], flat[-1]
+    vout = None
+    if V is not None:
+        vf = V.reshape(V.shape[0], -1)
+        vout = ((1 - w)[:, None] * vf[j] + w[:, None] * vf[j + 1]).reshape((n,) + V.shape[1:])
+        vout[0], vout[-1] = V[0], V[-1]
+    return out.reshape((n,) + P.shape[1:]), vout
 
 
 # ----------------------------------------------------------------------------------------------------- OpenMM
@@ -514,6 +555,11 @@ def _check_settings(n_paths, kw):
         raise LatentgeoError(f"centres must be 'curve' or 'denoised', got {kw['centres']!r}; pick one of the two")
     if kw["restrain"] not in ("all", "heavy"):
         raise LatentgeoError(f"restrain must be 'all' or 'heavy', got {kw['restrain']!r}; pick one of the two")
+    if kw["reparam"] not in ("none", "arclength"):
+        raise LatentgeoError(f"reparam must be 'none' or 'arclength', got {kw['reparam']!r}; pick one of the two")
+    fl = kw["kappa_floor"]
+    if fl is not None and not (isinstance(fl, (int, float)) and math.isfinite(fl) and fl > 0):
+        raise LatentgeoError(f"kappa_floor must be a positive number of kJ/mol/nm^2, got {fl!r}; pass e.g. 2000")
     if kw["platform"] not in ("Reference", "CPU"):
         raise LatentgeoError(f"platform must be 'Reference' or 'CPU', got {kw['platform']!r}; pick one of the two")
     for nm in ("log_snr", "snr_penalty", "snr_lambda"):
@@ -702,7 +748,9 @@ def run_alanine_full(n_paths: int, out: Optional[str] = None, *, quick: bool = F
     ``topology.pdb``), ``energies [P, T]`` (kJ/mol, force field only, of those positions), ``geodesic_xs [N, 22, 3]``
     (nm), ``geodesic_means [N, 22, 3]`` (nm, the posterior means ``D(x_n, sigma_n)``), ``geodesic_sigmas [N]``
     (Angstrom, model units), ``kappas [N]`` (kJ/mol/nm^2), ``centres [N, 22, 3]`` (nm, where the restraint pulled:
-    ``x_n`` with ``centres="curve"``, ``D(x_n, sigma_n)`` with ``"denoised"``). Returns the summary.
+    ``x_n`` with ``centres="curve"``, ``D(x_n, sigma_n)`` with ``"denoised"``; with ``reparam="arclength"``
+    resampled at equal data-space arc length, :func:`reparam_arclength`), ``centre_sigmas [N]`` (Angstrom, the
+    noise level at each centre, from which ``kappas`` come). Returns the summary.
     """
     import torch
 
@@ -807,7 +855,6 @@ def run_alanine_full(n_paths: int, out: Optional[str] = None, *, quick: bool = F
     with torch.no_grad():
         geo_mean_nm = den(gxs, gsg).numpy().reshape(-1, 22, 3) / 10.0  # posterior means D(x_n, sigma_n)
     sig = gsg.numpy()
-    kappas = restraint_kappas(sig, T_K, kw["kappa_scale"], kw["kappa_cap"], kw["schedule"])
     tt = np.linspace(0.0, 1.0, kw["n_points"])[:, None, None]
     line_nm = (1 - tt) * start[None] + tt * target[None]
     if kw["centres"] == "denoised":  # restraint centres: the posterior means of the curve's points (both curves)
@@ -816,6 +863,11 @@ def run_alanine_full(n_paths: int, out: Optional[str] = None, *, quick: bool = F
         geo_c = geo_mean_nm
     else:
         geo_c, line_c = geo_nm, line_nm
+    sig_md = sig  # the noise level at each restraint centre
+    if kw["reparam"] == "arclength":  # centres evenly spaced in data space; sigma interpolated along with them
+        geo_c, sig_md = reparam_arclength(geo_c, sig)
+        line_c, _ = reparam_arclength(line_c)
+    kappas = restraint_kappas(sig_md, T_K, kw["kappa_scale"], kw["kappa_cap"], kw["schedule"], kw["kappa_floor"])
 
     # 4. steered MD along the geodesic (and the straight line)
     T = kw["n_points"] * kw["k_steps"]
@@ -948,7 +1000,7 @@ def run_alanine_full(n_paths: int, out: Optional[str] = None, *, quick: bool = F
             if name in arrays:
                 pos, en = arrays[name]
                 extra = dict(geodesic_xs=geo_nm, geodesic_means=geo_mean_nm, geodesic_sigmas=sig,
-                             kappas=kappas, centres=geo_c) if name != \
+                             kappas=kappas, centres=geo_c, centre_sigmas=sig_md) if name != \
                     "two_way_shooting" else {}
                 if name == "straight_line":
                     extra["geodesic_xs"] = line_nm

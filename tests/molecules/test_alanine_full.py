@@ -7,7 +7,8 @@ import pytest
 
 from latentgeo.errors import LatentgeoError
 from latentgeo.molecules.alanine_full import (HEAVY_ATOMS, KB_KJ_MOL_K, align, build_coordinates, kabsch,
-                                              path_metrics, phi_psi, restraint_kappas, rmsd_heavy, thp_hits)
+                                              path_metrics, phi_psi, reparam_arclength, restraint_kappas,
+                                              rmsd_heavy, thp_hits)
 
 
 def _rotation(rng):
@@ -89,6 +90,37 @@ def test_restraint_kappas_closed_form():
     np.testing.assert_array_equal(restraint_kappas(s, 300.0, cap=7.0, schedule="constant"), [7.0] * 3)
     with pytest.raises(LatentgeoError):
         restraint_kappas(s, 300.0, schedule="constant")
+    # a floor raises the weak (high-sigma) tether, the cap still bounds the stiff end
+    np.testing.assert_allclose(restraint_kappas(s, 300.0, cap=1e5, floor=500.0),
+                               np.clip(k * 2, 500.0, 1e5), rtol=1e-14)
+    assert restraint_kappas(s, 300.0, floor=500.0).min() == 500.0
+
+
+def test_reparam_arclength_equal_spacing():
+    # a hand-made curve [N, 22, 3] along a line with very uneven steps (one big jump, like the geodesic's posterior
+    # means across the phi barrier), plus values (sigma) that are linear in the curve parameter
+    rng = np.random.default_rng(3)
+    d = rng.normal(size=(22, 3))
+    t = np.array([0.0, 0.01, 0.02, 0.03, 0.9, 0.95, 1.0])
+    pts = t[:, None, None] * d[None]
+    sig = 0.1 + 2.0 * t
+    new, s_new = reparam_arclength(pts, sig, n=11)
+    gaps = np.linalg.norm(np.diff(new.reshape(11, -1), axis=0), axis=1)
+    np.testing.assert_allclose(gaps, np.linalg.norm(d) / 10, rtol=0, atol=1e-9)
+    np.testing.assert_allclose(new, np.linspace(0, 1, 11)[:, None, None] * d[None], atol=1e-12)
+    np.testing.assert_allclose(s_new, 0.1 + 2.0 * np.linspace(0, 1, 11), atol=1e-12)
+    # an L-shaped polyline: equal arc length along the polyline, ends kept, default n = N
+    L = np.array([[0.0, 0.0], [3.0, 0.0], [3.0, 1.0]])
+    out, none = reparam_arclength(L, n=5)
+    assert none is None
+    np.testing.assert_allclose(out, [[0, 0], [1, 0], [2, 0], [3, 0], [3, 1]], atol=1e-12)
+    assert reparam_arclength(L)[0].shape == (3, 2)
+    # a degenerate curve (all points equal) stays put
+    np.testing.assert_array_equal(reparam_arclength(np.ones((4, 2)))[0], np.ones((4, 2)))
+    with pytest.raises(LatentgeoError):
+        reparam_arclength(L[:1])
+    with pytest.raises(LatentgeoError):
+        reparam_arclength(L, np.ones(2))
 
 
 def _independent_energy(positions_nm):
@@ -186,7 +218,8 @@ def test_cli_bad_alanine_full_inputs(tmp_path, capsys):
     for argv, msg in ((["--anneal", "constant"], "--kappa-cap"), (["--denoiser", "kde"], "--denoiser kde"),
                       (["--kappa-scale", "0"], "--kappa-scale"), (["--timestep-fs", "9"], "--timestep-fs"),
                       (["--platform", "CUDA"], "--platform"), (["--scheme", "lm"], "--scheme"),
-                      (["--restrain", "side-chain"], "--restrain"), (["--centres", "x"], "--centres")):
+                      (["--restrain", "side-chain"], "--restrain"), (["--centres", "x"], "--centres"),
+                      (["--reparam", "fisher"], "--reparam"), (["--kappa-floor", "-1"], "--kappa-floor")):
         with pytest.raises(SystemExit) as e:
             main(["tps", "alanine-full", "--out", str(tmp_path / "x")] + argv)
         assert e.value.code == 2
