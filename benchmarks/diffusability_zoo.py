@@ -740,7 +740,7 @@ def analyse(names, truth, diags, records, cfg, seed) -> Dict[str, Any]:
     fams = [records[n]["family"] for n in names]
     fdg = [truth[n]["fd_gen"] for n in names]
     gap = [truth[n]["gap"] for n in names]
-    keys = sorted({k for n in names for k in diags[n]})
+    keys = sorted({k for n in names for k in diags[n] if not k.endswith("_se")})  # SEs are not diagnostics
     table = {k: [diags[n].get(k, float("nan")) for n in names] for k in keys}
     table = {k: v for k, v in table.items() if np.isfinite(v).sum() >= 5 and np.nanstd(v) > 0}
     nb = cfg["n_boot"]
@@ -877,7 +877,8 @@ PACKAGE_MEASURES = (
     "curvature_at_scale.relative_curvature", "neighbourhood.trustworthiness", "neighbourhood.continuity",
     "neighbourhood.knn_overlap", "neighbourhood.distance_spearman", "spectrum.divergence",
     "equivariance.scale.error", "equivariance.hflip.error", "equivariance.rot90.error",
-    "latent_stats.effective_dim", "latent_manifold_curvature.ratio_to_data", "score")
+    "spectrum.paired_divergence", "latent_stats.effective_dim", "latent_manifold_curvature.ratio_to_data",
+    "latent_dim", "score")
 
 
 def package_data(result: Dict[str, Any]) -> Dict[str, Any]:
