@@ -818,14 +818,14 @@ def controls(names, truth, diags, score: Optional[Mapping[str, Optional[float]]]
             d = truth[n]["fd_gen"] - t0["fd_gen"]
             se_n = (truth[n].get("fd_gen_train_seed_sd") or 0.0) / math.sqrt(len(truth[n]["fd_gen_per_train_seed"]))
             lim = 2 * math.hypot(se_n, noise / 2)
-            moved = {}
+            moved, zs = {}, {}
             for m, v in diags[n].items():
                 if m.endswith("_se") or m not in diags[base]:
                     continue
                 se = math.hypot(diags[n].get(m + "_se") or 0.0, diags[base].get(m + "_se") or 0.0)
                 dv = v - diags[base][m]
                 if se > 0 and abs(dv) > 2 * se:
-                    moved[m] = dv
+                    moved[m], zs[m] = dv, abs(dv) / se
             sm = {m: moved[m] * sgn for m, sgn in SCORE_MEASURES if m in moved}  # > 0: the measure says worse
             sc_ch = (score[n] - score[base]) if score and score.get(n) is not None and score.get(base) is not None \
                 else None
@@ -836,7 +836,8 @@ def controls(names, truth, diags, score: Optional[Mapping[str, Optional[float]]]
                                            and sc_ch < 0 else "better" if any(v < 0 for v in sm.values())
                                            and sc_ch is not None and sc_ch > 0 else "within noise"),
                          "score_measures_moved_2se": sm,
-                         "measures_moved_2se": dict(sorted(moved.items(), key=lambda kv: -abs(kv[1]))[:12])}
+                         "measures_moved_2se": {m: moved[m] for m in sorted(moved, key=lambda m: -zs[m])[:12]},
+                         "measures_moved_z": {m: zs[m] for m in sorted(moved, key=lambda m: -zs[m])[:12]}}
         out[base] = row
     return out
 
@@ -892,10 +893,26 @@ def package_data(result: Dict[str, Any]) -> Dict[str, Any]:
         if c is None:
             continue
         rho, lo, hi = c["vs_fd_gen"]["rho"], c["vs_fd_gen"]["lo"], c["vs_fd_gen"]["hi"]
-        trust = ("predictive" if lo is not None and (lo > 0.3 or hi < -0.3) else
-                 "weak" if lo is not None and (lo > 0 or hi < 0) else "no evidence")
+        wf = [v for v in c["within_family_vs_fd_gen"].values() if v is not None]
+        pooled = lo is not None and (lo > 0 or hi < 0)
+        sgn = 1.0 if (rho or 0) >= 0 else -1.0
+        within = bool(wf) and all(v * sgn >= 0.3 for v in wf)
+        within_any = bool(wf) and (all(v >= 0.3 for v in wf) or all(v <= -0.3 for v in wf))
+        trust = ("predictive (pooled and within every family)" if pooled and within else
+                 "between families only (confounded: not within them)" if pooled else
+                 "within families only" if within_any else "no evidence")
         out["measures"][m] = {"spearman_fd_gen": rho, "ci95": [lo, hi], "within_family": c["within_family_vs_fd_gen"],
                               "n": c["n"], "reading": trust}
+    ctl = {}
+    for base, row in (result.get("controls") or {}).items():
+        for kind, v in row.items():
+            c = ctl.setdefault(kind, {"fd_gen_verdict": [], "score_verdict": [], "explained_by": []})
+            c["fd_gen_verdict"].append(v["fd_gen_verdict"])
+            c["score_verdict"].append(v["score_verdict"])
+            for m in list(v["measures_moved_2se"])[:3]:
+                if m not in c["explained_by"]:
+                    c["explained_by"].append(m)
+    out["controls"] = ctl
     return out
 
 

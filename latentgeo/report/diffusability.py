@@ -234,6 +234,13 @@ def write_diagnosis_report(out: Union[str, Path], summary: Optional[Mapping[str,
         allrows = [[m] + r[1:] for m, v in zoo["measures"].items() for r in [_zoo_rows({"measures": {m: v}},
                                                                                       m.split(".")[0])[0]]]
         rep.table(allrows, header=_ZOO_HEADER)
+        ctl = zoo.get("controls") or {}
+        if ctl:
+            rep.text("Controls (exact-decoder transforms of a base encoder; generator FD change vs the fixed score, "
+                     "and the measures that moved beyond 2 standard errors, i.e. the ones that detect the change):")
+            rep.table([[k, ", ".join(v.get("fd_gen_verdict") or []), ", ".join(v.get("score_verdict") or []),
+                        ", ".join(v.get("explained_by") or []) or "none"] for k, v in ctl.items()],
+                      header=["transform", "FD(gen) vs base", "score vs base", "measures that moved"])
     else:
         rep.note("No zoo validation data is installed with this latentgeo (latentgeo/fisher/zoo_validation.json); "
                  "run benchmarks/diffusability_zoo.py --package-data.")
