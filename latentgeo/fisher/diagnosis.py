@@ -477,7 +477,9 @@ def diagnose(encoders: Union[Mapping[str, Any], Sequence[Any]], x: torch.Tensor,
 
         log(f"{name}: penalties on {n_pen} samples, {k} tangent directions")
         t0 = _clock()
-        pen_bs = max(1, min(2048, (1 << 20) // max(1, D)))  # JVP rows per batch: large images, a few
+        # JVP rows per batch: forward-over-forward through a 256x256 conv VAE holds ~7 GB per row, so large
+        # images go one row at a time (28x28: 167 rows)
+        pen_bs = max(1, min(2048, (1 << 17) // max(1, D)))
         tick = _Ticker(f"{name}: penalties", progress)
         enc_t = tick.wrap(enc_n)
         tan = tangential_distortion(enc_t, xp, tangents=T, batch_size=pen_bs)
