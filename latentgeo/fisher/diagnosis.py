@@ -905,6 +905,17 @@ def _verdict(results: Dict[str, Any], D: int, pix_hf: Optional[float], ranking: 
         rec = r.get("reconstruction")
         if rec and rec.get("psnr") is not None:
             why.append(f"reconstruction PSNR {rec['psnr']:.1f} dB")
+        it, ns = r.get("interpolation") or {}, r.get("noise_sensitivity") or {}
+        a5, s3 = it.get("alpha_0.5") or {}, ns.get("s_0.3") or {}
+        if a5.get("fd") is not None:
+            why.append(f"decoded neighbour slerps at alpha 0.5: FD {a5['fd']:.3g} +- {a5['fd_se'] or 0:.2g} "
+                       f"(reconstructions {it['fd_recon']:.3g})")
+        if s3.get("fd_minus_recon") is not None:
+            why.append(f"latent noise 0.3 adds {s3['fd_minus_recon']:.3g} +- {s3['fd_minus_recon_se']:.2g} to the "
+                       "decoded FD")
+        cs = r.get("class_structure") or {}
+        if cs.get("lnc") is not None:
+            why.append(f"LNC {cs['lnc']:.3f} (chance {cs['chance']:.3f}), VIV per dimension {cs['viv_per_dim']:.3g}")
         sc = r.get("score")
         head_n = f"{name}: score {sc:.3f}" if sc is not None else f"{name}: no score"
         if med is not None:
@@ -925,7 +936,8 @@ def _verdict(results: Dict[str, Any], D: int, pix_hf: Optional[float], ranking: 
     head = (f"Most diffusable: '{best}' (highest diffusability score; ranking {', '.join(ranking)}).{tie} "
             "The score combines the encoder's distortion of the data geometry (tangential anisotropy, injected "
             "curvature, lost neighbourhoods) and, where measured, the FIR deviation D_R from pixel space; see the "
-            "benchmark table in the README for which of these predicted generation quality. D_R near 0 means a "
+            "report's 'Which numbers to trust' section (the zoo's correlations) for which of these predicted "
+            "generation quality. D_R near 0 means a "
             "diffusion model sees the same Fisher-information dynamics as in pixel space; at small noise D_R is "
             "dominated by dimensional compression, which is expected for any d < D and not by itself a defect.")
     return {"best": best, "ranking": list(ranking), "tie": bool(tie), "summary": head, "details": lines}
