@@ -53,6 +53,9 @@ MD_STAGE = [
     ("means arclength, constant 2000", "means", "arclength", "constant", None, 2000.0, "all"),
     ("arclength, constant 2000", "curve", "arclength", "constant", None, 2000.0, "all"),
     ("means arclength, constant 2000, heavy", "means", "arclength", "constant", None, 2000.0, "heavy"),
+    ("means arclength, floor 5000", "means", "arclength", "geodesic", 5000.0, 20000.0, "all"),
+    ("means arclength, constant 5000", "means", "arclength", "constant", None, 5000.0, "all"),
+    ("means, floor 2000", "means", "none", "geodesic", 2000.0, 20000.0, "all"),
 ]
 
 PUBLISHED = [
@@ -77,6 +80,10 @@ VARIANTS = [
     ("hot_data_1200K", dict(MAIN, data_hot_k=1200.0)),
     ("main_seed1", dict(MAIN, seed=1)),
     ("main_seed2", dict(MAIN, seed=2)),
+    # a better-trained denoiser (3x the training steps), geodesic and line only (no shooting / committor)
+    ("train_12k", dict(MAIN, train_steps=12000, shooting_paths=0, committor_frames=0)),
+    ("train_12k_seed1", dict(MAIN, train_steps=12000, shooting_paths=0, committor_frames=0, seed=1)),
+    ("train_12k_seed2", dict(MAIN, train_steps=12000, shooting_paths=0, committor_frames=0, seed=2)),
 ]
 
 
@@ -185,13 +192,15 @@ def main() -> None:
     ap.add_argument("--md-stage", action="store_true", help="only the MD-stage variants on the saved geodesics of "
                     "main, main_seed1, main_seed2 (run those first); merged into --out")
     ap.add_argument("--md-only", default=None, help="';'-separated MD-stage variant names")
+    ap.add_argument("--md-runs", default="main,main_seed1,main_seed2", help="runs whose saved geodesic is used")
+    ap.add_argument("--md-key", default="md_stage_variants", help="JSON key the MD-stage rows go to")
     args = ap.parse_args()
     if args.md_stage:
         res = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
-        prev = res.get("md_stage_variants", {})
-        prev.update(md_stage_variants(Path(args.work), n_paths=args.paths,
+        prev = res.get(args.md_key, {})
+        prev.update(md_stage_variants(Path(args.work), runs=tuple(args.md_runs.split(",")), n_paths=args.paths,
                                       only=set(args.md_only.split(";")) if args.md_only else None))
-        res["md_stage_variants"] = prev
+        res[args.md_key] = prev
         res["md_stage_note"] = ("saved geodesic of seeds 0, 1, 2 (x_n, D(x_n, sigma_n), sigma_n); 64 paths per curve "
                                 "and seed, 50 points x 20 steps; the line gets the same stiffness and MD seeds; "
                                 "ETS means over seeds +- SE over seeds; geodesic_minus_line: all-paths ETS, pooled "
@@ -201,6 +210,9 @@ def main() -> None:
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     results = {"protocol": None, "variants": {}, "published": PUBLISHED, "published_note": PUBLISHED_NOTE}
+    if Path(args.out).exists():  # keep the MD-stage section (written by --md-stage)
+        old = json.loads(Path(args.out).read_text())
+        results.update({k: v for k, v in old.items() if k.startswith("md_stage")})
     only = set(args.only.split(",")) if args.only else None
     for name, settings in VARIANTS:
         if only and name not in only:
