@@ -90,7 +90,8 @@ def main(argv=None):
     # n_equivariance 8); the parts that touch every image by 128 / n
     f_pen = (8 * 2) / (a.n_penalty * a.tangent_dim)
     f_eq = 8 / a.n_equivariance
-    factor = {"reconstruction": scale, "generation": scale, "neighbourhood": scale, "class_structure": scale,
+    factor = {"reconstruction": scale, "generation": (TARGET_N / 4) / ng, "neighbourhood": scale,
+              "class_structure": scale,
               "latent_stats": scale, "spectrum": scale, "penalties": f_pen, "equivariance": f_eq}
     parts = {k: {"cpu_s": v, "factor_to_128": factor.get(k, 1.0)} for k, v in tm.items() if k != "total"}
     parts["encoding_and_rest"] = {"cpu_s": cpu - timed, "factor_to_128": scale}
@@ -111,8 +112,8 @@ def main(argv=None):
         "extrapolated_to_128": None if a.n == TARGET_N else {
             "cpu_s": extrap_cpu, "wall_s_at_measured_cpu_per_wall": extrap_cpu * wall / max(cpu, 1e-9),
             "method": "each part's CPU seconds times factor_to_128: 128 / n for the parts that process every image "
-                      "(encoding, reconstruction, neighbourhoods, generation with n_generation = n / 4, class "
-                      "structure, spectra, statistics); the penalties to n_penalty 8 x tangent_dim 2, equivariance to "
+                      "(encoding, reconstruction, neighbourhoods, class structure, spectra, statistics); the "
+                      "generation measures by 32 / n_generation (n_generation = 32 at 128 images); the penalties to n_penalty 8 x tangent_dim 2, equivariance to "
                       "8 images; the data-side feature classifier and tangents kept; peak memory does not grow with n "
                       "(batches of about 1M values)"},
         "goal": {"wall_s": 900, "peak_rss_gb": 8.0},
