@@ -578,10 +578,20 @@ class ConvVelocity(nn.Module):
         return self.net(torch.cat([x, emb], 1))
 
 
-def train_generator(zn: torch.Tensor, steps: int, seed: int, cfg) -> Tuple[Callable, float]:
+def train_generator(zn: torch.Tensor, steps: int, seed: int, cfg, kind: str = "auto") -> Tuple[Callable, float]:
     """Flow matching (independent coupling, linear path, target ``z1 - z0``) on normalised latents; conv net for
     ``[N, c, h, w]``, latentgeo's MLP flow (:func:`latentgeo.flows.fit_flow`) for vectors. ``(velocity, CPU s)``."""
     c0 = time.process_time()
+    if zn.ndim == 4 and kind == "mlp":  # the MLP flow on the flattened spatial latent
+        from latentgeo.flows import fit_flow
+
+        shape = zn.shape[1:]
+        flat = fit_flow(zn.flatten(1), steps=steps, batch_size=cfg["flow_batch"], seed=seed, progress=False,
+                        ema=0.99, net_kwargs={"hidden": cfg["mlp_hidden"], "depth": 3})
+
+        def model(x, t, flat=flat, shape=shape):
+            return flat(x.flatten(1), t).reshape(x.shape[0], *shape)
+        return model, time.process_time() - c0
     if zn.ndim == 4:
         torch.manual_seed(seed)
         model = ConvVelocity(zn.shape[1], cfg["flow_width"])
@@ -618,13 +628,14 @@ def _normalised(enc, xtr):
     return ((z - m) * c).float(), m, c
 
 
-def ground_truth(name, enc, dec, xtr, ref, xrec, clf, cfg, seed, cache: Path) -> Dict[str, Any]:
+def ground_truth(name, enc, dec, xtr, ref, xrec, clf, cfg, seed, cache: Path, kind: str = "auto"
+                 ) -> Dict[str, Any]:
     """FD(gen) per (training seed, sampling seed), FD(recon), the gap; the cheap reference (a tenth of the steps);
     cached in ``cache/<name>/truth.json`` (and per cell, so an interrupted encoder resumes mid-way)."""
     from latentgeo.flows import flow_sample
     from latentgeo.metrics import classifier_frechet_distance
 
-    f = cache / name / "truth.json"
+    f = cache / name / ("truth.json" if kind == "auto" else f"truth_{kind}.json")
     key = {k: cfg[k] for k in ("flow_steps", "n_gen", "ode_steps", "n_train_seeds", "n_sample_seeds", "flow_width",
                                "mlp_hidden", "reference_fraction")}
     if f.exists():
@@ -642,14 +653,14 @@ def ground_truth(name, enc, dec, xtr, ref, xrec, clf, cfg, seed, cache: Path) ->
         return classifier_frechet_distance(imgs, ref, clf)
 
     for ts in range(cfg["n_train_seeds"]):
-        model, cpu = train_generator(zn, cfg["flow_steps"], seed + 100 * ts, cfg)
+        model, cpu = train_generator(zn, cfg["flow_steps"], seed + 100 * ts, cfg, kind)
         flow_cpu.append(cpu)
         c1 = time.process_time()
         for ss in range(cfg["n_sample_seeds"]):
             cells[f"t{ts}_s{ss}"] = fd_of(model, ss + 10 * ts)
         eval_cpu += time.process_time() - c1
     ref_steps = max(1, int(round(cfg["reference_fraction"] * cfg["flow_steps"])))
-    rmodel, rcpu = train_generator(zn, ref_steps, seed + 7777, cfg)
+    rmodel, rcpu = train_generator(zn, ref_steps, seed + 7777, cfg, kind)
     ref_fd = fd_of(rmodel, 99)
     recon = _batched(lambda b: dec(enc(b)), xrec).clamp(-1, 1)
     fd_rec = classifier_frechet_distance(recon, ref, clf)
@@ -663,7 +674,8 @@ def ground_truth(name, enc, dec, xtr, ref, xrec, clf, cfg, seed, cache: Path) ->
            if cfg["n_sample_seeds"] > 1 else None,
            "fd_recon": fd_rec, "gap": fdg - fd_rec, "recon_mse": float((recon - xrec).pow(2).mean()),
            "flow_cpu_s_per_seed": float(np.mean(flow_cpu)), "eval_cpu_s": eval_cpu,
-           "generator": "conv flow" if zn.ndim == 4 else "MLP flow", "latent_shape": list(zn.shape[1:]),
+           "generator": "conv flow" if zn.ndim == 4 and kind == "auto" else "MLP flow",
+           "latent_shape": list(zn.shape[1:]),
            "cheap_reference": {"fd_gen": ref_fd, "gap": ref_fd - fd_rec, "steps": ref_steps, "cpu_s": rcpu}}
     atomic_write_json(f, out)
     return out
@@ -916,6 +928,42 @@ def package_data(result: Dict[str, Any]) -> Dict[str, Any]:
     return out
 
 
+def mlp_generator_analysis(done, models, truth, diags, records, xtr, ref, xrec, clf, cfg, seed, cache, log):
+    """The spatial encoders (families A, B) under a second generator, the MLP flow on the flattened latent: its
+    FD(gen), its agreement with the conv flow's, the measures' Spearman against it, and the B controls under it
+    (an MLP is blind to the spatial layout, so the checkerboard and the permutation should not matter to it)."""
+    sp = [n for n in done if records[n]["family"] in ("A", "B")]
+    tm = {}
+    for n in sp:
+        enc, dec, _ = models[n]
+        tm[n] = ground_truth(n, enc, dec, xtr, ref, xrec, clf, cfg, seed, cache, kind="mlp")
+        log(n, f"MLP-flow FD(gen) {tm[n]['fd_gen']:.2f} (conv flow {truth[n]['fd_gen']:.2f})")
+    fm = [tm[n]["fd_gen"] for n in sp]
+    fc = [truth[n]["fd_gen"] for n in sp]
+    agree = bootstrap_spearman(fm, fc, cfg["n_boot"], seed)
+    corr = {}
+    keys = sorted({k for n in sp for k in diags[n] if not k.endswith("_se")})
+    for k in keys:
+        v = [diags[n].get(k, float("nan")) for n in sp]
+        if np.isfinite(v).sum() >= 5 and np.nanstd(v) > 0:
+            b = bootstrap_spearman(v, fm, cfg["n_boot"], seed)
+            corr[k] = {x: b[x] for x in ("rho", "lo", "hi")}
+    sc = score_of({n: diags[n] for n in sp}, sp)
+    b = bootstrap_spearman([-sc[n] if sc[n] is not None else float("nan") for n in sp], fm, cfg["n_boot"], seed)
+    ctl = controls(sp, tm, diags, sc)
+    ceil = seed_ceiling(sp, tm)
+    return {"encoders": sp, "fd_gen": {n: tm[n]["fd_gen"] for n in sp},
+            "fd_gen_train_seed_sd": {n: tm[n]["fd_gen_train_seed_sd"] for n in sp},
+            "spearman_mlp_vs_conv_fd_gen": {x: agree[x] for x in ("rho", "lo", "hi")},
+            "seed_ceiling_spearman": ceil["single_seed_pairwise_spearman"],
+            "score_spearman_fd_gen": {x: b[x] for x in ("rho", "lo", "hi")},
+            "correlations_vs_fd_gen": corr,
+            "controls": {base: {k: {kk: v[kk] for kk in ("fd_gen_change", "fd_gen_noise_2se", "fd_gen_verdict",
+                                                         "score_verdict")} for k, v in row.items()}
+                         for base, row in ctl.items()},
+            "generator_cpu_s_per_seed": float(np.mean([tm[n]["flow_cpu_s_per_seed"] for n in sp]))}
+
+
 # ============================================================================================ main
 
 def main(argv=None) -> Dict[str, Any]:
@@ -928,6 +976,8 @@ def main(argv=None) -> Dict[str, Any]:
                     help="also write latentgeo/fisher/zoo_validation.json (the report's correlations)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--mlp-truth", action="store_true",
+                    help="also the MLP flow on the flattened spatial latents (families A, B): a second generator")
     a = ap.parse_args(argv)
     cfg = dict(PRESETS["quick" if a.quick else "full"])
     allnames = zoo_names()
@@ -1031,6 +1081,10 @@ def main(argv=None) -> Dict[str, Any]:
             "cheap_reference_spearman_fd_gen": ref_rho,
             "score": "rank average of " + ", ".join(m for m, _ in SCORE_MEASURES)},
     })
+    if a.mlp_truth:
+        result["mlp_generator"] = mlp_generator_analysis(done, models, truth, diags, records, xtr, ref, xrec, clf,
+                                                          cfg, a.seed, cache, log)
+        atomic_write_json(out, result)
     analysis["_table"] = {k: [diags[n].get(k, float("nan")) for n in done] for k in analysis["best_by_abs_rho_vs_fd_gen"]}
     try:
         _plot(done, truth, records, analysis, out.with_suffix(".png"))
