@@ -173,8 +173,13 @@ NAMES = "a_c4,a_c2,a_c4_ck50,b_a_c4_rot,b_a_c4_scale30,b_a_c4_checker,c_pca,c_pc
 def test_quick_run_structure(zoo, tmp_path, monkeypatch):
     monkeypatch.setitem(zoo.PRESETS, "quick", TINY)  # the --quick pipeline at smaller sizes (test time)
     out = tmp_path / "zoo.json"
-    r = zoo.main(["--quick", "--cache", str(tmp_path / "cache"), "--out", str(out), "--encoders", NAMES])
+    r = zoo.main(["--quick", "--cache", str(tmp_path / "cache"), "--out", str(out), "--encoders", NAMES,
+                  "--mlp-truth"])
     r = json.loads(out.read_text())
+    mg = r["mlp_generator"]  # the second generator covers exactly the spatial families
+    assert mg["encoders"] == [n for n in NAMES.split(",") if not n.startswith("c_")]
+    assert -1 <= mg["spearman_mlp_vs_conv_fd_gen"]["rho"] <= 1 and set(mg["controls"]["a_c4"]) == {
+        "rot", "scale30", "checker"}
     assert r["status"] == "complete" and out.with_suffix(".png").stat().st_size > 0
     v = r["validation"]
     assert v["n_encoders"] == 8 and v["n_families"] == 3
