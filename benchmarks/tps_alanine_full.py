@@ -84,6 +84,14 @@ VARIANTS = [
     ("train_12k", dict(MAIN, train_steps=12000, shooting_paths=0, committor_frames=0)),
     ("train_12k_seed1", dict(MAIN, train_steps=12000, shooting_paths=0, committor_frames=0, seed=1)),
     ("train_12k_seed2", dict(MAIN, train_steps=12000, shooting_paths=0, committor_frames=0, seed=2)),
+    # end to end: 12k-step denoiser, restraint centres D(x_n, sigma_n) resampled at equal data-space arc length
+    # (the line's centres denoised and resampled the same way), stiffness kT / sigma^2 at the resampled sigma
+    ("means_arclength_12k", dict(MAIN, train_steps=12000, shooting_paths=0, committor_frames=0, centres="denoised",
+                                 reparam="arclength")),
+    ("means_arclength_12k_seed1", dict(MAIN, train_steps=12000, shooting_paths=0, committor_frames=0,
+                                       centres="denoised", reparam="arclength", seed=1)),
+    ("means_arclength_12k_seed2", dict(MAIN, train_steps=12000, shooting_paths=0, committor_frames=0,
+                                       centres="denoised", reparam="arclength", seed=2)),
 ]
 
 
@@ -265,8 +273,13 @@ def main() -> None:
         if name == "main" and (folder / "report.png").exists():
             shutil.copyfile(folder / "report.png", Path(args.out).with_suffix(".png"))
         atomic_write_json(args.out, results)
-    seeds = [v for k, v in results["variants"].items() if k in ("main", "main_seed1", "main_seed2")]
-    if len(seeds) > 1:  # per-seed means, then mean +- std over seeds (the published rows' convention)
+    for group, base in (("main_over_seeds", "main"), ("train_12k_over_seeds", "train_12k"),
+                        ("means_arclength_12k_over_seeds", "means_arclength_12k")):
+        names = (base, base + "_seed1", base + "_seed2")
+        seeds = [results["variants"][k] for k in names if k in results["variants"]]
+        if len(seeds) < 2:
+            continue
+        # per-seed means, then mean +- std over seeds (the published rows' convention) and the SE over seeds
         over = {}
         for meth in ("spacetime_geodesic", "straight_line", "two_way_shooting"):
             vals = {"thp_percent": [], "rmsd_angstrom": [], "ets_kj_mol": []}
@@ -277,9 +290,17 @@ def main() -> None:
                 vals["thp_percent"].append(r["thp_percent"])
                 vals["rmsd_angstrom"].append(r["rmsd_angstrom"]["mean"])
                 vals["ets_kj_mol"].append(r["ets_kj_mol"]["mean"])
-            over[meth] = {k: {"mean": float(np.mean(x)), "std_over_seeds": float(np.std(x)), "seeds": len(x)}
+            over[meth] = {k: {"mean": float(np.mean(x)), "std_over_seeds": float(np.std(x)), "seeds": len(x),
+                              "se_over_seeds": float(np.std(x, ddof=1) / math.sqrt(len(x))) if len(x) > 1 else None}
                           for k, x in vals.items() if x}
-        results["main_over_seeds"] = over
+        cmps = [v["geodesic_vs_straight_line_ets"] for v in seeds if v["geodesic_vs_straight_line_ets"]]
+        if cmps:
+            d = np.array([c["ets_all_paths_geodesic_minus_line"] for c in cmps])
+            over["geodesic_minus_line_ets_all_paths"] = {
+                "mean": float(d.mean()), "per_seed": d.tolist(),
+                "se_paths": float(math.sqrt(sum(c["standard_error"] ** 2 for c in cmps)) / len(cmps)),
+                "se_over_seeds": float(d.std(ddof=1) / math.sqrt(len(d))) if len(d) > 1 else None}
+        results[group] = over
     results["unbiased_md_floor"] = _floor(args.paths, 1000 if not args.quick else 100)
     main_v = results["variants"].get("main")
     if main_v:
