@@ -13,6 +13,11 @@ Rows (all from ``latentgeo.molecules.alanine_full.run_alanine_full``, one run fo
 - each variant of ``VARIANTS`` (restraint settings) repeats the geodesic and straight-line rows;
 - ``unbiased_md_floor``: 64 unbiased 1,000-step runs from the minimised C5 with fresh velocities (no transition): the
   thermal floor of "max potential energy minus the minimised start" at 300 K, which bounds any ETS from below.
+- ``train_12k*``: a denoiser trained 12,000 steps; ``means_arclength_12k*``: that denoiser end to end with restraint
+  centres ``D(x_n, sigma_n)`` resampled at equal data-space arc length (``*_over_seeds``: 3-seed summaries);
+- ``--md-stage``: the MD_STAGE variants (arc-length centres, stiffness floor, heavy atoms, constant stiffness) on the
+  saved geodesics of 3 seeds, each against the straight line with the same stiffness and MD seeds
+  (``md_stage_variants``; ``--md-runs train_12k,... --md-key md_stage_variants_train_12k`` for the 12k model).
 Published rows are copied from the issue (their ETS is the raw OpenMM potential of their PME system, not ours).
 
 Resumable: a variant whose ``summary.json`` exists in ``--work`` with the same settings is read, not re-run.
