@@ -332,7 +332,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             key, sep, spec = str(item).partition("=")
             if not sep or not key or not spec:
                 raise LatentgeoError(f"--latent-denoiser must look like NAME=SPEC (NAME one of: "
-                                     f"{', '.join(names)}), got '{item}'")
+                                     f"{', '.join(names)}), got '{item}'; pass e.g. --latent-denoiser {names[0] if names else 'NAME'}=RUN_DIR")
             if key not in names:
                 raise LatentgeoError(f"--latent-denoiser names encoder '{key}', which is not among the encoders "
                                      f"({', '.join(names)}); use one of those names")
@@ -355,7 +355,7 @@ def register(app: typer.Typer, train_app: typer.Typer) -> None:
             try:
                 lshape = tuple(int(v) for v in latent_shape.split(","))
             except ValueError:
-                raise LatentgeoError(f"--latent-shape must look like C,H,W (e.g. 4,7,7), got '{latent_shape}'") \
+                raise LatentgeoError(f"--latent-shape must look like C,H,W (e.g. 4,7,7), got '{latent_shape}'; pass three positive integers") \
                     from None
         # data vs encoders from the configs alone (1-channel data into a 3-channel VAE: one line in a second), then
         # every model is resolved (a bad one fails in seconds) and checked against the data, before any training

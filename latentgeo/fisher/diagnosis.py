@@ -303,12 +303,13 @@ def diagnose(encoders: Union[Mapping[str, Any], Sequence[Any]], x: torch.Tensor,
                       (n_equivariance, "n_equivariance", 1), (n_bands, "n_bands", 2)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise LatentgeoError(f"{nm} must be an integer >= {lo}, got {v!r} (untrained or unmeasured denoisers "
-                                 "give a meaningless verdict)")
+                                 f"give a meaningless verdict); pass {nm}={lo} or more")
     if latent_steps is not None and (isinstance(latent_steps, bool) or not isinstance(latent_steps, int)
                                      or latent_steps < 1):
-        raise LatentgeoError(f"latent_steps must be an integer >= 1, got {latent_steps!r}")
+        raise LatentgeoError(f"latent_steps must be an integer >= 1, got {latent_steps!r}; pass e.g. "
+                             "latent_steps=2000")
     if not isinstance(fisher, bool):
-        raise LatentgeoError(f"fisher must be True or False, got {fisher!r}")
+        raise LatentgeoError(f"fisher must be True or False, got {fisher!r}; pass a bool")
     y_lab = _check_labels(labels, x.shape[0])
     gen_cfg = _check_generation(generation, n_generation, interp_alphas, noise_scales, interp_k, classifier_steps,
                                 reference_flow_steps, n_boot, x.shape[0], feature_fn, interp_temperature)
@@ -346,7 +347,8 @@ def diagnose(encoders: Union[Mapping[str, Any], Sequence[Any]], x: torch.Tensor,
                              f"[{lo:.4g}, {hi:.4g}]); pass sigmas explicitly or other denoisers")
     sig = torch.as_tensor(sigmas, dtype=torch.float64) if sigmas is not None else default_sigmas(n_sigmas, lo, hi)
     if sig.ndim != 1 or sig.numel() == 0 or not bool(torch.isfinite(sig).all()) or bool((sig <= 0).any()):
-        raise LatentgeoError(f"sigmas must be a non-empty list of positive finite noise levels, got {sigmas!r}")
+        raise LatentgeoError(f"sigmas must be a non-empty list of positive finite noise levels, got {sigmas!r}; "
+                             "pass e.g. sigmas=[0.05, 0.2, 1.0] or None for the default grid")
     from latentgeo.diffusion.wrappers import RANGE_RTOL
 
     for what, d in given:
@@ -606,27 +608,30 @@ def _check_labels(labels: Any, n: int) -> Optional[torch.Tensor]:
 def _check_generation(generation, n_generation, alphas, scales, k, clf_steps, ref_steps, n_boot, n, feature_fn,
                       temperature):
     if not isinstance(generation, bool):
-        raise LatentgeoError(f"generation must be True or False, got {generation!r}")
+        raise LatentgeoError(f"generation must be True or False, got {generation!r}; pass a bool")
     for v, nm, lo in ((n_generation, "n_generation", 4), (k, "interp_k", 1), (clf_steps, "classifier_steps", 1),
                       (n_boot, "n_boot", 2)):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise LatentgeoError(f"{nm} must be an integer >= {lo}, got {v!r}")
+            raise LatentgeoError(f"{nm} must be an integer >= {lo}, got {v!r}; pass {nm}={lo} or more")
     if ref_steps is not None and (isinstance(ref_steps, bool) or not isinstance(ref_steps, int) or ref_steps < 1):
-        raise LatentgeoError(f"reference_flow_steps must be an integer >= 1 or None, got {ref_steps!r}")
+        raise LatentgeoError(f"reference_flow_steps must be an integer >= 1 or None, got {ref_steps!r}; "
+                             "pass None to skip the reference generator")
     try:
         al = [float(a) for a in alphas]
         sc = [float(v) for v in scales]
     except (TypeError, ValueError):
         raise LatentgeoError("interp_alphas and noise_scales must be lists of numbers; e.g. (0.5, 0.25)") from None
     if any(not 0 < a <= 1 for a in al):
-        raise LatentgeoError(f"interp_alphas must lie in (0, 1], got {al}")
+        raise LatentgeoError(f"interp_alphas must lie in (0, 1], got {al}; pass e.g. (0.5, 0.25)")
     if any(not (math.isfinite(v) and v > 0) for v in sc):
-        raise LatentgeoError(f"noise_scales must be positive finite numbers, got {sc}")
+        raise LatentgeoError(f"noise_scales must be positive finite numbers, got {sc}; pass e.g. (0.1, 0.3)")
     if feature_fn is not None and not callable(feature_fn):
-        raise LatentgeoError(f"feature_fn must be a callable images -> features, got {type(feature_fn).__name__}")
+        raise LatentgeoError(f"feature_fn must be a callable images -> features, got {type(feature_fn).__name__}; "
+                             "pass a function or None for latentgeo's classifier")
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0 \
             or not math.isfinite(temperature):
-        raise LatentgeoError(f"interp_temperature must be a positive finite number, got {temperature!r}")
+        raise LatentgeoError(f"interp_temperature must be a positive finite number, got {temperature!r}; pass e.g. "
+                             "1.0")
     ng = min(int(n_generation), n // 2)
     return {"on": bool(generation), "n_generation": ng, "interp_alphas": al, "noise_scales": sc, "interp_k": int(k),
             "n_boot": int(n_boot), "temperature": float(temperature)}
@@ -637,9 +642,10 @@ def _with_latent_shape(f, z, dec, shape, name, explicit):
     try:
         shp = tuple(int(v) for v in shape)
     except (TypeError, ValueError):
-        raise LatentgeoError(f"latent_shape must be a tuple like (4, 7, 7), got {shape!r}") from None
+        raise LatentgeoError(f"latent_shape must be a tuple like (4, 7, 7), got {shape!r}; pass the latent's "
+                             "[C, H, W]") from None
     if not shp or any(v < 1 for v in shp):
-        raise LatentgeoError(f"latent_shape must hold positive sizes, got {shp}")
+        raise LatentgeoError(f"latent_shape must hold positive sizes, got {shp}; pass the latent's [C, H, W]")
     d = int(z[0].numel())
     if math.prod(shp) != d:
         if not explicit and z.ndim != 2:

@@ -167,7 +167,7 @@ def dct_band_energies(x: torch.Tensor, n_bands: int = 8) -> Dict[str, Any]:
 
 def _check_bands(n_bands: Any) -> int:
     if isinstance(n_bands, bool) or not isinstance(n_bands, int) or n_bands < 2:
-        raise LatentgeoError(f"n_bands must be an integer >= 2, got {n_bands!r}")
+        raise LatentgeoError(f"n_bands must be an integer >= 2, got {n_bands!r}; pass e.g. n_bands=8")
     return n_bands
 
 
@@ -305,7 +305,7 @@ def equivariance_errors(encoder: Callable, x: torch.Tensor, *, n: int = 128, bat
         if t not in TRANSFORMS:
             raise LatentgeoError(f"unknown transform '{t}'; choose from: {', '.join(TRANSFORMS)}")
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise LatentgeoError(f"n must be a positive integer, got {n!r}")
+        raise LatentgeoError(f"n must be a positive integer, got {n!r}; pass e.g. n=128")
     x = _tensor(x, "x", (2, 3, 4, 5), "[N, C, H, W] images")
     x = x[:n]
 
@@ -448,9 +448,9 @@ def neighbourhood_metrics(x: torch.Tensor, z: torch.Tensor, k: int = 10, max_poi
     if x.shape[0] != z.shape[0]:
         raise LatentgeoError(f"x has {x.shape[0]} samples but z has {z.shape[0]}; pass paired samples (z = E(x))")
     if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise LatentgeoError(f"k must be a positive integer, got {k!r}")
+        raise LatentgeoError(f"k must be a positive integer, got {k!r}; pass e.g. k=10")
     if isinstance(max_points, bool) or not isinstance(max_points, int) or max_points < 4:
-        raise LatentgeoError(f"max_points must be an integer >= 4, got {max_points!r}")
+        raise LatentgeoError(f"max_points must be an integer >= 4, got {max_points!r}; pass e.g. max_points=1000")
     X = x.reshape(x.shape[0], -1).detach().to("cpu", F64).numpy()
     Z = z.reshape(z.shape[0], -1).detach().to("cpu", F64).numpy()
     rng = np.random.default_rng(int(seed))
@@ -496,7 +496,8 @@ def reconstruction_metrics(x: torch.Tensor, x_hat: torch.Tensor, data_range: flo
                              "reconstructions of the same samples, shaped like the data")
     if isinstance(data_range, bool) or not isinstance(data_range, (int, float)) or not (
             math.isfinite(data_range) and data_range > 0):
-        raise LatentgeoError(f"data_range must be a positive finite number, got {data_range!r}")
+        raise LatentgeoError(f"data_range must be a positive finite number, got {data_range!r}; pass 2.0 for images "
+                             "in [-1, 1]")
     a, b = x.to(F64), x_hat.to(device=x.device, dtype=F64)
     per = ((a - b) ** 2).flatten(1).mean(1)
     mse, mse_se = float(per.mean()), _se(per)
@@ -632,7 +633,8 @@ def _check_weights(weights: Optional[Mapping[str, float]]) -> Dict[str, float]:
             raise LatentgeoError(f"unknown score feature '{k}'; choose from: {', '.join(DEFAULT_WEIGHTS)}")
         fv = _num(v)
         if fv is None or fv < 0:
-            raise LatentgeoError(f"the weight of '{k}' must be a finite number >= 0, got {v!r}")
+            raise LatentgeoError(f"the weight of '{k}' must be a finite number >= 0, got {v!r}; pass 0 to "
+                                 "drop the measure")
         w[k] = fv
     return w
 
@@ -737,7 +739,8 @@ def neighbour_partners(query: torch.Tensor, pool: torch.Tensor, k: int = 10, tem
     q, p = _flat64(query), _flat64(pool)
     k = min(int(k), p.shape[0] - 1)
     if k < 1:
-        raise LatentgeoError(f"neighbour interpolation needs a pool of >= 2 latents, got {p.shape[0]}")
+        raise LatentgeoError(f"neighbour interpolation needs a pool of >= 2 latents, got {p.shape[0]}; pass more "
+                             "samples")
     cos = (q / q.norm(dim=1, keepdim=True).clamp_min(1e-30)) @ (p / p.norm(dim=1, keepdim=True).clamp_min(1e-30)).T
     if self_index is not None:
         cos[torch.arange(q.shape[0], device=q.device), self_index.to(q.device)] = -math.inf
@@ -807,7 +810,7 @@ def latent_neighbour_consistency(z: torch.Tensor, labels: torch.Tensor, k: int =
         raise LatentgeoError(f"{Z.shape[0]} latents but {y.shape[0]} labels; pass one label per sample")
     k = min(int(k), Z.shape[0] - 1)
     if k < 1:
-        raise LatentgeoError("LNC needs at least 2 samples")
+        raise LatentgeoError("LNC needs at least 2 samples; pass more labelled samples")
     per = []
     for i in range(0, Z.shape[0], 1024):
         d = torch.cdist(Z[i:i + 1024], Z)
