@@ -161,6 +161,22 @@ def rank_position(value: float, reference: Sequence[float]) -> float:
     return float(((r < value).sum() + 0.5 * (r == value).sum()) / r.size)
 
 
+def top_signed(cols: Mapping[str, np.ndarray], y: np.ndarray, train: np.ndarray, usable: Callable[[np.ndarray], bool],
+               k: int) -> List[Tuple[float, str, float]]:
+    """The ``k`` measures most correlated (|Spearman| on the ``train`` items) with ``y``, as ``(-|r|, name, sign)``;
+    a measure is eligible when ``usable(column)``; ties broken by name."""
+    cand = []
+    for nm in sorted(cols):
+        x = cols[nm]
+        if not usable(x):
+            continue
+        r = spearman(x[train], y[train])
+        if r is not None:
+            cand.append((-abs(r), nm, 1.0 if r >= 0 else -1.0))
+    cand.sort()
+    return cand[:k]
+
+
 def leave_one_out(table: Mapping[str, Sequence[float]], target: Sequence[float], k: int = 3,
                   min_items: int = 4) -> Dict[str, Any]:
     """Leave-one-out predictions of ``target`` from the candidate diagnostics in ``table`` (name -> values, one per
@@ -180,16 +196,8 @@ def leave_one_out(table: Mapping[str, Sequence[float]], target: Sequence[float],
     preds, chosen = [], []
     for i in range(n):
         tr = np.arange(n) != i
-        cand = []
-        for nm in names:
-            x = cols[nm]
-            if not np.isfinite(x[i]) or np.isfinite(x[tr]).sum() < min_items:
-                continue
-            r = spearman(x[tr], y[tr])
-            if r is not None:
-                cand.append((-abs(r), nm, 1.0 if r >= 0 else -1.0))
-        cand.sort()
-        top = cand[:k]
+        top = top_signed(cols, y, tr, lambda x: bool(np.isfinite(x[i])) and np.isfinite(x[tr]).sum() >= min_items,
+                         k)
         chosen.append([(nm, s) for _, nm, s in top])
         if not top:
             preds.append(float("nan"))
@@ -727,16 +735,8 @@ def leave_one_family_out(table, target, families, k=3, min_items: int = 6) -> Di
     res = {}
     for fam in sorted(set(families)):
         te, tr = fams == fam, fams != fam
-        cand = []
-        for nm in names:
-            x = cols[nm]
-            if np.isfinite(x[tr]).sum() < min_items or not np.isfinite(x[te]).all():
-                continue
-            r = spearman(x[tr], y[tr])
-            if r is not None:
-                cand.append((-abs(r), nm, 1.0 if r >= 0 else -1.0))
-        cand.sort()
-        top = cand[:k]
+        top = top_signed(cols, y, tr, lambda x: np.isfinite(x[tr]).sum() >= min_items
+                         and bool(np.isfinite(x[te]).all()), k)
         ti = np.nonzero(te)[0]
         # within-family ranks of the chosen measures (only their choice and signs come from the other families;
         # ranks against the training families' values would collapse when a family's range lies outside theirs)
