@@ -177,7 +177,7 @@ _ENCODER_HELP = ("A latentgeo autoencoder run folder (`latentgeo train ae`, with
                  "encoded, the geodesics run in the latent spacetime and are decoded.")
 
 
-def _load_encoder(encoder: str, user: dict, run, device: str, data: str, split: str):
+def _load_encoder(encoder: str, user: dict, run, device: str, data: str, split: str, model_opts=None):
     """``(images x [N, ...], enc dict)`` for ``--encoder``: the data loaded in the encoder's input shape (padded to
     32x32 when it was trained so) and ``{"path", "encode", "decode", "latent_shape", "info"}``; refuses a RUN not
     trained on this encoder's latents (:func:`latentgeo.spacetime.latent.check_latent_model`)."""
@@ -185,13 +185,18 @@ def _load_encoder(encoder: str, user: dict, run, device: str, data: str, split: 
 
     from latentgeo.data import load
     from latentgeo.errors import LatentgeoError
-    from latentgeo.resolve import check_input_shape, resolve_encoder
+    from latentgeo.cli._options import ModelOptions, resolve_model
+    from latentgeo.resolve import check_input_shape
     from latentgeo.spacetime.latent import check_latent_model
 
     if not Path(encoder).expanduser().exists():
         raise LatentgeoError(f"--encoder '{encoder}' does not exist; pass a `latentgeo train ae` folder")
     check_latent_model(user, encoder, user.get("data_shape") or [], run=str(run))  # recorded path, before loading
-    enc, dec, info = resolve_encoder(encoder, device=device)
+    # the one resolver; of the command's model options only the allow flags apply to the autoencoder (--subfolder,
+    # --parametrization, ... describe RUN)
+    opts = ModelOptions(allow_pickle=bool(getattr(model_opts, "allow_pickle", False)),
+                        allow_torchscript=bool(getattr(model_opts, "allow_torchscript", False)))
+    enc, dec, info = resolve_model("encoder", encoder, opts, code=False, device=device, what="--encoder")
     if dec is None:
         raise LatentgeoError(f"--encoder '{encoder}' has no decoder, so the geodesic cannot be decoded; pass an "
                              "autoencoder folder with decoder.safetensors (`latentgeo train ae` trains both)")
@@ -350,7 +355,7 @@ def _geodesic_latent(den, user, run, model_opts, encoder, dev, data, split, from
     from latentgeo.spacetime.latent import latent_geodesic
     from latentgeo.spacetime.plots import decoded_strip_png
 
-    x, enc = _load_encoder(encoder, user, run, dev, data, split)
+    x, enc = _load_encoder(encoder, user, run, dev, data, split, model_opts)
     a, b = _point(from_, None, "--from", x), _point(to, None, "--to", x)
     lg = latent_geodesic(den, enc["encode"], enc["decode"], a, b, sigma=sigma_from, sigma_b=sigma_to,
                          pf_encode=encode, encode_from=start, n_points=pts, steps=sts, n_nodes=n_nodes, lr=lr,
@@ -700,7 +705,7 @@ def diffed_cmd(
                              f"model's sigma_min)), got {sigma_min:g}; raise it or pass --no-encode")
     enc = None
     if encoder is not None:
-        x, enc = _load_encoder(encoder, user, run, dev, data, split)
+        x, enc = _load_encoder(encoder, user, run, dev, data, split, model_opts)
     else:
         x = load(data, split=split)
     if enc is None and shape is not None and tuple(x.shape[1:]) != tuple(shape):
