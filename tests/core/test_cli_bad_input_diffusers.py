@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +25,7 @@ def base(tmp_path_factory):
 
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("forged_diffusers")
-    pipe = save_pipeline(root / "pipe", unet=tiny_unet(in_channels=1, sample_size=8))
+    save_pipeline(root / "pipe", unet=tiny_unet(in_channels=1, sample_size=8))
     vae = root / "vae"
     tiny_vae(in_channels=3).save_pretrained(vae)
     rng = np.random.default_rng(0)
@@ -36,17 +35,10 @@ def base(tmp_path_factory):
 
 
 @pytest.fixture
-def cli(capsys):
+def cli(cli_inproc):
     def run(*args):
-        from latentgeo.cli import main
-
-        capsys.readouterr()
-        t0 = time.process_time()
-        with pytest.raises(SystemExit) as exc:
-            main([str(a) for a in args])
-            raise SystemExit(0)
-        cap = capsys.readouterr()
-        return exc.value.code, cap.out, cap.err, time.process_time() - t0
+        r = cli_inproc(*args)
+        return r.returncode, r.stdout, r.stderr, r.cpu_s
     return run
 
 

@@ -46,27 +46,6 @@ def _cpu_seconds_of(fn):
     return out, used() - t0
 
 
-class _InProc:
-    """The result of the CLI entry point run in this process (for refusals: no interpreter start-up)."""
-
-    def __init__(self, returncode, stdout, stderr):
-        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
-
-
-@pytest.fixture
-def cli_inproc(capsys):
-    def run(*args):
-        from latentgeo.cli import main
-
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exc:
-            main([str(a) for a in args])
-            raise SystemExit(0)
-        cap = capsys.readouterr()
-        return _InProc(exc.value.code, cap.out, cap.err)
-    return run
-
-
 def _ok(r):
     assert r.returncode == 0, (r.stdout[-2000:], r.stderr[-3000:])
 

@@ -83,40 +83,30 @@ def test_torchscript_is_refused_without_the_flag_and_runs_with_it(evil):
     assert torch.equal(enc(x), x[:, :2]) and m.read_bytes() == b"\2" * 8
 
 
-def test_cli_refuses_torchscript_without_the_flag(evil, tmp_path, capsys):
-    from latentgeo.cli import main
-
+def test_cli_refuses_torchscript_without_the_flag(evil, tmp_path, cli_inproc):
     f, m = evil
     for args in (["diagnose", "--encoder", f, "--data", "digits", "--no-fisher", "--out", tmp_path / "dg"],
                  ["geometry", f, "--data", "digits", "--plots", tmp_path / "gm"],
                  ["fisher", "curves", "--denoiser", f, "--parametrization", "ve", "--data", "gmm2d", "--out",
                   tmp_path / "fc"]):
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exc:
-            main([str(a) for a in args])
-        err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
-        assert exc.value.code == 2 and len(err) == 1 and err[0].startswith("error: "), (args[0], err)
+        r = cli_inproc(*args)
+        err = r.err_lines
+        assert r.returncode == 2 and len(err) == 1 and err[0].startswith("error: "), (args[0], err)
         assert "--allow-torchscript" in err[0], err[0]
     assert m.read_bytes() == b"\0" * 8
     assert not (tmp_path / "dg" / "summary.json").exists()
 
 
-def test_a_run_record_naming_torchscript_is_refused_naming_the_path(tmp_path, capsys):
+def test_a_run_record_naming_torchscript_is_refused_naming_the_path(tmp_path, cli_inproc):
     """``latent_of`` in a run's config.json pointing at a TorchScript file: ``sample`` refuses it (even with
     --allow-torchscript on the command line), names the path, and nothing of the file runs."""
-    from latentgeo.cli import main
-
     enc = tmp_path / "enc.pt"
     torch.jit.script(_Benign()).save(str(enc))
     run = tmp_path / "latent-run"
 
     def cli(*args):
-        capsys.readouterr()
-        with pytest.raises(SystemExit) as exc:
-            main([str(a) for a in args])
-            raise SystemExit(0)
-        cap = capsys.readouterr()
-        return exc.value.code, [ln for ln in cap.err.splitlines() if ln.strip()]
+        r = cli_inproc(*args)
+        return r.returncode, r.err_lines
 
     code, err = cli("train", "diffusion", "--encoder", enc, "--allow-torchscript", "--data", "digits", "--out", run,
                     "--steps", 2, "--hidden", 8, "--depth", 1, "--batch-size", 8, "--quiet", "--device", "cpu")
