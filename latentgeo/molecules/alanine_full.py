@@ -39,7 +39,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from latentgeo.errors import LatentgeoError
+from latentgeo.errors import LatentgeoError, check_choice, check_positive
 
 __all__ = ["ATOM_NAMES", "HEAVY_ATOMS", "PHI_ATOMS", "PSI_ATOMS", "TPSDPS_PHI_ATOMS", "KB_KJ_MOL_K", "pdb_path",
            "build_coordinates", "kabsch", "align", "dihedrals", "phi_psi", "thp_hits", "rmsd_heavy", "path_metrics",
@@ -533,9 +533,7 @@ def _check_settings(n_paths, kw):
     if kw["shooting_paths"] is not None:
         pos_int("shooting_paths", 0)
     for nm in ("temperature", "timestep_fs", "friction_per_ps", "geo_lr", "kappa_scale"):
-        v = kw[nm]
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v > 0):
-            raise LatentgeoError(f"{nm} must be a positive finite number, got {v!r}; pass a value above 0")
+        check_positive(kw[nm], nm)
     if kw["timestep_fs"] > 4:
         raise LatentgeoError(f"timestep_fs {kw['timestep_fs']} is too large for H-bond constraints; use <= 4 fs "
                              "(the protocol uses 1)")
@@ -545,23 +543,15 @@ def _check_settings(n_paths, kw):
     cap = kw["kappa_cap"]
     if cap is not None and not (isinstance(cap, (int, float)) and math.isfinite(cap) and cap > 0):
         raise LatentgeoError(f"kappa_cap must be a positive number of kJ/mol/nm^2, got {cap!r}; pass e.g. 20000")
-    if kw["schedule"] not in ("geodesic", "constant"):
-        raise LatentgeoError(f"schedule must be 'geodesic' or 'constant', got {kw['schedule']!r}; pick one of the two")
+    for nm, choices in (("schedule", ("geodesic", "constant")), ("objective", ("abs", "relu")),
+                        ("centres", ("curve", "denoised")), ("restrain", ("all", "heavy")),
+                        ("reparam", ("none", "arclength")), ("platform", ("Reference", "CPU"))):
+        check_choice(kw[nm], choices, nm)
     if kw["schedule"] == "constant" and cap is None:
         raise LatentgeoError("schedule 'constant' has no stiffness; pass --kappa-cap (the constant stiffness)")
-    if kw["objective"] not in ("abs", "relu"):
-        raise LatentgeoError(f"objective must be 'abs' or 'relu', got {kw['objective']!r}; pick one of the two")
-    if kw["centres"] not in ("curve", "denoised"):
-        raise LatentgeoError(f"centres must be 'curve' or 'denoised', got {kw['centres']!r}; pick one of the two")
-    if kw["restrain"] not in ("all", "heavy"):
-        raise LatentgeoError(f"restrain must be 'all' or 'heavy', got {kw['restrain']!r}; pick one of the two")
-    if kw["reparam"] not in ("none", "arclength"):
-        raise LatentgeoError(f"reparam must be 'none' or 'arclength', got {kw['reparam']!r}; pick one of the two")
     fl = kw["kappa_floor"]
     if fl is not None and not (isinstance(fl, (int, float)) and math.isfinite(fl) and fl > 0):
         raise LatentgeoError(f"kappa_floor must be a positive number of kJ/mol/nm^2, got {fl!r}; pass e.g. 2000")
-    if kw["platform"] not in ("Reference", "CPU"):
-        raise LatentgeoError(f"platform must be 'Reference' or 'CPU', got {kw['platform']!r}; pick one of the two")
     for nm in ("log_snr", "snr_penalty", "snr_lambda"):
         if not (isinstance(kw[nm], (int, float)) and math.isfinite(kw[nm])):
             raise LatentgeoError(f"{nm} must be a finite number, got {kw[nm]!r}; pass a finite value")
